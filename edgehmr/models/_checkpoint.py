@@ -1,0 +1,134 @@
+"""Reading checkpoints safely and loading them strictly, with a readable key/shape diff on mismatch.
+
+Safety: ``torch.load`` always runs with ``weights_only=True``. A Lightning checkpoint (4D-Humans) pickles its yacs
+config in ``hyper_parameters``; a stand-in class registered under yacs' name lets it unpickle as plain data,
+without yacs and without running anything. Any other pickled object stops the load unless the user passes
+``--trust-checkpoint``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgehmr.errors import CheckpointMismatchError, InputError
+
+
+class _CfgNodeData(dict):
+    """Data-only stand-in for ``yacs.config.CfgNode`` (a dict subclass with a few attributes)."""
+
+    def __setstate__(self, state):  # yacs pickles attributes such as __immutable__ in the instance dict
+        self.__dict__.update(state if isinstance(state, dict) else {})
+
+
+_DATA_ONLY_GLOBALS = [(_CfgNodeData, "yacs.config.CfgNode")]
+
+
+def read_checkpoint(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
+    """Read a ``.ckpt``/``.pth``/``.pt``/``.safetensors`` file and return its flat tensor state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise InputError(f"Checkpoint {path} is not a readable safetensors file ({e}).") from None
+    obj = _torch_load(path, trust)
+    return _unwrap_state_dict(obj, path)
+
+
+def _torch_load(path: Path, trust: bool):
+    try:
+        if trust:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_DATA_ONLY_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        what = str(e).split("\n")[0]
+        if "Unsupported global" in str(e) or "Weights only load failed" in str(e):
+            found = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln]
+            what = found[0] if found else what
+            raise InputError(
+                f"Checkpoint {path} contains pickled Python objects that could run code ({what}). "
+                f"If you trust where it came from, re-run with --trust-checkpoint.") from None
+        raise InputError(f"Checkpoint {path} is corrupt: {what}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        raise InputError(f"Checkpoint {path} is truncated or corrupt ({str(e).splitlines()[0]}).") from None
+
+
+def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
+    """Lightning and mmcv files keep weights under ``state_dict``; a bare state dict is used as is."""
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj:
+        raise InputError(f"Checkpoint {path} holds no state dict (found {type(obj).__name__}).")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise InputError(f"Checkpoint {path} holds no tensors.")
+    return tensors
+
+
+@dataclass
+class KeyDiff:
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)  # (key, ckpt, model)
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.shape)
+
+    def summary(self) -> str:
+        return f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, {len(self.shape)} of another shape"
+
+    def lines(self, limit: int = 12) -> list[str]:
+        out = [f"  missing    {k}" for k in self.missing[:limit]]
+        out += [f"  unexpected {k}" for k in self.unexpected[:limit]]
+        out += [f"  shape      {k}: checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in self.shape[:limit]]
+        return out
+
+
+def diff_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) -> KeyDiff:
+    own = module.state_dict()
+    diff = KeyDiff(missing=sorted(set(own) - set(state)), unexpected=sorted(set(state) - set(own)))
+    for k in sorted(set(own) & set(state)):
+        if tuple(own[k].shape) != tuple(state[k].shape):
+            diff.shape.append((k, tuple(state[k].shape), tuple(own[k].shape)))
+    return diff
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str, model_name: str) -> None:
+    diff = diff_state_dict(module, state)
+    if diff:
+        detail = "; ".join(ln.strip() for ln in diff.lines(limit=3))
+        raise CheckpointMismatchError(
+            f"Checkpoint {source} does not fit {model_name}: {diff.summary()} ({detail}). "
+            f"Check that the model size matches the checkpoint.", diff)
+    module.load_state_dict(state, strict=True)
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """Hash of every tensor's name, dtype, shape and bytes: identifies the weights independent of file format."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

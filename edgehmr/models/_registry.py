@@ -1,0 +1,66 @@
+"""The model registry: one ``ModelInfo`` per user-facing model id (``edgehmr models`` lists it)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from edgehmr.errors import SpecError
+from edgehmr.preprocess import CropRule
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int | str, ...]  # "B" for the batch dimension
+    meaning: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    family: str  # "hmr2" | "vitpose": selects decoding and task metrics
+    description: str
+    build: Callable[[], nn.Module]  # architecture only, parameters uninitialised
+    init_weights: Callable[[nn.Module], None]  # seeded "untrained" weights
+    filter_checkpoint: Callable[[dict], dict]  # published layout -> our state dict (drops training-only keys)
+    crop: CropRule
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    checkpoint_layout: str  # human description of the accepted published layout
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register(info: ModelInfo) -> ModelInfo:
+    if info.name in _REGISTRY:
+        raise ValueError(f"model {info.name} registered twice")
+    _REGISTRY[info.name] = info
+    return info
+
+
+def list_models() -> list[str]:
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def get_model_info(name: str) -> ModelInfo:
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise SpecError(f"Unknown model '{name}'.{hint} Run 'edgehmr models' for the list.")
+    return _REGISTRY[name]
+
+
+def _ensure_loaded() -> None:
+    # Importing the family modules registers their variants.
+    from edgehmr.models import hmr2, vitpose  # noqa: F401

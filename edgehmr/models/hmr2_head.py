@@ -1,0 +1,159 @@
+"""HMR2.0 SMPL head: a 6-layer cross-attention transformer decoder with one query.
+
+Names and shapes equal the ``smpl_head.*`` tensors of the 4D-Humans checkpoint. Export rewrites: the zero query
+token is folded (its embedding is ``to_token_embedding(0) + pos_embedding``, computed in the weights' dtype, so
+``.half()`` works), no einops, no in-place adds.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edgehmr.models.geometry import rot6d_to_rotmat
+
+NUM_JOINTS = 24  # global orient + 23 body joints
+DIM = 1024
+DEPTH = 6
+HEADS = 8
+DIM_HEAD = 64
+MLP_DIM = 1024
+
+
+class PreNorm(nn.Module):
+    def __init__(self, dim: int, fn: nn.Module):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)  # eps 1e-5 here (the ViT uses 1e-6)
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor, *context: torch.Tensor) -> torch.Tensor:
+        return self.fn(self.norm(x), *context)
+
+
+def _split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    b, n, _ = t.shape
+    return t.reshape(b, n, heads, -1).transpose(1, 2)
+
+
+def _merge_heads(t: torch.Tensor) -> torch.Tensor:
+    b, h, n, d = t.shape
+    return t.transpose(1, 2).reshape(b, n, h * d)
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    return torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1) @ v
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        inner = HEADS * DIM_HEAD
+        self.to_qkv = nn.Linear(dim, inner * 3, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(0.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = (_split_heads(t, HEADS) for t in self.to_qkv(x).chunk(3, dim=-1))
+        return self.to_out(_merge_heads(_attend(q, k, v, DIM_HEAD**-0.5)))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, dim: int, context_dim: int):
+        super().__init__()
+        inner = HEADS * DIM_HEAD
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_kv = nn.Linear(context_dim, inner * 2, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(0.0))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        q = _split_heads(self.to_q(x), HEADS)
+        k, v = (_split_heads(t, HEADS) for t in self.to_kv(context).chunk(2, dim=-1))
+        return self.to_out(_merge_heads(_attend(q, k, v, DIM_HEAD**-0.5)))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.0), nn.Linear(hidden, dim),
+                                 nn.Dropout(0.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class TransformerCrossAttn(nn.Module):
+    def __init__(self, context_dim: int):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.ModuleList([
+                PreNorm(DIM, SelfAttention(DIM)),
+                PreNorm(DIM, CrossAttention(DIM, context_dim)),
+                PreNorm(DIM, FeedForward(DIM, MLP_DIM)),
+            ])
+            for _ in range(DEPTH)
+        )
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        for self_attn, cross_attn, ff in self.layers:
+            x = self_attn(x) + x
+            x = cross_attn(x, context) + x
+            x = ff(x) + x
+        return x  # no final norm, as published
+
+
+class TransformerDecoder(nn.Module):
+    def __init__(self, context_dim: int):
+        super().__init__()
+        self.to_token_embedding = nn.Linear(1, DIM)  # input is the zero token ('zero' TRANSFORMER_INPUT)
+        self.pos_embedding = nn.Parameter(torch.zeros(1, 1, DIM))
+        self.transformer = TransformerCrossAttn(context_dim)
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        # Linear(0) == bias: the query is a constant. Folding it keeps the dtype of the weights (fp16-safe).
+        query = (self.to_token_embedding.bias + self.pos_embedding[0, 0]).reshape(1, 1, DIM)
+        query = query.expand(context.shape[0], 1, DIM)
+        return self.transformer(query, context)
+
+
+class SMPLTransformerDecoderHead(nn.Module):
+    """Backbone tokens ``[B, N, C]`` -> rotation matrices ``[B, 24, 3, 3]``, betas ``[B, 10]``, cam ``[B, 3]``."""
+
+    def __init__(self, context_dim: int):
+        super().__init__()
+        self.transformer = TransformerDecoder(context_dim)
+        self.decpose = nn.Linear(DIM, NUM_JOINTS * 6)
+        self.decshape = nn.Linear(DIM, 10)
+        self.deccam = nn.Linear(DIM, 3)
+        self.register_buffer("init_body_pose", torch.zeros(1, NUM_JOINTS * 6))
+        self.register_buffer("init_betas", torch.zeros(1, 10))
+        self.register_buffer("init_cam", torch.zeros(1, 3))
+
+    def forward(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        token = self.transformer(context)[:, 0]
+        pose6d = self.decpose(token) + self.init_body_pose  # IEF_ITERS = 1: a single pass from the mean
+        betas = self.decshape(token) + self.init_betas
+        cam = self.deccam(token) + self.init_cam
+        rotmats = rot6d_to_rotmat(pose6d.reshape(-1, NUM_JOINTS, 6))
+        return rotmats, betas, cam
+
+
+def init_head_weights(head: SMPLTransformerDecoderHead) -> None:
+    """Seeded, plausible initialisation for untrained use.
+
+    Readouts start near zero (xavier, gain 0.01, as HMR2.0 does) and the mean buffers hold a standing T-pose
+    facing the camera, so untrained outputs are valid bodies in front of the camera rather than noise.
+    """
+    for m in head.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    nn.init.trunc_normal_(head.transformer.pos_embedding, std=0.02)
+    for lin in (head.decpose, head.decshape, head.deccam):
+        nn.init.xavier_uniform_(lin.weight, gain=0.01)
+    identity6d = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    flip_x6d = torch.tensor([1.0, 0.0, 0.0, 0.0, -1.0, 0.0])  # 180 deg about x: SMPL's y-up body into camera y-down
+    pose = identity6d.repeat(NUM_JOINTS)
+    pose[:6] = flip_x6d
+    head.init_body_pose.copy_(pose[None])
+    head.init_betas.zero_()
+    head.init_cam.copy_(torch.tensor([[0.9, 0.0, 0.0]]))
