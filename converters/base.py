@@ -1,0 +1,36 @@
+"""The small interface every target converter implements.
+
+A converter module exposes ``convert(job, out_dir) -> ConvertResult``. It writes its model file(s) into ``out_dir``
+(a staging folder the caller renames into place when everything succeeded) and never touches anything else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgehmr.converters.capabilities import Precision
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    module: nn.Module  # eval mode, float32, returns a tuple in ``output_names`` order
+    example_inputs: tuple[torch.Tensor, ...]  # static shapes: the artifact is fixed to these
+    input_names: list[str]
+    output_names: list[str]
+    precision: Precision
+    model_name: str
+
+
+@dataclass
+class ConvertResult:
+    model_file: str  # relative to the artifact folder
+    details: dict = field(default_factory=dict)  # target-specific facts recorded in metadata.json
+    kept_fp32: list[str] = field(default_factory=list)  # ops deliberately left in higher precision
+
+
+def relpath(path: Path, root: Path) -> str:
+    return str(path.relative_to(root))

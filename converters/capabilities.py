@@ -1,0 +1,64 @@
+"""The capability table: the only place target facts live. The CLI, ``edgehmr targets``, docs and tests read it."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from enum import Enum
+
+from edgehmr.errors import SpecError
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"  # weights and activations, static PTQ
+    int8_weights = "int8-weights"  # weight-only
+
+
+@dataclass(frozen=True)
+class TargetCaps:
+    id: str
+    runtime: str  # what runs the artifact
+    suffix: str  # model file suffix inside the artifact folder
+    precisions: tuple[Precision, ...]
+    calibrated: tuple[Precision, ...]  # precisions that need calibration data
+    buckets: str  # how static-shape buckets are packaged ("none" until a target supports them)
+    host: str  # where the artifact runs
+    extra: str  # pip extra that installs the runtime
+    converter: str  # module in edgehmr.converters with convert()
+    runner: str  # module in edgehmr.targets with open_runner()
+
+
+TARGETS: dict[str, TargetCaps] = {
+    caps.id: caps
+    for caps in (
+        TargetCaps(
+            id="onnx", runtime="ONNX Runtime (CPU)", suffix=".onnx",
+            precisions=(Precision.fp32, Precision.fp16), calibrated=(), buckets="none",
+            host="any (x86, ARM; CPU execution provider)", extra="edgehmr (core)",
+            converter="edgehmr.converters.onnx", runner="edgehmr.targets.onnxruntime",
+        ),
+    )
+}
+DEFAULT_TARGET = "onnx"
+
+
+def get_target(target_id: str) -> TargetCaps:
+    if target_id not in TARGETS:
+        close = difflib.get_close_matches(target_id, list(TARGETS), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise SpecError(f"Unknown target '{target_id}'.{hint} Run 'edgehmr targets' for the list.")
+    return TARGETS[target_id]
+
+
+def parse_precision(value: str, caps: TargetCaps) -> Precision:
+    try:
+        precision = Precision(value)
+    except ValueError:
+        names = ", ".join(p.value for p in Precision)
+        raise SpecError(f"Unknown precision '{value}'; choose one of {names}.") from None
+    if precision not in caps.precisions:
+        have = ", ".join(p.value for p in caps.precisions)
+        raise SpecError(f"Target '{caps.id}' does not support {precision.value}; it supports {have}.")
+    return precision

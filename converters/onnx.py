@@ -1,0 +1,84 @@
+"""ONNX target: ``torch2onnx`` (torch.export-based exporter, opset 18) and ``onnx2fp16``.
+
+fp16 converts weights and compute to float16 with ONNX Runtime's converter and keeps the graph inputs/outputs
+float32 (``keep_io_types``), so apps feed the same float32 crop for every precision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from edgehmr.converters.base import ConvertResult, ExportJob
+from edgehmr.converters.capabilities import Precision
+from edgehmr.errors import ConversionError
+
+OPSET = 18
+MODEL_FILE = "model.onnx"
+# Beyond protobuf's 2 GB limit (ViT-H fp32) the weights go to an external-data file next to the model.
+EXTERNAL_DATA_BYTES = 1_800_000_000
+# reason: these reductions/normalisations lose too much in float16 for the 6D->rotation Gram-Schmidt and the
+# camera depth; they are cheap, so they stay in float32 (ONNX Runtime inserts the casts).
+FP16_KEEP_FP32_OPS = ["ReduceL2", "Reciprocal"]
+
+
+def torch2onnx(job: ExportJob, out_path: Path) -> Path:
+    """Export ``job.module`` with static shapes to ``out_path``; returns the path written."""
+    big = sum(p.numel() * p.element_size() for p in job.module.parameters()) > EXTERNAL_DATA_BYTES
+    try:
+        with _quiet_exporter(), torch.no_grad():
+            program = torch.onnx.export(
+                job.module, job.example_inputs, dynamo=True, opset_version=OPSET, optimize=True,
+                input_names=job.input_names, output_names=job.output_names, verbose=False,
+            )
+            program.save(str(out_path), external_data=big)
+    except Exception as e:  # the exporter raises many types; all mean the same to the user
+        raise ConversionError(f"ONNX export of {job.model_name} failed: {str(e).splitlines()[0]}") from e
+    onnx.checker.check_model(str(out_path))
+    return out_path
+
+
+def onnx2fp16(src: Path, out_path: Path) -> Path:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    with _quiet_exporter():
+        half = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP16_KEEP_FP32_OPS)
+    onnx.save(half, str(out_path))
+    return out_path
+
+
+def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
+    out = out_dir / MODEL_FILE
+    if job.precision == Precision.fp32:
+        torch2onnx(job, out)
+        return ConvertResult(MODEL_FILE, {"opset": OPSET})
+    if job.precision == Precision.fp16:
+        fp32 = out_dir / "model.fp32.onnx.tmp"
+        torch2onnx(job, fp32)
+        onnx2fp16(fp32, out)
+        fp32.unlink()
+        return ConvertResult(MODEL_FILE, {"opset": OPSET, "io_dtype": "float32"}, kept_fp32=FP16_KEEP_FP32_OPS)
+    raise ConversionError(f"ONNX target has no {job.precision.value} path yet.")
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter prints progress and warnings (e.g. about torchvision ops) that mean nothing to users."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)

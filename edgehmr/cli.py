@@ -1,0 +1,338 @@
+"""The ``edgehmr`` command line. Results go to stdout (tables, or JSON with --json); progress and logs to stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgehmr.errors import CheckpointMismatchError, EdgeHMRError
+
+# Wide enough for the tables when output is piped or captured (rich falls back to 80 columns there).
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+app = typer.Typer(
+    help="Convert, quantize, validate and profile human mesh recovery and pose models for edge targets.\n\n"
+         "Example: edgehmr convert --model hmr2-vit-s --target onnx --precision fp16",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
+)
+
+ModelOpt = typer.Option(..., "--model", "-m", help="Model id (see 'edgehmr models').")
+CheckpointOpt = typer.Option(None, "--checkpoint", "-c", help="Trained weights in the published layout; "
+                                                              "omit for seeded untrained weights.")
+TrustOpt = typer.Option(False, "--trust-checkpoint", help="Allow pickled Python objects in the checkpoint "
+                                                          "(runs code from the file: only for files you trust).")
+SmplOpt = typer.Option(None, "--smpl", help="SMPL model file (SMPL_NEUTRAL.pkl or .npz) or 'synthetic'.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+def _progress_enabled(quiet: bool) -> bool:
+    return not quiet and err.is_terminal and not os.environ.get("EDGEHMR_NO_PROGRESS")
+
+
+@contextmanager
+def progress_bar(label: str, total: int, quiet: bool):
+    """Yields an ``advance(n)`` callable; a rich bar on a TTY, nothing otherwise."""
+    if not _progress_enabled(quiet):
+        yield lambda n=1: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
+@contextmanager
+def stage(label: str, quiet: bool = False):
+    """Logs a start line and an end line with the time taken (stderr)."""
+    start = time.perf_counter()
+    if quiet:
+        yield
+        return
+    with err.status(f"{label} ...") if err.is_terminal else _null():
+        yield
+    err.print(f"[green]✓[/] {label} in {time.perf_counter() - start:.1f} s")
+
+
+@contextmanager
+def _null():
+    yield
+
+
+def _size_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
+# ------------------------------------------------------------------------------------------------- commands
+
+
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """List the model zoo with parameters and GMACs per 256x192 crop."""
+    from edgehmr.models import get_model_info, list_models, model_cost
+
+    rows = []
+    for name in list_models():
+        info = get_model_info(name)
+        params, gmacs = model_cost(name)
+        rows.append({"model": name, "family": info.family, "params_m": round(params / 1e6, 2),
+                     "gmacs": round(gmacs, 2), "description": info.description})
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title="edgehmr models")
+    for col in ("model", "family", "params (M)", "GMACs", "description"):
+        table.add_column(col, justify="right" if col in ("params (M)", "GMACs") else "left")
+    for r in rows:
+        table.add_row(r["model"], r["family"], f"{r['params_m']:.2f}", f"{r['gmacs']:.2f}", r["description"])
+    out.print(table)
+
+
+@app.command()
+def targets(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Show the capability table: targets, precisions, calibration, buckets, host."""
+    from edgehmr.converters.capabilities import TARGETS
+
+    rows = [{"target": c.id, "runtime": c.runtime, "suffix": c.suffix,
+             "precisions": [p.value for p in c.precisions], "needs_calibration": [p.value for p in c.calibrated],
+             "buckets": c.buckets, "host": c.host, "install": c.extra} for c in TARGETS.values()]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title="edgehmr targets")
+    for col in ("target", "runtime", "suffix", "precisions", "calibration", "buckets", "host", "install"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["target"], r["runtime"], r["suffix"], ", ".join(r["precisions"]),
+                      ", ".join(r["needs_calibration"]) or "-", r["buckets"], r["host"], r["install"])
+    out.print(table)
+
+
+@app.command()
+def convert(
+    model: str = ModelOpt,
+    target: str = typer.Option("onnx", "--target", "-t", help="Target id (see 'edgehmr targets')."),
+    precision: str = typer.Option("fp32", "--precision", "-p", help="fp32 | fp16 (per target, see 'targets')."),
+    checkpoint: str = CheckpointOpt,
+    trust_checkpoint: bool = TrustOpt,
+    with_mesh: bool = typer.Option(False, "--with-mesh", help="Bake SMPL into the graph: also output vertices "
+                                                              "and joints."),
+    smpl: str = typer.Option("synthetic", "--smpl", help="SMPL model for --with-mesh (path or 'synthetic')."),
+    batch: int = typer.Option(1, "--batch", help="Static batch size of the artifact."),
+    out_dir: str = typer.Option("runs", "--out", "-o", help="Folder that receives the artifact folder."),
+    seed: int = typer.Option(0, "--seed", help="Seed for untrained weights and the export example."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved spec and stop."),
+    quiet: bool = QuietOpt,
+):
+    """Convert a model for a target and precision into an artifact folder.
+
+    Examples:
+      edgehmr convert --model hmr2-vit-s --target onnx
+      edgehmr convert -m hmr2-vit-h -c hmr2_ckpt/epoch=35-step=1000000.ckpt --trust-checkpoint -p fp16
+      edgehmr convert -m hmr2-vit-s --with-mesh --smpl SMPL_NEUTRAL.pkl
+    """
+    from edgehmr.convert import convert as run_convert
+    from edgehmr.models import load_model
+    from edgehmr.spec import resolve_spec
+
+    spec = resolve_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, smpl, batch, out_dir, seed)
+    if dry_run:
+        out.print_json(spec.to_json())
+        return
+    with stage(f"loaded {model}", quiet):
+        loaded = load_model(model, checkpoint, trust_checkpoint=trust_checkpoint, seed=seed)
+    if loaded.weights == "untrained":
+        err.print(f"[yellow]note:[/] {model} uses seeded untrained weights (give --checkpoint for trained ones)")
+    with stage(f"converted to {target} {precision}", quiet):
+        path = run_convert(spec, loaded)
+    out.print(f"{path}  ({_size_mb(path):.1f} MB)")
+
+
+@app.command()
+def reference(
+    model: str = ModelOpt,
+    inputs: str = typer.Option("synthetic", "--inputs", "-i", help="Image folder, or 'synthetic'."),
+    boxes: str = typer.Option(None, "--boxes", help="Person boxes JSON (default: <inputs>/boxes.json if present)."),
+    checkpoint: str = CheckpointOpt,
+    trust_checkpoint: bool = TrustOpt,
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
+    count: int = typer.Option(8, "--count", help="Number of synthetic samples."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Crops per forward pass."),
+    out_path: str = typer.Option(None, "--out", "-o", help="Bundle folder (default runs/reference-<model>)."),
+    seed: int = typer.Option(0, "--seed"),
+    quiet: bool = QuietOpt,
+):
+    """Run FP32 PyTorch (TF32 off) and save a reference bundle: inputs, outputs, model hash, environment.
+
+    Run this on your reference GPU:
+      edgehmr reference -m hmr2-vit-h -c hmr2.ckpt --inputs frames/ --device cuda -o ref-hmr2-h
+    """
+    from edgehmr.calibration.sources import open_source
+    from edgehmr.models import load_model
+    from edgehmr.models._registry import get_model_info
+    from edgehmr.reference import make_bundle
+
+    get_model_info(model)
+    samples = open_source(inputs, count, boxes, seed)
+    loaded = load_model(model, checkpoint, trust_checkpoint=trust_checkpoint, seed=seed)
+    target = Path(out_path or f"runs/reference-{model}")
+    with progress_bar("reference", len(samples), quiet) as advance:
+        make_bundle(loaded, samples, target, device, inputs, batch_size, advance)
+    out.print(f"{target}  ({len(samples)} samples, {model}, {loaded.weights})")
+
+
+@app.command()
+def validate(
+    artifact: Path = typer.Argument(..., help="Artifact folder from 'edgehmr convert'."),
+    reference_dir: Path = typer.Option(..., "--reference", "-r", help="Bundle from 'edgehmr reference'."),
+    smpl: str = SmplOpt,
+    threads: int = typer.Option(None, "--threads", help="Runtime threads (default: runtime's choice)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    quiet: bool = QuietOpt,
+):
+    """Run an artifact on a bundle's inputs; report drift per output and task drift in mm / px.
+
+    Exits 1 when any tolerance is exceeded. Example:
+      edgehmr validate runs/hmr2-vit-s-onnx-fp16 --reference runs/reference-hmr2-vit-s
+    """
+    from edgehmr.reference import load_bundle
+    from edgehmr.validate import validate as run_validate
+
+    count = load_bundle(reference_dir).count
+    with progress_bar("validate", count, quiet) as advance:
+        report = run_validate(artifact, reference_dir, smpl, threads, advance)
+    if as_json:
+        out.print_json(json.dumps(report.to_json()))
+    else:
+        print_report(report)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def print_report(report) -> None:
+    title = f"{report.model} · {report.target} · {report.precision} · {report.samples} samples · {report.weights}"
+    table = Table(title=title)
+    for col in ("output", "max abs", "mean abs", "rel L2", "cosine", "tol rel L2", ""):
+        table.add_column(col, justify="left" if col == "output" else "right")
+    for name, s in report.outputs.items():
+        table.add_row(name, f"{s['max_abs']:.2e}", f"{s['mean_abs']:.2e}", f"{s['rel_l2']:.2e}",
+                      f"{s['cosine']:.6f}", f"{s['tolerance_rel_l2']:.0e}", _mark(s["ok"]))
+    out.print(table)
+    task = Table(title="task drift vs FP32 reference")
+    for col in ("metric", "value", "tolerance", ""):
+        task.add_column(col, justify="left" if col == "metric" else "right")
+    for metric, t in report.task.items():
+        task.add_row(metric, f"{t['value']:.4f} {t['unit']}", f"{t['tolerance']:g} {t['unit']}", _mark(t["ok"]))
+    out.print(task)
+    for note in report.notes:
+        out.print(f"[dim]note: {note}[/]")
+    out.print("[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]: drift beyond tolerance")
+
+
+def _mark(ok: bool) -> str:
+    return "[green]ok[/]" if ok else "[red]over[/]"
+
+
+@app.command()
+def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """List installed runtimes with versions, and the install command for missing ones (installs nothing)."""
+    from edgehmr.doctor import accelerators, check_runtimes
+
+    rows = check_runtimes()
+    if as_json:
+        out.print_json(json.dumps({"runtimes": rows, "accelerators": accelerators()}))
+        return
+    table = Table(title="edgehmr doctor")
+    for col in ("runtime", "version", "needed for", "install"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["runtime"], r["version"] or "[red]missing[/]", r["needed_for"], r["install"] or "")
+    out.print(table)
+    acc = accelerators()
+    out.print(f"accelerators: {', '.join(acc) if acc else 'none visible to PyTorch (CPU only)'}")
+
+
+@app.command("smpl-to-npz")
+def smpl_to_npz(src: Path = typer.Argument(..., help="SMPL .pkl (official chumpy pickle or plain dict)."),
+                dst: Path = typer.Argument(..., help="Output .npz (loads without pickle).")):
+    """Convert an official SMPL pickle once to a chumpy-free .npz (no chumpy or scipy needed)."""
+    from edgehmr.models.smpl import load_smpl_data, save_smpl_npz
+
+    save_smpl_npz(load_smpl_data(src), dst)
+    out.print(str(dst))
+
+
+@app.command()
+def demo(
+    model: str = typer.Option("hmr2-vit-s", "--model", "-m", help="Model id."),
+    out_dir: str = typer.Option("runs/demo", "--out", "-o", help="Where bundle and artifacts go."),
+    quiet: bool = QuietOpt,
+):
+    """End to end on the default: reference bundle -> convert (onnx fp32, fp16) -> validate -> result table."""
+    from edgehmr.calibration.sources import open_source
+    from edgehmr.convert import convert as run_convert
+    from edgehmr.models import load_model
+    from edgehmr.reference import make_bundle
+    from edgehmr.spec import resolve_spec
+    from edgehmr.validate import validate as run_validate
+
+    with stage(f"loaded {model} (seeded, untrained)", quiet):
+        loaded = load_model(model)
+    bundle = Path(out_dir) / f"reference-{model}"
+    samples = open_source("synthetic", 8)
+    with stage(f"reference bundle ({len(samples)} synthetic crops, FP32 PyTorch)", quiet):
+        make_bundle(loaded, samples, bundle, "cpu", "synthetic")
+    reports = []
+    for precision in ("fp32", "fp16"):
+        spec = resolve_spec(model, "onnx", precision, out_dir=out_dir)
+        with stage(f"converted to onnx {precision}", quiet):
+            path = run_convert(spec, loaded)
+        reports.append((path, run_validate(path, bundle)))
+    summary = Table(title=f"{model}: ONNX Runtime vs FP32 PyTorch ({len(samples)} crops)")
+    for col in ("artifact", "MB", "worst rel L2", "MPJPE mm", "PA-MPJPE mm", "PVE mm", "2D px", "verdict"):
+        summary.add_column(col, justify="left" if col == "artifact" else "right")
+    for path, rep in reports:
+        t = {k: v["value"] for k, v in rep.task.items()}
+        worst = max(o["rel_l2"] for o in rep.outputs.values())
+        summary.add_row(path.name, f"{_size_mb(path):.1f}", f"{worst:.2e}", f"{t['mpjpe_mm']:.4f}",
+                        f"{t['pa_mpjpe_mm']:.4f}", f"{t['pve_mm']:.4f}", f"{t['kp2d_px']:.4f}",
+                        "[green]PASS[/]" if rep.passed else "[red]FAIL[/]")
+    out.print(summary)
+    out.print("[dim]note: seeded untrained weights and synthetic SMPL; drift numbers are real, accuracy is not.[/]")
+    if not all(r.passed for _, r in reports):
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, standalone_mode=True)
+    except SystemExit as e:
+        return int(e.code or 0)
+    except EdgeHMRError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        if isinstance(e, CheckpointMismatchError):
+            for line in e.diff.lines():
+                err.print(line, highlight=False, soft_wrap=True)
+        if os.environ.get("EDGEHMR_DEBUG"):
+            raise
+        return e.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""``edgehmr convert``: spec -> model -> target converter -> artifact folder with ``metadata.json``."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+
+import torch
+
+from edgehmr.artifact import METADATA, SCHEMA_VERSION, artifact_name, staged_dir, write_json
+from edgehmr.converters.base import ExportJob
+from edgehmr.converters.capabilities import get_target
+from edgehmr.environment import environment
+from edgehmr.models import LoadedModel, load_model
+from edgehmr.models.geometry import CROP_SIZE, FOCAL_LENGTH
+from edgehmr.models.hmr2 import MESH_OUTPUTS, HMR2WithMesh
+from edgehmr.models.smpl import SMPLLayer, load_smpl
+from edgehmr.spec import ConvertSpec
+
+POSTPROCESS = {
+    "hmr2": {
+        "rotations": "rotation matrices; HMR2.0 6D convention applied inside the graph",
+        "camera": {"focal_length_px": FOCAL_LENGTH, "crop_size_px": CROP_SIZE,
+                   "crop_translation": "t = (tx, ty, 2*f/(crop*s))",
+                   "full_image_translation": "f_full = f/crop*max(W,H); bs = box_side*s; "
+                                             "t = (2*(cx-W/2)/bs + tx, 2*(cy-H/2)/bs + ty, 2*f_full/bs)"},
+    },
+    "vitpose": {
+        "keypoints": "COCO-17", "decoder": "argmax + DARK-UDP (Gaussian blur 11x11), optional flip averaging",
+        "heatmap_to_image": "x = x_hm*(w_roi)/(48-1) + cx - w_roi/2; y likewise with 64 and h_roi",
+    },
+}
+
+
+def build_export_module(loaded: LoadedModel, spec: ConvertSpec) -> tuple[torch.nn.Module, list[str], dict | None]:
+    module, outputs, smpl_meta = loaded.module, list(loaded.info.output_names), None
+    if spec.with_mesh:
+        smpl = load_smpl(spec.smpl)
+        module = HMR2WithMesh(loaded.module, SMPLLayer(smpl)).eval()
+        outputs += [o.name for o in MESH_OUTPUTS]
+        smpl_meta = {"source": smpl.source, "joints": "24 SMPL joints (posed, body frame)"}
+    return module, outputs, smpl_meta
+
+
+def artifact_path(spec: ConvertSpec) -> Path:
+    return Path(spec.out_dir) / artifact_name(spec.model, spec.target, spec.precision.value, spec.with_mesh)
+
+
+def convert(spec: ConvertSpec, loaded: LoadedModel | None = None) -> Path:
+    """Run the conversion described by ``spec``; returns the artifact folder."""
+    caps = get_target(spec.target)
+    loaded = loaded or load_model(spec.model, spec.checkpoint, trust_checkpoint=spec.trust_checkpoint, seed=spec.seed)
+    module, output_names, smpl_meta = build_export_module(loaded, spec)
+    info = loaded.info
+    gen = torch.Generator().manual_seed(spec.seed)
+    example = tuple(torch.randn(spec.batch, *t.shape[1:], generator=gen) for t in info.inputs)
+    job = ExportJob(module, example, [t.name for t in info.inputs], output_names, spec.precision, spec.model)
+    converter = importlib.import_module(caps.converter)
+    final = artifact_path(spec)
+    start = time.perf_counter()
+    with staged_dir(final) as stage:
+        result = converter.convert(job, stage)
+        with torch.no_grad():
+            shapes = [list(o.shape) for o in module(*example)]
+        write_json(stage / METADATA, {
+            "schema_version": SCHEMA_VERSION,
+            "model": loaded.describe() | {"family": info.family, "description": info.description},
+            "target": caps.id,
+            "runtime": caps.runtime,
+            "precision": spec.precision.value,
+            "with_mesh": spec.with_mesh,
+            "smpl": smpl_meta,
+            "files": {"model": result.model_file},
+            "inputs": [{"name": t.name, "shape": [spec.batch, *t.shape[1:]], "dtype": "float32",
+                        "meaning": t.meaning} for t in info.inputs],
+            "outputs": [{"name": n, "shape": s, "dtype": "float32"} for n, s in zip(output_names, shapes)],
+            "preprocessing": info.crop.to_json(),
+            "postprocessing": POSTPROCESS[info.family],
+            "target_details": result.details,
+            "kept_fp32_ops": result.kept_fp32,
+            "spec": {"batch": spec.batch, "seed": spec.seed},
+            "environment": environment("cpu"),
+            "convert_seconds": round(time.perf_counter() - start, 2),
+        })
+    return final

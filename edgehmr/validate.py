@@ -1,0 +1,166 @@
+"""``edgehmr validate``: run an artifact on a reference bundle's inputs and measure drift against its outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgehmr import tolerances
+from edgehmr.artifact import read_metadata, write_json
+from edgehmr.errors import InputError
+from edgehmr.metrics import error_stats, mpjpe_mm, pa_mpjpe_mm, point_error, pve_mm
+from edgehmr.models.geometry import CROP_SIZE, project_to_crop_pixels
+from edgehmr.models.keypoints import decode_heatmaps
+from edgehmr.models.smpl import SMPLLayer, load_smpl
+from edgehmr.reference import Bundle, load_bundle
+from edgehmr.targets.base import Runner, open_artifact_runner
+
+REPORT_FILE = "validation.json"
+
+
+@dataclass
+class Check:
+    value: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.value) and self.value <= self.tolerance)
+
+
+@dataclass
+class ValidationReport:
+    artifact: str
+    bundle: str
+    model: str
+    weights: str
+    target: str
+    precision: str
+    samples: int
+    outputs: dict[str, dict] = field(default_factory=dict)  # name -> error_stats + tolerance + ok
+    task: dict[str, dict] = field(default_factory=dict)  # metric -> value, tolerance, ok, unit
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(o["ok"] for o in self.outputs.values()) and all(t["ok"] for t in self.task.values())
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"passed": self.passed}
+
+
+def check_bundle_matches(meta: dict, bundle: Bundle) -> None:
+    """Refuse a bundle made from another model or other weights: its outputs would be a different function."""
+    a, b = meta["model"], bundle.meta["model"]
+    if a["model"] != b["model"] or a["weights_sha256"] != b["weights_sha256"]:
+        raise InputError(
+            f"Reference bundle {bundle.path} was made from {b['model']} (weights {b['weights_sha256'][:12]}), "
+            f"but the artifact is {a['model']} (weights {a['weights_sha256'][:12]}); make a bundle with "
+            f"'edgehmr reference --model {a['model']}' and the same --checkpoint.")
+    if meta["preprocessing"]["name"] != bundle.meta["preprocessing"]["name"]:
+        raise InputError(f"Reference bundle {bundle.path} used the '{bundle.meta['preprocessing']['name']}' crop, "
+                         f"the artifact expects '{meta['preprocessing']['name']}'.")
+
+
+def run_artifact(runner: Runner, meta: dict, images: np.ndarray,
+                 progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """Run every crop through a static-batch artifact, padding the last batch."""
+    batch = int(meta["inputs"][0]["shape"][0])
+    name = meta["inputs"][0]["name"]
+    chunks: list[dict[str, np.ndarray]] = []
+    for i in range(0, len(images), batch):
+        part = images[i:i + batch]
+        feed = np.zeros((batch, *images.shape[1:]), np.float32)
+        feed[:len(part)] = part
+        out = runner.run({name: feed})
+        chunks.append({k: v[:len(part)] for k, v in out.items()})
+        if progress:
+            progress(len(part))
+    return {k: np.concatenate([c[k] for c in chunks]).astype(np.float32) for k in chunks[0]}
+
+
+def _smpl_forward(smpl: SMPLLayer, outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    rot = np.concatenate((outputs["global_orient"], outputs["body_pose"]), axis=1)
+    with torch.no_grad():
+        v, j = smpl(torch.from_numpy(rot.astype(np.float64)), torch.from_numpy(outputs["betas"].astype(np.float64)))
+    return v.numpy(), j.numpy()
+
+
+def hmr2_task_drift(out: dict, ref: dict, inputs: dict, smpl: SMPLLayer) -> dict[str, tuple[float, str]]:
+    verts, joints = _smpl_forward(smpl, out)
+    ref_verts, ref_joints = _smpl_forward(smpl, ref)
+    side = inputs["size"][:, 1:2, None]  # square crop side in image px
+
+    def to_image_px(j3d: np.ndarray, cam_t: np.ndarray) -> np.ndarray:
+        crop_px = project_to_crop_pixels(j3d, cam_t.astype(np.float64))
+        return (crop_px - CROP_SIZE / 2.0) * side / CROP_SIZE + inputs["center"][:, None, :]
+
+    kp = to_image_px(joints, out["pred_cam_t"])
+    ref_kp = to_image_px(ref_joints, ref["pred_cam_t"])
+    return {
+        "mpjpe_mm": (float(mpjpe_mm(joints, ref_joints).mean()), "mm"),
+        "pa_mpjpe_mm": (float(pa_mpjpe_mm(joints, ref_joints).mean()), "mm"),
+        "pve_mm": (float(pve_mm(verts, ref_verts, joints[:, 0], ref_joints[:, 0]).mean()), "mm"),
+        "kp2d_px": (float(point_error(kp, ref_kp).mean()), "px"),
+        "cam_t_mm": (float(np.linalg.norm(out["pred_cam_t"] - ref["pred_cam_t"], axis=-1).mean() * 1000), "mm"),
+    }
+
+
+def vitpose_task_drift(out: dict, ref: dict, inputs: dict) -> dict[str, tuple[float, str]]:
+    scale = inputs["size"] / 200.0  # mmpose scale units
+    kp = decode_heatmaps(out["heatmaps"], inputs["center"], scale)
+    ref_kp = decode_heatmaps(ref["heatmaps"], inputs["center"], scale)
+    return {"kp2d_px": (float(point_error(kp[..., :2], ref_kp[..., :2]).mean()), "px")}
+
+
+def mesh_references(meta: dict, ref: dict, smpl_path: str | None) -> tuple[dict[str, np.ndarray], SMPLLayer]:
+    """Reference vertices/joints for a mesh-baked artifact, through the SMPL model it was baked with."""
+    source = (meta.get("smpl") or {}).get("source", "synthetic")
+    smpl = SMPLLayer(load_smpl(smpl_path or source), dtype=torch.float64)
+    verts, joints = _smpl_forward(smpl, ref)
+    return {"vertices": verts, "joints": joints}, smpl
+
+
+def validate(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: str | None = None,
+             threads: int | None = None, progress: Callable[[int], None] | None = None) -> ValidationReport:
+    artifact_dir = Path(artifact_dir)
+    meta = read_metadata(artifact_dir)
+    bundle = load_bundle(bundle_dir)
+    check_bundle_matches(meta, bundle)
+    precision = meta["precision"]
+    runner = open_artifact_runner(artifact_dir, meta, threads)
+    out = run_artifact(runner, meta, bundle.inputs["image"], progress)
+    ref = dict(bundle.outputs)
+    report = ValidationReport(str(artifact_dir), str(bundle.path), meta["model"]["model"], meta["model"]["weights"],
+                              meta["target"], precision, bundle.count)
+    family = meta["model"]["family"]
+    smpl = None
+    if meta.get("with_mesh"):
+        mesh_ref, smpl = mesh_references(meta, ref, smpl_path)
+        ref.update(mesh_ref)
+    tol = tolerances.output_tolerance(precision)
+    for name in out:
+        if name not in ref:
+            report.notes.append(f"output '{name}' has no reference; not compared")
+            continue
+        stats = error_stats(out[name], ref[name])
+        report.outputs[name] = stats | {"tolerance_rel_l2": tol, "ok": Check(stats["rel_l2"], tol).ok}
+    if family == "hmr2":
+        if smpl is None:
+            smpl = SMPLLayer(load_smpl(smpl_path), dtype=torch.float64)
+        if smpl.source == "synthetic":
+            report.notes.append("task drift measured through the synthetic SMPL stand-in; pass --smpl for real mm")
+        task = hmr2_task_drift(out, ref, bundle.inputs, smpl)
+    else:
+        task = vitpose_task_drift(out, ref, bundle.inputs)
+    for metric, (value, unit) in task.items():
+        t = tolerances.task_tolerance(precision, metric)
+        report.task[metric] = {"value": value, "tolerance": t, "unit": unit, "ok": Check(value, t).ok}
+    if meta["model"]["weights"] == "untrained":
+        report.notes.append("untrained (seeded) weights: drift is real, accuracy is not meaningful")
+    write_json(artifact_dir / REPORT_FILE, report.to_json())
+    return report
