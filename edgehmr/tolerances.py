@@ -1,7 +1,8 @@
 """Tolerances per precision scheme: what ``edgehmr validate`` gates on. Documented in the README.
 
 Output tolerances bound the relative L2 error ||out - ref|| / ||ref|| of every network output. Task tolerances
-bound the mean drift over the bundle in body-frame millimetres (through SMPL) and keypoint pixels. The FP16
+bound the mean drift over the bundle in body-frame millimetres (through SMPL) and 2D keypoint error in
+model-input (256x192 crop) pixels. The FP16
 numbers were set from measurements on ViT-S/B models (see README: observed drift is 5-20x below them).
 """
 
@@ -14,7 +15,7 @@ OUTPUT_REL_L2 = {
 
 TASK = {
     "fp32": {"mpjpe_mm": 0.05, "pa_mpjpe_mm": 0.05, "pve_mm": 0.05, "kp2d_px": 0.05, "cam_t_mm": 5.0},
-    "fp16": {"mpjpe_mm": 5.0, "pa_mpjpe_mm": 5.0, "pve_mm": 5.0, "kp2d_px": 2.0, "cam_t_mm": 500.0},
+    "fp16": {"mpjpe_mm": 5.0, "pa_mpjpe_mm": 5.0, "pve_mm": 5.0, "kp2d_px": 1.0, "cam_t_mm": 500.0},
 }
 
 

@@ -13,9 +13,10 @@ from edgehmr import tolerances
 from edgehmr.artifact import read_metadata, write_json
 from edgehmr.errors import InputError
 from edgehmr.metrics import error_stats, mpjpe_mm, pa_mpjpe_mm, point_error, pve_mm
-from edgehmr.models.geometry import CROP_SIZE, project_to_crop_pixels
+from edgehmr.models.geometry import project_to_crop_pixels
 from edgehmr.models.keypoints import decode_heatmaps
 from edgehmr.models.smpl import SMPLLayer, load_smpl
+from edgehmr.preprocess import INPUT_HW
 from edgehmr.reference import Bundle, load_bundle
 from edgehmr.targets.base import Runner, open_artifact_runner
 
@@ -90,31 +91,32 @@ def _smpl_forward(smpl: SMPLLayer, outputs: dict[str, np.ndarray]) -> tuple[np.n
     return v.numpy(), j.numpy()
 
 
-def hmr2_task_drift(out: dict, ref: dict, inputs: dict, smpl: SMPLLayer) -> dict[str, tuple[float, str]]:
+def hmr2_task_drift(out: dict, ref: dict, smpl: SMPLLayer) -> dict[str, tuple[float, str]]:
     verts, joints = _smpl_forward(smpl, out)
     ref_verts, ref_joints = _smpl_forward(smpl, ref)
-    side = inputs["size"][:, 1:2, None]  # square crop side in image px
-
-    def to_image_px(j3d: np.ndarray, cam_t: np.ndarray) -> np.ndarray:
-        crop_px = project_to_crop_pixels(j3d, cam_t.astype(np.float64))
-        return (crop_px - CROP_SIZE / 2.0) * side / CROP_SIZE + inputs["center"][:, None, :]
-
-    kp = to_image_px(joints, out["pred_cam_t"])
-    ref_kp = to_image_px(ref_joints, ref["pred_cam_t"])
+    # 2D drift in model-input (crop) pixels: comparable across images whatever the person's size in the frame.
+    kp = project_to_crop_pixels(joints, out["pred_cam_t"].astype(np.float64))
+    ref_kp = project_to_crop_pixels(ref_joints, ref["pred_cam_t"].astype(np.float64))
     return {
         "mpjpe_mm": (float(mpjpe_mm(joints, ref_joints).mean()), "mm"),
         "pa_mpjpe_mm": (float(pa_mpjpe_mm(joints, ref_joints).mean()), "mm"),
         "pve_mm": (float(pve_mm(verts, ref_verts, joints[:, 0], ref_joints[:, 0]).mean()), "mm"),
-        "kp2d_px": (float(point_error(kp, ref_kp).mean()), "px"),
+        "kp2d_px": (float(point_error(kp, ref_kp).mean()), "crop px"),
         "cam_t_mm": (float(np.linalg.norm(out["pred_cam_t"] - ref["pred_cam_t"], axis=-1).mean() * 1000), "mm"),
     }
 
 
-def vitpose_task_drift(out: dict, ref: dict, inputs: dict) -> dict[str, tuple[float, str]]:
-    scale = inputs["size"] / 200.0  # mmpose scale units
-    kp = decode_heatmaps(out["heatmaps"], inputs["center"], scale)
-    ref_kp = decode_heatmaps(ref["heatmaps"], inputs["center"], scale)
-    return {"kp2d_px": (float(point_error(kp[..., :2], ref_kp[..., :2]).mean()), "px")}
+def vitpose_task_drift(out: dict, ref: dict) -> dict[str, tuple[float, str]]:
+    """Keypoints decoded as apps do (DARK-UDP), in model-input pixels (heatmap px x 191/47, 255/63)."""
+    n = out["heatmaps"].shape[0]
+    hm_h, hm_w = out["heatmaps"].shape[-2:]
+    # An ROI of exactly (hm_w - 1, hm_h - 1) centred on the heatmap maps heatmap px to themselves.
+    center = np.tile([(hm_w - 1) / 2.0, (hm_h - 1) / 2.0], (n, 1))
+    scale = np.tile([(hm_w - 1) / 200.0, (hm_h - 1) / 200.0], (n, 1))
+    to_input = np.array([(INPUT_HW[1] - 1) / (hm_w - 1), (INPUT_HW[0] - 1) / (hm_h - 1)])
+    kp = decode_heatmaps(out["heatmaps"], center, scale)[..., :2] * to_input
+    ref_kp = decode_heatmaps(ref["heatmaps"], center, scale)[..., :2] * to_input
+    return {"kp2d_px": (float(point_error(kp, ref_kp).mean()), "crop px")}
 
 
 def mesh_references(meta: dict, ref: dict, smpl_path: str | None) -> tuple[dict[str, np.ndarray], SMPLLayer]:
@@ -154,9 +156,9 @@ def validate(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: str | 
             smpl = SMPLLayer(load_smpl(smpl_path), dtype=torch.float64)
         if smpl.source == "synthetic":
             report.notes.append("task drift measured through the synthetic SMPL stand-in; pass --smpl for real mm")
-        task = hmr2_task_drift(out, ref, bundle.inputs, smpl)
+        task = hmr2_task_drift(out, ref, smpl)
     else:
-        task = vitpose_task_drift(out, ref, bundle.inputs)
+        task = vitpose_task_drift(out, ref)
     for metric, (value, unit) in task.items():
         t = tolerances.task_tolerance(precision, metric)
         report.task[metric] = {"value": value, "tolerance": t, "unit": unit, "ok": Check(value, t).ok}

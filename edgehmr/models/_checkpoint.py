@@ -1,13 +1,14 @@
 """Reading checkpoints safely and loading them strictly, with a readable key/shape diff on mismatch.
 
 Safety: ``torch.load`` always runs with ``weights_only=True``. A Lightning checkpoint (4D-Humans) pickles its yacs
-config in ``hyper_parameters``; a stand-in class registered under yacs' name lets it unpickle as plain data,
+config in ``hyper_parameters``; mapping yacs' class name to OrderedDict lets it unpickle as plain data,
 without yacs and without running anything. Any other pickled object stops the load unless the user passes
 ``--trust-checkpoint``.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import pickle
 import zipfile
@@ -20,14 +21,9 @@ from torch import nn
 from edgehmr.errors import CheckpointMismatchError, InputError
 
 
-class _CfgNodeData(dict):
-    """Data-only stand-in for ``yacs.config.CfgNode`` (a dict subclass with a few attributes)."""
-
-    def __setstate__(self, state):  # yacs pickles attributes such as __immutable__ in the instance dict
-        self.__dict__.update(state if isinstance(state, dict) else {})
-
-
-_DATA_ONLY_GLOBALS = [(_CfgNodeData, "yacs.config.CfgNode")]
+# reason: torch's weights-only unpickler allows SETITEM only on dict/OrderedDict and BUILD (the instance
+# attributes yacs pickles) only on OrderedDict, so the CfgNode's data lands in an OrderedDict.
+_DATA_ONLY_GLOBALS = [(collections.OrderedDict, "yacs.config.CfgNode")]
 
 
 def read_checkpoint(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:

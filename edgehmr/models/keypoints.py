@@ -59,7 +59,13 @@ def dark_udp_refine(coords: np.ndarray, heatmaps: np.ndarray, kernel: int = DARK
     hess = np.stack((np.stack((dxx, dxy), -1), np.stack((dxy, dyy), -1)), -2)
     hess = hess + np.finfo(np.float32).eps * np.eye(2)
     grad = np.stack((dx, dy), -1)[..., None]
-    out -= np.linalg.solve(hess, grad)[..., 0]
+    step = np.linalg.solve(hess, grad)[..., 0]
+    # reason: where the log-heatmap is flat or not a maximum (clipped, low-confidence maps), the Newton step is
+    # unbounded and amplifies tiny numeric differences into jumps of many pixels. A sampled peak lies within
+    # half a pixel of its argmax, so steps beyond one pixel are rejected and the argmax is kept (ViTPose's
+    # post_dark_udp has no such guard; on well-formed peaks the two agree).
+    ok = (np.abs(step) <= 1.0).all(-1) & np.isfinite(step).all(-1)
+    out -= np.where(ok[..., None], step, 0.0)
     return out
 
 

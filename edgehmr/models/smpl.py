@@ -6,6 +6,7 @@ The kinematic chain is a Python loop over the fixed SMPL parent table, so it unr
 
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
 from dataclasses import dataclass
@@ -91,6 +92,8 @@ class _SMPLUnpickler(pickle.Unpickler):
             return _safe_reconstructor
         if (module, name) in {("__builtin__", "object"), ("builtins", "object")}:
             return object
+        if (module, name) == ("_codecs", "encode"):  # protocol-2 pickles store array bytes through it
+            return codecs.encode
         raise pickle.UnpicklingError(f"SMPL file references '{module}.{name}', which a model file should not")
 
 

@@ -1,0 +1,59 @@
+"""Shared fixtures: models, bundles and artifacts are built once per session (ONNX export is the slow step)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgehmr.calibration.sources import open_source
+from edgehmr.convert import convert
+from edgehmr.models import load_model
+from edgehmr.reference import make_bundle
+from edgehmr.spec import resolve_spec
+
+SAMPLES = 6
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("edgehmr")
+
+
+@pytest.fixture(scope="session")
+def loaded_models():
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = load_model(name)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def bundle(workdir, loaded_models):
+    cache = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            cache[name] = make_bundle(loaded_models(name), open_source("synthetic", SAMPLES), workdir / f"ref-{name}",
+                                      source="synthetic")
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def artifact(workdir, loaded_models):
+    cache = {}
+
+    def get(name: str, precision: str = "fp32", with_mesh: bool = False) -> Path:
+        key = (name, precision, with_mesh)
+        if key not in cache:
+            spec = resolve_spec(name, "onnx", precision, with_mesh=with_mesh, out_dir=str(workdir / "artifacts"))
+            cache[key] = convert(spec, loaded_models(name))
+        return cache[key]
+
+    return get

@@ -1,0 +1,111 @@
+"""The command line: listings, the end-to-end path, and one clear line + exit 2 for every bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgehmr.cli import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_models_lists_zoo_with_cost(capsys):
+    code, out, _ = run(capsys, "models", "--json")
+    rows = {r["model"]: r for r in json.loads(out)}
+    assert code == 0 and set(rows) >= {"hmr2-vit-s", "hmr2-vit-h", "vitpose-b"}
+    assert rows["hmr2-vit-h"]["params_m"] == pytest.approx(670.46, abs=0.01)
+    assert rows["hmr2-vit-s"]["gmacs"] < rows["hmr2-vit-b"]["gmacs"] < rows["hmr2-vit-h"]["gmacs"]
+
+
+def test_targets_reads_capability_table(capsys):
+    code, out, _ = run(capsys, "targets", "--json")
+    assert code == 0 and json.loads(out)[0]["target"] == "onnx"
+    assert json.loads(out)[0]["precisions"] == ["fp32", "fp16"]
+
+
+def test_doctor_lists_runtimes_and_install_hints(capsys):
+    code, out, _ = run(capsys, "doctor", "--json")
+    rows = {r["runtime"]: r for r in json.loads(out)["runtimes"]}
+    assert code == 0 and rows["ONNX Runtime"]["installed"] and rows["ONNX Runtime"]["version"]
+    for r in rows.values():
+        assert r["installed"] or r["install"].startswith("pip install")
+
+
+def test_dry_run_prints_resolved_spec(capsys):
+    code, out, _ = run(capsys, "convert", "-m", "hmr2-vit-s", "-p", "fp16", "--dry-run")
+    spec = json.loads(out)
+    assert code == 0 and spec["precision"] == "fp16" and spec["target"] == "onnx" and spec["batch"] == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["convert", "-m", "hmr2-vit-x"], "Unknown model 'hmr2-vit-x'. Did you mean 'hmr2-vit-s'?"),
+    (["convert", "-m", "hmr2-vit-s", "-t", "tflite"], "Unknown target 'tflite'"),
+    (["convert", "-m", "hmr2-vit-s", "-p", "int4"], "Unknown precision 'int4'"),
+    (["convert", "-m", "vitpose-s", "--with-mesh"], "--with-mesh needs an HMR model"),
+    (["convert", "-m", "hmr2-vit-s", "--with-mesh", "--smpl", "/nope/SMPL_NEUTRAL.pkl"], "SMPL model file not found"),
+    (["convert", "-m", "hmr2-vit-s", "-c", "/nope/model.ckpt"], "Checkpoint not found"),
+    (["reference", "-m", "vitpose-s", "-i", "/nope/frames"], "Input folder not found"),
+    (["validate", "/nope/artifact", "-r", "/nope/bundle"], "is not a reference bundle"),
+])
+def test_bad_input_one_line_exit_2(capsys, tmp_path, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not list(Path("runs").glob(".*partial*")) if Path("runs").exists() else True
+
+
+def test_unreadable_image_and_empty_folder(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "reference", "-m", "vitpose-s", "-i", str(tmp_path / "empty"))
+    assert code == 2 and "No images" in err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "frame.jpg").write_bytes(b"not a jpeg")
+    code, _, err = run(capsys, "reference", "-m", "vitpose-s", "-i", str(bad), "-o", str(tmp_path / "ref"))
+    assert code == 2 and "Cannot read image" in err and "frame.jpg" in err
+    assert not (tmp_path / "ref").exists()
+
+
+def test_mismatched_checkpoint_shows_diff(capsys, tmp_path):
+    import torch
+
+    from edgehmr.models import load_model
+
+    path = tmp_path / "vitpose_s.pth"
+    torch.save({"state_dict": load_model("vitpose-s").module.state_dict()}, path)
+    code, _, err = run(capsys, "convert", "-m", "vitpose-b", "-c", str(path), "-o", str(tmp_path / "out"))
+    assert code == 2 and "does not fit vitpose-b" in err.splitlines()[0]
+    assert "shape      backbone.blocks.0.attn.qkv.weight" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_reference_then_validate_from_the_command_line(capsys, tmp_path, artifact):
+    from skimage import data
+    import cv2
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "astronaut.png"), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    (frames / "boxes.json").write_text(json.dumps({"astronaut.png": [[140, 20, 380, 500], [0, 0, 256, 256]]}))
+    code, out, _ = run(capsys, "reference", "-m", "vitpose-s", "-i", str(frames), "-o", str(tmp_path / "ref"))
+    assert code == 0
+    assert json.loads((tmp_path / "ref" / "bundle.json").read_text())["samples"] == ["astronaut.png#0",
+                                                                                   "astronaut.png#1"]
+    code, out, _ = run(capsys, "validate", str(artifact("vitpose-s", "fp32")), "-r", str(tmp_path / "ref"))
+    assert code == 0 and "kp2d_px" in out and "PASS" in out
+
+
+def test_installed_entry_point():
+    result = subprocess.run([str(Path(sys.executable).with_name("edgehmr")), "--help"], capture_output=True,
+                            text=True)
+    assert result.returncode == 0 and "convert" in result.stdout and "validate" in result.stdout
