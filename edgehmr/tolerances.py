@@ -2,8 +2,7 @@
 
 Output tolerances bound the relative L2 error ||out - ref|| / ||ref|| of every network output. Task tolerances
 bound the mean drift over the bundle in body-frame millimetres (through SMPL) and 2D keypoint error in
-model-input (256x192 crop) pixels. The FP16
-numbers were set from measurements on ViT-S/B models (see README: observed drift is 5-20x below them).
+model-input (256x192 crop) pixels. The FP16 bounds leave room for deeper (ViT-L/H) trained models: on ViT-S/B the measured drift is 5-30x below them (README).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ OUTPUT_REL_L2 = {
 
 TASK = {
     "fp32": {"mpjpe_mm": 0.05, "pa_mpjpe_mm": 0.05, "pve_mm": 0.05, "kp2d_px": 0.05, "cam_t_mm": 5.0},
-    "fp16": {"mpjpe_mm": 5.0, "pa_mpjpe_mm": 5.0, "pve_mm": 5.0, "kp2d_px": 1.0, "cam_t_mm": 500.0},
+    "fp16": {"mpjpe_mm": 5.0, "pa_mpjpe_mm": 5.0, "pve_mm": 5.0, "kp2d_px": 1.0, "cam_t_mm": 50.0},
 }
 
 
