@@ -83,3 +83,23 @@ def test_cross3_matches_torch():
 def test_camera_translation_formula():
     t = cam_crop_to_translation(torch.tensor([[0.5, 0.1, -0.2]]))
     torch.testing.assert_close(t, torch.tensor([[0.1, -0.2, 2 * 5000 / (256 * 0.5)]]))
+
+
+def test_full_image_camera_agrees_with_crop_camera():
+    """cam_crop_to_full (CLIFF Eq. 1, the 4D-Humans demo): points at body depth 0 land on the same image pixel
+    whether projected with the full-image camera or with the crop camera and mapped back through the crop."""
+    import numpy as np
+
+    from edgehmr.models.geometry import FOCAL_LENGTH, cam_crop_to_full, project_to_crop_pixels
+
+    rng = np.random.default_rng(0)
+    cam = np.column_stack((rng.uniform(0.5, 1.2, 4), rng.normal(0, 0.1, 4), rng.normal(0, 0.1, 4)))
+    center, side, image_size = rng.uniform(200, 600, (4, 2)), rng.uniform(100, 400, 4), np.tile([[1280, 720]], (4, 1))
+    pts = np.concatenate((rng.normal(0, 0.5, (4, 10, 2)), np.zeros((4, 10, 1))), axis=-1)
+    crop_t = cam_crop_to_translation(torch.from_numpy(cam)).numpy()
+    via_crop = (project_to_crop_pixels(pts, crop_t) - 128.0) * side[:, None, None] / 256.0 + center[:, None]
+    full_t = cam_crop_to_full(cam, center, side, image_size)
+    focal_full = FOCAL_LENGTH / 256.0 * image_size.max(1)
+    p = pts + full_t[:, None]
+    via_full = focal_full[:, None, None] * p[..., :2] / p[..., 2:] + image_size[:, None] / 2.0
+    np.testing.assert_allclose(via_full, via_crop, rtol=1e-9, atol=1e-6)
