@@ -1,10 +1,12 @@
-"""Input sources: an image folder with optional person boxes, or seeded synthetic frames.
+"""Input sources: an image folder or a video with optional person boxes, or seeded synthetic frames.
 
-Both yield ``(name, rgb_image, box_xyxy)`` samples; everything downstream goes through
+All yield ``(name, rgb_image, box_xyxy)`` samples; everything downstream goes through
 :func:`edgehmr.preprocess.prepare_crop`, so reference bundles, calibration and validation share one crop path.
 
-Boxes JSON (``boxes.json`` in the folder, or ``--boxes FILE``): ``{"img.jpg": [[x1, y1, x2, y2], ...]}`` in image
-pixels; a single box may be given without the outer list. Images without an entry use the whole frame.
+Boxes JSON (``boxes.json`` in the folder or beside the video as ``<video>.boxes.json``, or ``--boxes FILE``):
+``{"img.jpg": [[x1, y1, x2, y2], ...]}`` in image pixels, keyed by file name for folders and by frame index
+(``"0"``, ``"1"``, ...) for videos; a single box may be given without the outer list. Frames without an entry use
+the whole frame.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from edgehmr.errors import InputError
 from edgehmr.preprocess import read_image_rgb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 SYNTHETIC = "synthetic"
 
 
@@ -67,9 +70,39 @@ def folder_samples(folder: str | Path, boxes_file: str | Path | None = None) -> 
         image = read_image_rgb(f)
         if image is None:
             raise InputError(f"Cannot read image {f}: not a decodable image file.")
-        h, w = image.shape[:2]
-        for i, b in enumerate(boxes.get(f.name, [[0.0, 0.0, float(w), float(h)]])):
+        for i, b in enumerate(_boxes_for(boxes, f.name, image)):
             yield Sample(f"{f.name}#{i}", image, tuple(b))
+
+
+def _boxes_for(boxes: dict[str, list[list[float]]], key: str, image: np.ndarray) -> list[list[float]]:
+    h, w = image.shape[:2]
+    return boxes.get(key, [[0.0, 0.0, float(w), float(h)]])
+
+
+def video_samples(path: str | Path, count: int, boxes_file: str | Path | None = None) -> Iterator[Sample]:
+    """``count`` frames spread evenly over the video (all frames if it has fewer)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Video not found: {path}")
+    default_boxes = path.with_name(path.name + ".boxes.json")
+    boxes_path = Path(boxes_file) if boxes_file else (default_boxes if default_boxes.is_file() else None)
+    boxes = read_boxes(boxes_path) if boxes_path else {}
+    cap = cv2.VideoCapture(str(path))
+    try:
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        if total <= 0:
+            raise InputError(f"Cannot read video {path}: no decodable frames (is it a video file OpenCV can open?).")
+        wanted = sorted(set(np.linspace(0, total - 1, min(count, total)).round().astype(int).tolist()))
+        for index in wanted:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+            ok, bgr = cap.read()
+            if not ok:
+                raise InputError(f"Cannot read frame {index} of video {path}.")
+            image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            for i, b in enumerate(_boxes_for(boxes, str(index), image)):
+                yield Sample(f"{path.name}@{index}#{i}", image, tuple(b))
+    finally:
+        cap.release()
 
 
 def synthetic_samples(count: int, seed: int = 0) -> Iterator[Sample]:
@@ -87,7 +120,9 @@ def synthetic_samples(count: int, seed: int = 0) -> Iterator[Sample]:
 
 
 def open_source(inputs: str, count: int = 8, boxes: str | None = None, seed: int = 0) -> list[Sample]:
-    """``inputs`` is ``synthetic`` or an image folder."""
+    """``inputs`` is ``synthetic``, an image folder or a video file."""
     if inputs == SYNTHETIC:
         return list(synthetic_samples(count, seed))
+    if Path(inputs).suffix.lower() in VIDEO_SUFFIXES:
+        return list(video_samples(inputs, count, boxes))
     return list(folder_samples(inputs, boxes))

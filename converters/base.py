@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from edgehmr.calibration.recipes import QuantRecipe
 from edgehmr.converters.capabilities import Precision
 
 
@@ -23,6 +25,12 @@ class ExportJob:
     output_names: list[str]
     precision: Precision
     model_name: str
+    calibration: np.ndarray | None = None  # [N, ...] model inputs, for precisions that need calibration
+    recipe: QuantRecipe | None = None  # what stays float under INT8
+
+    @property
+    def batch(self) -> int:
+        return int(self.example_inputs[0].shape[0])
 
 
 @dataclass

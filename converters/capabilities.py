@@ -35,9 +35,17 @@ TARGETS: dict[str, TargetCaps] = {
     for caps in (
         TargetCaps(
             id="onnx", runtime="ONNX Runtime (CPU)", suffix=".onnx",
-            precisions=(Precision.fp32, Precision.fp16), calibrated=(), buckets="none",
+            precisions=(Precision.fp32, Precision.fp16, Precision.int8, Precision.int8_weights),
+            calibrated=(Precision.int8,), buckets="none",
             host="any (x86, ARM; CPU execution provider)", extra="edgehmr (core)",
             converter="edgehmr.converters.onnx", runner="edgehmr.targets.onnxruntime",
+        ),
+        TargetCaps(
+            id="openvino", runtime="OpenVINO (CPU plugin)", suffix=".xml",
+            precisions=(Precision.fp32, Precision.fp16, Precision.int8, Precision.int8_weights),
+            calibrated=(Precision.int8,), buckets="none",
+            host="x86 / ARM CPU (Intel GPU/NPU devices untested)", extra="edgehmr[openvino]",
+            converter="edgehmr.converters.openvino", runner="edgehmr.targets.openvino",
         ),
     )
 }

@@ -1,7 +1,8 @@
-"""ONNX target: ``torch2onnx`` (torch.export-based exporter, opset 18) and ``onnx2fp16``.
+"""ONNX target: ``torch2onnx`` (torch.export-based exporter, opset 18), ``onnx2fp16`` and the INT8 schemes.
 
 fp16 converts weights and compute to float16 with ONNX Runtime's converter and keeps the graph inputs/outputs
-float32 (``keep_io_types``), so apps feed the same float32 crop for every precision.
+float32 (``keep_io_types``), so apps feed the same float32 crop for every precision. INT8 lives in
+:mod:`edgehmr.converters.onnx_quant`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from edgehmr.converters import onnx_quant
 from edgehmr.converters.base import ConvertResult, ExportJob
 from edgehmr.converters.capabilities import Precision
 from edgehmr.errors import ConversionError
@@ -62,13 +64,21 @@ def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
     if job.precision == Precision.fp32:
         torch2onnx(job, out)
         return ConvertResult(MODEL_FILE, {"opset": OPSET})
+    fp32 = out_dir / "model.fp32.tmp.onnx"
+    torch2onnx(job, fp32)
     if job.precision == Precision.fp16:
-        fp32 = out_dir / "model.fp32.onnx.tmp"
-        torch2onnx(job, fp32)
         onnx2fp16(fp32, out)
-        fp32.unlink()
-        return ConvertResult(MODEL_FILE, {"opset": OPSET, "io_dtype": "float32"}, kept_fp32=list(FP16_KEEP_FP32_OPS))
-    raise ConversionError(f"ONNX target has no {job.precision.value} path yet.")
+        details, kept = {"io_dtype": "float32"}, list(FP16_KEEP_FP32_OPS)
+    elif job.precision == Precision.int8:
+        details = onnx_quant.onnx2int8_qdq(fp32, out, job.calibration, job.recipe, job.input_names[0], job.batch)
+        kept = details["kept_float_nodes"]
+    elif job.precision == Precision.int8_weights:
+        details = onnx_quant.onnx2int8_weights(fp32, out, job.recipe)
+        kept = details["kept_float_nodes"]
+    else:
+        raise ConversionError(f"ONNX target has no {job.precision.value} path.")
+    fp32.unlink()
+    return ConvertResult(MODEL_FILE, {"opset": OPSET} | details, kept_fp32=kept)
 
 
 @contextlib.contextmanager

@@ -121,7 +121,8 @@ def targets(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
 def convert(
     model: str = ModelOpt,
     target: str = typer.Option("onnx", "--target", "-t", help="Target id (see 'edgehmr targets')."),
-    precision: str = typer.Option("fp32", "--precision", "-p", help="fp32 | fp16 (per target, see 'targets')."),
+    precision: str = typer.Option("fp32", "--precision", "-p",
+                                  help="fp32 | fp16 | int8 (W8A8 static) | int8-weights (per target, see 'targets')."),
     checkpoint: str = CheckpointOpt,
     trust_checkpoint: bool = TrustOpt,
     with_mesh: bool = typer.Option(False, "--with-mesh", help="Bake SMPL into the graph: also output vertices "
@@ -130,6 +131,15 @@ def convert(
     batch: int = typer.Option(1, "--batch", help="Static batch size of the artifact."),
     out_dir: str = typer.Option("runs", "--out", "-o", help="Folder that receives the artifact folder."),
     seed: int = typer.Option(0, "--seed", help="Seed for untrained weights and the export example."),
+    calib: str = typer.Option(None, "--calib", help="INT8 calibration data: image folder, video, reference bundle, "
+                                                     "or 'synthetic' (demos only)."),
+    calib_count: int = typer.Option(128, "--calib-count", help="Calibration crops to use."),
+    calib_boxes: str = typer.Option(None, "--calib-boxes", help="Person boxes JSON for the calibration source."),
+    recipe: str = typer.Option("default", "--recipe", help="What stays float under INT8: default | none | "
+                                                           "recipe.json."),
+    keep_float: list[str] = typer.Option([], "--keep-float", help="Also keep this module scope (glob) or op kind "
+                                                                  "(softmax, layernorm, attention_matmul) float."),
+    quantize: list[str] = typer.Option([], "--quantize", help="Quantize a scope or op kind the recipe keeps float."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved spec and stop."),
     quiet: bool = QuietOpt,
 ):
@@ -139,12 +149,15 @@ def convert(
       edgehmr convert --model hmr2-vit-s --target onnx
       edgehmr convert -m hmr2-vit-h -c hmr2_ckpt/epoch=35-step=1000000.ckpt --trust-checkpoint -p fp16
       edgehmr convert -m hmr2-vit-s --with-mesh --smpl SMPL_NEUTRAL.pkl
+      edgehmr convert -m hmr2-vit-s -t openvino -p int8 --calib frames/ --keep-float attention_matmul
     """
+    from edgehmr.convert import calibration_for
     from edgehmr.convert import convert as run_convert
     from edgehmr.models import load_model
     from edgehmr.spec import resolve_spec
 
-    spec = resolve_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, smpl, batch, out_dir, seed)
+    spec = resolve_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, smpl, batch, out_dir, seed,
+                        calib, calib_count, calib_boxes, recipe, tuple(keep_float), tuple(quantize))
     if dry_run:
         out.print_json(spec.to_json())
         return
@@ -152,8 +165,16 @@ def convert(
         loaded = load_model(model, checkpoint, trust_checkpoint=trust_checkpoint, seed=seed)
     if loaded.weights == "untrained":
         err.print(f"[yellow]note:[/] {model} uses seeded untrained weights (give --checkpoint for trained ones)")
+    calibration = None
+    if spec.calib:
+        with progress_bar("calibration crops", spec.calib_count, quiet) as advance:
+            calibration = calibration_for(spec, loaded, advance)
+        origin = "cache" if calibration.cached else spec.calib
+        err.print(f"[green]✓[/] {len(calibration.images)} calibration crops from {origin}")
+        for warning in calibration.warnings:
+            err.print(f"[yellow]warning:[/] {warning}")
     with stage(f"converted to {target} {precision}", quiet):
-        path = run_convert(spec, loaded)
+        path = run_convert(spec, loaded, calibration)
     out.print(f"{path}  ({_size_mb(path):.1f} MB)")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 from pathlib import Path
@@ -9,14 +10,20 @@ from pathlib import Path
 import torch
 
 from edgehmr.artifact import METADATA, SCHEMA_VERSION, artifact_name, staged_dir, write_json
+from edgehmr.calibration.dataset import CalibrationSet, build_calibration
+from edgehmr.calibration.recipes import QuantRecipe, check_scopes
 from edgehmr.converters.base import ExportJob
 from edgehmr.converters.capabilities import get_target
 from edgehmr.environment import environment
+from edgehmr.errors import SpecError
 from edgehmr.models import LoadedModel, load_model
 from edgehmr.models.geometry import CROP_SIZE, FOCAL_LENGTH
 from edgehmr.models.hmr2 import MESH_OUTPUTS, HMR2WithMesh
 from edgehmr.models.smpl import SMPLLayer, load_smpl
 from edgehmr.spec import ConvertSpec
+
+MESH_MODEL_SCOPE = "hmr2"  # attribute names inside HMR2WithMesh
+MESH_SMPL_SCOPE = "smpl"
 
 POSTPROCESS = {
     "hmr2": {
@@ -43,19 +50,41 @@ def build_export_module(loaded: LoadedModel, spec: ConvertSpec) -> tuple[torch.n
     return module, outputs, smpl_meta
 
 
+def export_recipe(recipe: QuantRecipe | None, module: torch.nn.Module, with_mesh: bool) -> QuantRecipe | None:
+    """The spec's recipe, re-rooted for the mesh wrapper (which also keeps SMPL skinning float)."""
+    if recipe is None:
+        return None
+    if with_mesh:
+        scopes = tuple(f"{MESH_MODEL_SCOPE}.{s}" for s in recipe.keep_float_scopes) + (MESH_SMPL_SCOPE,)
+        recipe = dataclasses.replace(recipe, keep_float_scopes=scopes)
+    check_scopes(recipe, module)
+    return recipe
+
+
+def calibration_for(spec: ConvertSpec, loaded: LoadedModel, progress=None) -> CalibrationSet | None:
+    if not spec.calib:
+        return None
+    return build_calibration(spec.calib, loaded.info.crop, spec.calib_count, spec.calib_boxes, spec.seed, progress)
+
+
 def artifact_path(spec: ConvertSpec) -> Path:
     return Path(spec.out_dir) / artifact_name(spec.model, spec.target, spec.precision.value, spec.with_mesh)
 
 
-def convert(spec: ConvertSpec, loaded: LoadedModel | None = None) -> Path:
+def convert(spec: ConvertSpec, loaded: LoadedModel | None = None, calibration: CalibrationSet | None = None) -> Path:
     """Run the conversion described by ``spec``; returns the artifact folder."""
     caps = get_target(spec.target)
     loaded = loaded or load_model(spec.model, spec.checkpoint, trust_checkpoint=spec.trust_checkpoint, seed=spec.seed)
+    calibration = calibration or calibration_for(spec, loaded)
     module, output_names, smpl_meta = build_export_module(loaded, spec)
+    recipe = export_recipe(spec.recipe, module, spec.with_mesh)
     info = loaded.info
     gen = torch.Generator().manual_seed(spec.seed)
     example = tuple(torch.randn(spec.batch, *t.shape[1:], generator=gen) for t in info.inputs)
-    job = ExportJob(module, example, [t.name for t in info.inputs], output_names, spec.precision, spec.model)
+    if calibration is not None and len(calibration.images) < spec.batch:
+        raise SpecError(f"{len(calibration.images)} calibration samples cannot fill one batch of {spec.batch}.")
+    job = ExportJob(module, example, [t.name for t in info.inputs], output_names, spec.precision, spec.model,
+                    calibration.images if calibration is not None else None, recipe)
     converter = importlib.import_module(caps.converter)
     final = artifact_path(spec)
     start = time.perf_counter()
@@ -79,6 +108,10 @@ def convert(spec: ConvertSpec, loaded: LoadedModel | None = None) -> Path:
             "postprocessing": POSTPROCESS[info.family],
             "target_details": result.details,
             "kept_fp32_ops": result.kept_fp32,
+            "quantization": None if recipe is None else {
+                "recipe": recipe.to_json(),
+                "calibration": calibration.describe() if calibration is not None else None,
+            },
             "spec": {"batch": spec.batch, "seed": spec.seed},
             "environment": environment("cpu"),
             "convert_seconds": round(time.perf_counter() - start, 2),

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgehmr.calibration.dataset import DEFAULT_COUNT
+from edgehmr.calibration.recipes import QuantRecipe, resolve_recipe
 from edgehmr.converters.capabilities import DEFAULT_TARGET, Precision, get_target, parse_precision
 from edgehmr.errors import InputError, SpecError
 from edgehmr.models import get_model_info
@@ -23,6 +25,10 @@ class ConvertSpec:
     batch: int
     out_dir: str
     seed: int
+    calib: str | None = None  # calibration source; required when the precision needs one
+    calib_count: int = DEFAULT_COUNT
+    calib_boxes: str | None = None
+    recipe: QuantRecipe | None = None  # resolved for INT8 schemes only
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -32,7 +38,9 @@ class ConvertSpec:
 
 def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str = "fp32", checkpoint: str | None = None,
                  trust_checkpoint: bool = False, with_mesh: bool = False, smpl: str = "synthetic", batch: int = 1,
-                 out_dir: str = "runs", seed: int = 0) -> ConvertSpec:
+                 out_dir: str = "runs", seed: int = 0, calib: str | None = None, calib_count: int = DEFAULT_COUNT,
+                 calib_boxes: str | None = None, recipe: str = "default", keep_float: tuple[str, ...] = (),
+                 quantize: tuple[str, ...] = ()) -> ConvertSpec:
     info = get_model_info(model)
     caps = get_target(target)
     prec = parse_precision(precision, caps)
@@ -44,4 +52,20 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str = "fp3
         raise InputError(f"SMPL model file not found: {smpl}. Pass SMPL_NEUTRAL.pkl (or its .npz) with --smpl.")
     if batch < 1:
         raise SpecError(f"--batch must be at least 1 (got {batch}).")
-    return ConvertSpec(model, caps.id, prec, checkpoint, trust_checkpoint, with_mesh, smpl, batch, out_dir, seed)
+    if prec in caps.calibrated and not calib:
+        raise SpecError(f"{prec.value} on {caps.id} needs calibration data: pass --calib with an image folder, a "
+                        f"video, a reference bundle, or 'synthetic' for a demo.")
+    if calib and prec not in caps.calibrated:
+        calib = None  # nothing to calibrate: ignored rather than read for nothing
+    if calib and calib != "synthetic" and not Path(calib).exists():
+        raise InputError(f"Calibration source not found: {calib}. Give an image folder, a video file, a reference "
+                         f"bundle, or 'synthetic'.")
+    if calib_count < 1:
+        raise SpecError(f"--calib-count must be at least 1 (got {calib_count}).")
+    quant = None
+    if prec in (Precision.int8, Precision.int8_weights):
+        quant = resolve_recipe(info.family, recipe, tuple(keep_float), tuple(quantize))
+    elif keep_float or quantize or recipe != "default":
+        raise SpecError(f"--recipe/--keep-float/--quantize apply to int8 schemes, not {prec.value}.")
+    return ConvertSpec(model, caps.id, prec, checkpoint, trust_checkpoint, with_mesh, smpl, batch, out_dir, seed,
+                       calib, calib_count, calib_boxes, quant)

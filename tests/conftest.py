@@ -13,6 +13,16 @@ from edgehmr.reference import make_bundle
 from edgehmr.spec import resolve_spec
 
 SAMPLES = 6
+CALIBRATION_SAMPLES = 32
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """Calibration crops are cached by content hash; tests keep theirs out of the user's cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EDGEHMR_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="session")
@@ -49,10 +59,12 @@ def bundle(workdir, loaded_models):
 def artifact(workdir, loaded_models):
     cache = {}
 
-    def get(name: str, precision: str = "fp32", with_mesh: bool = False) -> Path:
-        key = (name, precision, with_mesh)
+    def get(name: str, precision: str = "fp32", with_mesh: bool = False, target: str = "onnx") -> Path:
+        key = (name, precision, with_mesh, target)
         if key not in cache:
-            spec = resolve_spec(name, "onnx", precision, with_mesh=with_mesh, out_dir=str(workdir / "artifacts"))
+            calib = "synthetic" if precision == "int8" else None
+            spec = resolve_spec(name, target, precision, with_mesh=with_mesh, out_dir=str(workdir / "artifacts"),
+                                calib=calib, calib_count=CALIBRATION_SAMPLES)
             cache[key] = convert(spec, loaded_models(name))
         return cache[key]
 

@@ -27,9 +27,13 @@ def test_models_lists_zoo_with_cost(capsys):
 
 
 def test_targets_reads_capability_table(capsys):
+    from edgehmr.converters.capabilities import TARGETS
+
     code, out, _ = run(capsys, "targets", "--json")
-    assert code == 0 and json.loads(out)[0]["target"] == "onnx"
-    assert json.loads(out)[0]["precisions"] == ["fp32", "fp16"]
+    rows = {r["target"]: r for r in json.loads(out)}
+    assert code == 0 and set(rows) == set(TARGETS) >= {"onnx", "openvino"}
+    assert rows["openvino"]["precisions"] == ["fp32", "fp16", "int8", "int8-weights"]
+    assert rows["onnx"]["needs_calibration"] == ["int8"]
 
 
 def test_doctor_lists_runtimes_and_install_hints(capsys):
@@ -53,6 +57,10 @@ def test_dry_run_prints_resolved_spec(capsys):
     (["convert", "-m", "vitpose-s", "--with-mesh"], "--with-mesh needs an HMR model"),
     (["convert", "-m", "hmr2-vit-s", "--with-mesh", "--smpl", "/nope/SMPL_NEUTRAL.pkl"], "SMPL model file not found"),
     (["convert", "-m", "hmr2-vit-s", "-c", "/nope/model.ckpt"], "Checkpoint not found"),
+    (["convert", "-m", "hmr2-vit-s", "-p", "int8"], "int8 on onnx needs calibration data"),
+    (["convert", "-m", "hmr2-vit-s", "-p", "int8", "--calib", "/nope/frames"], "Calibration source not found"),
+    (["convert", "-m", "hmr2-vit-s", "-p", "int8", "--calib", "synthetic", "--keep-float", "smpl_head.decpos"],
+     "Did you mean 'smpl_head.decpose'"),
     (["reference", "-m", "vitpose-s", "-i", "/nope/frames"], "Input folder not found"),
     (["validate", "/nope/artifact", "-r", "/nope/bundle"], "is not a reference bundle"),
 ])
@@ -62,6 +70,13 @@ def test_bad_input_one_line_exit_2(capsys, tmp_path, argv, message):
     assert message in err
     assert len(err.strip().splitlines()) == 1
     assert not list(Path("runs").glob(".*partial*")) if Path("runs").exists() else True
+
+
+def test_missing_runtime_names_the_install_command(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    code, _, err = run(capsys, "convert", "-m", "vitpose-s", "-t", "openvino", "-o", str(tmp_path))
+    assert code == 2 and "pip install 'edgehmr[openvino]'" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unreadable_image_and_empty_folder(capsys, tmp_path):

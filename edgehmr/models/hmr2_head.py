@@ -139,8 +139,10 @@ class SMPLTransformerDecoderHead(nn.Module):
 def init_head_weights(head: SMPLTransformerDecoderHead) -> None:
     """Seeded, plausible initialisation for untrained use.
 
-    Readouts start near zero (xavier, gain 0.01, as HMR2.0 does) and the mean buffers hold a standing T-pose
-    facing the camera, so untrained outputs are valid bodies in front of the camera rather than noise.
+    Readouts get trained-like magnitudes (not HMR2.0's 0.01-gain training init, whose ~1e-4 weights sit in fp16's
+    subnormal range and would make precision drift unrealistically large), the mean buffers hold a T-pose facing
+    the camera with a seeded body shape, and the camera readout stays small so the scale stays positive: untrained
+    outputs are valid, varied bodies in front of the camera rather than noise.
     """
     for m in head.modules():
         if isinstance(m, nn.Linear):
@@ -148,12 +150,13 @@ def init_head_weights(head: SMPLTransformerDecoderHead) -> None:
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
     nn.init.trunc_normal_(head.transformer.pos_embedding, std=0.02)
-    for lin in (head.decpose, head.decshape, head.deccam):
-        nn.init.xavier_uniform_(lin.weight, gain=0.01)
+    nn.init.trunc_normal_(head.decpose.weight, std=0.005)
+    nn.init.trunc_normal_(head.decshape.weight, std=0.02)
+    nn.init.trunc_normal_(head.deccam.weight, std=0.002)
     identity6d = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
     flip_x6d = torch.tensor([1.0, 0.0, 0.0, 0.0, -1.0, 0.0])  # 180 deg about x: SMPL's y-up body into camera y-down
     pose = identity6d.repeat(NUM_JOINTS)
     pose[:6] = flip_x6d
     head.init_body_pose.copy_(pose[None])
-    head.init_betas.zero_()
+    head.init_betas.copy_(0.5 * torch.randn(1, 10))
     head.init_cam.copy_(torch.tensor([[0.9, 0.0, 0.0]]))

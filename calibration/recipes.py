@@ -1,0 +1,103 @@
+"""Quantization recipes: which parts of a model stay in float when the rest goes to INT8.
+
+A recipe names module scopes (dotted paths of our modules, ``fnmatch`` patterns allowed, a scope covers its
+children) and op kinds (``softmax``, ``layernorm``, ``attention_matmul``: the activation x activation matmuls of
+attention). Each target maps it onto its own tool: ONNX Runtime ``nodes_to_exclude`` (through the exporter's
+name scopes), NNCF ``IgnoredScope`` (through the exported program's module stack).
+
+Default recipes, and why (measured by ``bench/recipe_ablation.py`` on hmr2-vit-s, 32 synthetic calibration crops,
+16 evaluation crops; see the README for the table):
+
+- HMR2.0: the three regression heads (``decpose``, ``decshape``, ``deccam``) stay float: they add the mean pose /
+  shape / camera to a small residual, so per-tensor INT8 on their input costs camera and shape accuracy while they
+  are <0.1% of the MACs. Softmax and LayerNorm stay float (neither runtime gains from quantizing them).
+- ViTPose: the final 1x1 heatmap conv stays float (the sub-pixel DARK decoding reads small heatmap differences).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from torch import nn
+
+from edgehmr.errors import InputError, SpecError
+
+OP_KINDS = ("softmax", "layernorm", "attention_matmul")
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    name: str
+    keep_float_scopes: tuple[str, ...] = ()
+    keep_float_ops: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def covers(self, module_path: str) -> bool:
+        """True when ``module_path`` lies inside one of the kept-float scopes."""
+        parts = module_path.split(".")
+        prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        return any(fnmatch.fnmatchcase(p, scope) for scope in self.keep_float_scopes for p in prefixes)
+
+
+_DECODER_LAYERS = "smpl_head.transformer.transformer.layers.*"
+DEFAULT_RECIPES = {
+    "hmr2": QuantRecipe("hmr2-default", (
+        "backbone.patch_embed",
+        "smpl_head.decpose", "smpl_head.decshape", "smpl_head.deccam",
+        # The decoder's single-query linears; the context projection (.1.fn.to_kv) carries its MACs and is INT8.
+        f"{_DECODER_LAYERS}.0", f"{_DECODER_LAYERS}.1.fn.to_q", f"{_DECODER_LAYERS}.1.fn.to_out", f"{_DECODER_LAYERS}.2",
+    ), ("softmax", "layernorm")),
+    "vitpose": QuantRecipe("vitpose-default", ("backbone.patch_embed", "keypoint_head.final_layer"),
+                           ("softmax", "layernorm")),
+}
+NO_EXCLUSIONS = QuantRecipe("none")
+
+
+def load_recipe_file(path: str) -> QuantRecipe:
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"Cannot read recipe {path}: {e}") from None
+    unknown = set(raw) - {"name", "keep_float_scopes", "keep_float_ops"}
+    if unknown:
+        raise InputError(f"Recipe {path} has unknown keys {sorted(unknown)}; use keep_float_scopes, keep_float_ops.")
+    return QuantRecipe(raw.get("name", Path(path).stem), tuple(raw.get("keep_float_scopes", ())),
+                       tuple(raw.get("keep_float_ops", ())))
+
+
+def resolve_recipe(family: str, recipe: str = "default", keep_float: tuple[str, ...] = (),
+                   quantize: tuple[str, ...] = ()) -> QuantRecipe:
+    """``recipe`` is ``default``, ``none`` or a JSON file; ``keep_float`` adds scopes or op kinds,
+    ``quantize`` removes them from the recipe."""
+    if recipe == "default":
+        base = DEFAULT_RECIPES[family]
+    elif recipe == "none":
+        base = NO_EXCLUSIONS
+    else:
+        base = load_recipe_file(recipe)
+    ops = [o for o in base.keep_float_ops if o not in quantize] + [k for k in keep_float if k in OP_KINDS]
+    scopes = [s for s in base.keep_float_scopes if s not in quantize] + [k for k in keep_float if k not in OP_KINDS]
+    name = base.name if not (keep_float or quantize) else f"{base.name}+overrides"
+    resolved = replace(base, name=name, keep_float_scopes=tuple(dict.fromkeys(scopes)),
+                       keep_float_ops=tuple(dict.fromkeys(ops)))
+    bad_ops = [o for o in resolved.keep_float_ops if o not in OP_KINDS]
+    if bad_ops:
+        raise SpecError(f"Unknown op kind(s) {bad_ops} in the recipe; known kinds: {', '.join(OP_KINDS)}.")
+    return resolved
+
+
+def check_scopes(recipe: QuantRecipe, module: nn.Module) -> None:
+    """Every scope must match a module: a typo would otherwise silently quantize what it meant to protect."""
+    names = [n for n, _ in module.named_modules() if n]
+    for scope in recipe.keep_float_scopes:
+        if not any(fnmatch.fnmatchcase(n, scope) for n in names):
+            import difflib
+
+            close = difflib.get_close_matches(scope, names, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise SpecError(f"Recipe scope '{scope}' matches no module of this model.{hint}")
