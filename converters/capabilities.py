@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from dataclasses import dataclass
 from enum import Enum
 
-from edgehmr.errors import SpecError
+from edgehmr.errors import SpecError, TargetUnavailableError
 
 
 class Precision(str, Enum):
@@ -28,6 +29,7 @@ class TargetCaps:
     extra: str  # pip extra that installs the runtime
     converter: str  # module in edgehmr.converters with convert()
     runner: str  # module in edgehmr.targets with open_runner()
+    requires: tuple[str, ...] = ()  # import names the converter needs beyond the core install
 
 
 TARGETS: dict[str, TargetCaps] = {
@@ -46,6 +48,7 @@ TARGETS: dict[str, TargetCaps] = {
             calibrated=(Precision.int8,), buckets="none",
             host="x86 / ARM CPU (Intel GPU/NPU devices untested)", extra="edgehmr[openvino]",
             converter="edgehmr.converters.openvino", runner="edgehmr.targets.openvino",
+            requires=("openvino", "nncf"),
         ),
     )
 }
@@ -58,6 +61,16 @@ def get_target(target_id: str) -> TargetCaps:
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise SpecError(f"Unknown target '{target_id}'.{hint} Run 'edgehmr targets' for the list.")
     return TARGETS[target_id]
+
+
+def check_available(caps: TargetCaps) -> None:
+    """Fail before any work when the target's converter libraries are not installed."""
+    for module in caps.requires:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise TargetUnavailableError(f"Target '{caps.id}' needs {module}, which is not installed: "
+                                         f"pip install '{caps.extra}'.") from None
 
 
 def parse_precision(value: str, caps: TargetCaps) -> Precision:

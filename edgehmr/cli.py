@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -18,7 +19,7 @@ from edgehmr.errors import CheckpointMismatchError, EdgeHMRError
 
 # Wide enough for the tables when output is piped or captured (rich falls back to 80 columns there).
 out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # log lines stay whole lines in captured output
 app = typer.Typer(
     help="Convert, quantize, validate and profile human mesh recovery and pose models for edge targets.\n\n"
          "Example: edgehmr convert --model hmr2-vit-s --target onnx --precision fp16",
@@ -342,10 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     except EdgeHMRError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         if isinstance(e, CheckpointMismatchError):
             for line in e.diff.lines():
-                err.print(line, highlight=False, soft_wrap=True)
+                err.print(escape(line), highlight=False)
         if os.environ.get("EDGEHMR_DEBUG"):
             raise
         return e.exit_code

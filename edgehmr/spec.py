@@ -6,9 +6,12 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 from edgehmr.calibration.dataset import DEFAULT_COUNT
-from edgehmr.calibration.recipes import QuantRecipe, resolve_recipe
-from edgehmr.converters.capabilities import DEFAULT_TARGET, Precision, get_target, parse_precision
+from edgehmr.calibration.recipes import QuantRecipe, check_scopes, resolve_recipe
+from edgehmr.converters.capabilities import (DEFAULT_TARGET, Precision, check_available, get_target,
+                                             parse_precision)
 from edgehmr.errors import InputError, SpecError
 from edgehmr.models import get_model_info
 
@@ -44,6 +47,7 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str = "fp3
     info = get_model_info(model)
     caps = get_target(target)
     prec = parse_precision(precision, caps)
+    check_available(caps)
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise InputError(f"Checkpoint not found: {checkpoint}")
     if with_mesh and info.family != "hmr2":
@@ -65,6 +69,8 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str = "fp3
     quant = None
     if prec in (Precision.int8, Precision.int8_weights):
         quant = resolve_recipe(info.family, recipe, tuple(keep_float), tuple(quantize))
+        with torch.device("meta"):  # module names only: no memory, no time
+            check_scopes(quant, info.build())
     elif keep_float or quantize or recipe != "default":
         raise SpecError(f"--recipe/--keep-float/--quantize apply to int8 schemes, not {prec.value}.")
     return ConvertSpec(model, caps.id, prec, checkpoint, trust_checkpoint, with_mesh, smpl, batch, out_dir, seed,
