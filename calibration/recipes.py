@@ -5,13 +5,21 @@ children) and op kinds (``softmax``, ``layernorm``, ``attention_matmul``: the ac
 attention). Each target maps it onto its own tool: ONNX Runtime ``nodes_to_exclude`` (through the exporter's
 name scopes), NNCF ``IgnoredScope`` (through the exported program's module stack).
 
-Default recipes, and why (measured by ``bench/recipe_ablation.py`` on hmr2-vit-s, 32 synthetic calibration crops,
-16 evaluation crops; see the README for the table):
+Default recipes, and why (measured by ``bench/recipe_ablation.py`` on hmr2-vit-s: 64 synthetic calibration crops,
+16 evaluation crops, MPJPE drift vs FP32; OpenVINO / ONNX Runtime):
 
-- HMR2.0: the three regression heads (``decpose``, ``decshape``, ``deccam``) stay float: they add the mean pose /
-  shape / camera to a small residual, so per-tensor INT8 on their input costs camera and shape accuracy while they
-  are <0.1% of the MACs. Softmax and LayerNorm stay float (neither runtime gains from quantizing them).
-- ViTPose: the final 1x1 heatmap conv stays float (the sub-pixel DARK decoding reads small heatmap differences).
+- no exclusions 11.0 / 19.5 mm; regression heads only 10.0 / 19.8 mm.
+- + the decoder's single-query linears (self-attention, feed-forward, cross-attention q/out): 2.3 / 18.8 mm.
+  They see one token, so they are memory-bound matrix-vector products that INT8 does not speed up, while
+  per-tensor INT8 on one token's activations moved the body most. The context projection ``to_kv`` (192 tokens,
+  the decoder's MACs) stays INT8.
+- + the patch-embedding conv: 2.4 / 1.7 mm. ONNX Runtime's INT8 conv on the raw image was worth ~17 mm here;
+  the conv is ~1% of the MACs.
+- Keeping attention matmuls (1.3 mm on ORT, no change on OpenVINO) or the whole decoder (1.1 mm) float as well
+  buys little more, so they are quantized by default; ``--keep-float attention_matmul`` is one flag away.
+- Softmax and LayerNorm stay float (neither runtime speeds them up in INT8).
+- ViTPose: the patch embedding and the final 1x1 heatmap conv stay float (same reasoning as above; untrained
+  ViTPose heatmaps are too flat to rank finer choices, see the README).
 """
 
 from __future__ import annotations

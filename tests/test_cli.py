@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgehmr.cli import main
@@ -124,3 +125,23 @@ def test_installed_entry_point():
     result = subprocess.run([str(Path(sys.executable).with_name("edgehmr")), "--help"], capture_output=True,
                             text=True)
     assert result.returncode == 0 and "convert" in result.stdout and "validate" in result.stdout
+
+
+def test_int8_from_an_image_folder_end_to_end(capsys, tmp_path, monkeypatch):
+    """The issue's command: convert --target openvino --precision int8 --calib <folder>, then validate."""
+    from skimage import data
+    import cv2
+
+    monkeypatch.setenv("EDGEHMR_CACHE", str(tmp_path / "cache"))
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    image = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    for i in range(8):
+        cv2.imwrite(str(frames / f"f{i}.png"), np.roll(image, 23 * i, axis=1))
+    code, out, err = run(capsys, "convert", "-m", "hmr2-vit-s", "-t", "openvino", "-p", "int8", "--calib",
+                         str(frames), "--calib-count", "8", "-o", str(tmp_path / "out"))
+    assert code == 0 and "fewer than 32" in err
+    assert run(capsys, "reference", "-m", "hmr2-vit-s", "-i", str(frames), "-o", str(tmp_path / "ref"))[0] == 0
+    code, out, _ = run(capsys, "validate", str(tmp_path / "out" / "hmr2-vit-s-openvino-int8"), "-r",
+                       str(tmp_path / "ref"))
+    assert code == 0 and "mpjpe_mm" in out and "PASS" in out
