@@ -50,6 +50,13 @@ TARGETS: dict[str, TargetCaps] = {
             converter="edgehmr.converters.openvino", runner="edgehmr.targets.openvino",
             requires=("openvino", "nncf"),
         ),
+        TargetCaps(
+            id="executorch", runtime="ExecuTorch (XNNPACK)", suffix=".pte",
+            precisions=(Precision.fp32,), calibrated=(), buckets="none",
+            host="Android / iOS / Linux (XNNPACK: ARM and x86 CPUs)", extra="edgehmr[executorch]",
+            converter="edgehmr.converters.executorch", runner="edgehmr.targets.executorch",
+            requires=("executorch",),
+        ),
     )
 }
 DEFAULT_TARGET = "onnx"
