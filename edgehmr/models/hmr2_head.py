@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgehmr.models.attention import attend, split_fused
 from edgehmr.models.geometry import rot6d_to_rotmat
 
 NUM_JOINTS = 24  # global orient + 23 body joints
@@ -30,20 +31,6 @@ class PreNorm(nn.Module):
         return self.fn(self.norm(x), *context)
 
 
-def _split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
-    b, n, _ = t.shape
-    return t.reshape(b, n, heads, -1).transpose(1, 2)
-
-
-def _merge_heads(t: torch.Tensor) -> torch.Tensor:
-    b, h, n, d = t.shape
-    return t.transpose(1, 2).reshape(b, n, h * d)
-
-
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    return torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1) @ v
-
-
 class SelfAttention(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
@@ -52,8 +39,8 @@ class SelfAttention(nn.Module):
         self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = (_split_heads(t, HEADS) for t in self.to_qkv(x).chunk(3, dim=-1))
-        return self.to_out(_merge_heads(_attend(q, k, v, DIM_HEAD**-0.5)))
+        q, k, v = split_fused(self.to_qkv(x), 3)
+        return self.to_out(attend(q, k, v, HEADS, DIM_HEAD**-0.5, scale_query=False))
 
 
 class CrossAttention(nn.Module):
@@ -65,9 +52,8 @@ class CrossAttention(nn.Module):
         self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(0.0))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        q = _split_heads(self.to_q(x), HEADS)
-        k, v = (_split_heads(t, HEADS) for t in self.to_kv(context).chunk(2, dim=-1))
-        return self.to_out(_merge_heads(_attend(q, k, v, DIM_HEAD**-0.5)))
+        k, v = split_fused(self.to_kv(context), 2)
+        return self.to_out(attend(self.to_q(x), k, v, HEADS, DIM_HEAD**-0.5, scale_query=False))
 
 
 class FeedForward(nn.Module):

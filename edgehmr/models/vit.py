@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgehmr.models.attention import attend, split_fused
+
 IMAGE_SIZE = (256, 192)  # (H, W) the positional table was trained for
 PATCH_SIZE = 16
 GRID = (16, 12)  # token grid of a 256x192 input with the padding-2 patch conv
@@ -56,13 +58,9 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
         # Written out rather than SDPA so every target sees plain matmul/softmax (see DESIGN numerics rules).
-        attn = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)
-        out = (attn @ v).transpose(1, 2).reshape(b, n, c)
-        return self.proj(out)
+        q, k, v = split_fused(self.qkv(x), 3)  # fused rows are [q | k | v], heads contiguous inside each
+        return self.proj(attend(q, k, v, self.num_heads, self.scale, scale_query=True))
 
 
 class Mlp(nn.Module):

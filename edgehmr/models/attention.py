@@ -1,0 +1,42 @@
+"""Multi-head attention written with 3-D batched matmuls, shared by the ViT and the HMR2.0 decoder.
+
+reason: 4-D ``q @ k.T`` lowers in ExecuTorch to expand + bmm, and ``qkv[0]`` / ``chunk`` to select/split copies,
+none of which XNNPACK takes; folding heads into the batch ([B*H, N, d]) and slicing the fused projection keeps
+attention inside the delegate. ONNX Runtime, OpenVINO and Core ML see the same plain MatMul/Softmax.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[B, N, H*d] -> [B*H, N, d]``."""
+    b, n, c = t.shape
+    return t.reshape(b, n, heads, c // heads).transpose(1, 2).reshape(b * heads, n, c // heads)
+
+
+def merge_heads(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """``[B*H, N, d] -> [B, N, H*d]``."""
+    bh, n, d = t.shape
+    heads = bh // batch
+    return t.reshape(batch, heads, n, d).transpose(1, 2).reshape(batch, n, heads * d)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, scale: float,
+           scale_query: bool) -> torch.Tensor:
+    """Softmax attention over ``[B, N, C]`` inputs -> ``[B, Nq, C]``.
+
+    ``scale_query`` picks where the scale is applied, matching each published model's float rounding: ViTPose
+    scales q before the product, HMR2.0's decoder scales the logits after it.
+    """
+    batch = q.shape[0]
+    qh, kh, vh = split_heads(q, heads), split_heads(k, heads), split_heads(v, heads)
+    logits = torch.bmm(qh * scale, kh.transpose(1, 2)) if scale_query else torch.bmm(qh, kh.transpose(1, 2)) * scale
+    return merge_heads(torch.bmm(torch.softmax(logits, dim=-1), vh), batch)
+
+
+def split_fused(t: torch.Tensor, parts: int) -> list[torch.Tensor]:
+    """Equal slices of a fused projection along the last dim (slices, not ``chunk``: see the module note)."""
+    width = t.shape[-1] // parts
+    return [t[..., i * width:(i + 1) * width] for i in range(parts)]
