@@ -199,8 +199,7 @@ def reference(
       edgehmr reference -m hmr2-vit-h -c hmr2.ckpt --inputs frames/ --device cuda -o ref-hmr2-h
     """
     from edgehmr.calibration.sources import open_source
-    from edgehmr.models import load_model
-    from edgehmr.models._registry import get_model_info
+    from edgehmr.models import get_model_info, load_model
     from edgehmr.reference import make_bundle
 
     get_model_info(model)
