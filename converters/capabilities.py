@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import logging
+import warnings
 from dataclasses import dataclass
 from enum import Enum
 
@@ -52,10 +54,25 @@ TARGETS: dict[str, TargetCaps] = {
         ),
         TargetCaps(
             id="executorch", runtime="ExecuTorch (XNNPACK)", suffix=".pte",
-            precisions=(Precision.fp32,), calibrated=(), buckets="none",
+            precisions=(Precision.fp32, Precision.int8), calibrated=(), buckets="multi-method .pte",
             host="Android / iOS / Linux (XNNPACK: ARM and x86 CPUs)", extra="edgehmr[executorch]",
             converter="edgehmr.converters.executorch", runner="edgehmr.targets.executorch",
             requires=("executorch",),
+        ),
+        TargetCaps(
+            id="executorch-coreml", runtime="ExecuTorch (Core ML delegate)", suffix=".pte",
+            precisions=(Precision.fp16, Precision.fp32), calibrated=(), buckets="multi-method .pte",
+            host="iOS / macOS only (built anywhere)", extra="edgehmr[executorch,coreml]",
+            converter="edgehmr.converters.executorch_coreml", runner="edgehmr.targets.executorch",
+            requires=("executorch", "coremltools"),
+        ),
+        TargetCaps(
+            id="coreml", runtime="Core ML", suffix=".mlpackage",
+            precisions=(Precision.fp16, Precision.fp32, Precision.int8_weights), calibrated=(),
+            buckets="multifunction .mlpackage",
+            host="iOS / macOS (runs on macOS only; simulated in torch elsewhere)", extra="edgehmr[coreml]",
+            converter="edgehmr.converters.coreml", runner="edgehmr.targets.coreml",
+            requires=("coremltools",),
         ),
     )
 }
@@ -70,11 +87,23 @@ def get_target(target_id: str) -> TargetCaps:
     return TARGETS[target_id]
 
 
+def quiet_import(module: str):
+    """Import a vendor package without its import-time log lines (coremltools and torchao warn about versions
+    and about native pieces that exist only on other platforms; none of it is actionable for users)."""
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return importlib.import_module(module)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def check_available(caps: TargetCaps) -> None:
     """Fail before any work when the target's converter libraries are not installed."""
     for module in caps.requires:
         try:
-            importlib.import_module(module)
+            quiet_import(module)
         except ImportError:
             raise TargetUnavailableError(f"Target '{caps.id}' needs {module}, which is not installed: "
                                          f"pip install '{caps.extra}'.") from None

@@ -122,8 +122,9 @@ def targets(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
 def convert(
     model: str = ModelOpt,
     target: str = typer.Option("onnx", "--target", "-t", help="Target id (see 'edgehmr targets')."),
-    precision: str = typer.Option("fp32", "--precision", "-p",
-                                  help="fp32 | fp16 | int8 (W8A8 static) | int8-weights (per target, see 'targets')."),
+    precision: str = typer.Option(None, "--precision", "-p",
+                                  help="fp32 | fp16 | int8 | int8-weights (per target, see 'targets'); default: the "
+                                       "target's first (fp16 for coreml, fp32 elsewhere)."),
     checkpoint: str = CheckpointOpt,
     trust_checkpoint: bool = TrustOpt,
     with_mesh: bool = typer.Option(False, "--with-mesh", help="Bake SMPL into the graph: also output vertices "
@@ -151,6 +152,8 @@ def convert(
       edgehmr convert -m hmr2-vit-h -c hmr2_ckpt/epoch=35-step=1000000.ckpt --trust-checkpoint -p fp16
       edgehmr convert -m hmr2-vit-s --with-mesh --smpl SMPL_NEUTRAL.pkl
       edgehmr convert -m hmr2-vit-s -t openvino -p int8 --calib frames/ --keep-float attention_matmul
+      edgehmr convert -m hmr2-vit-s -t coreml                 (fp16 .mlpackage)
+      edgehmr convert -m hmr2-vit-b -t executorch -p int8     (XNNPACK .pte, dynamic INT8 activations)
     """
     from edgehmr.convert import calibration_for
     from edgehmr.convert import convert as run_convert
@@ -174,7 +177,7 @@ def convert(
         err.print(f"[green]✓[/] {len(calibration.images)} calibration crops from {origin}")
         for warning in calibration.warnings:
             err.print(f"[yellow]warning:[/] {warning}")
-    with stage(f"converted to {target} {precision}", quiet):
+    with stage(f"converted to {spec.target} {spec.precision.value}", quiet):
         path = run_convert(spec, loaded, calibration)
     out.print(f"{path}  ({_size_mb(path):.1f} MB)")
 
@@ -254,6 +257,8 @@ def print_report(report) -> None:
     for metric, t in report.task.items():
         task.add_row(metric, f"{t['value']:.4f} {t['unit']}", f"{t['tolerance']:g} {t['unit']}", _mark(t["ok"]))
     out.print(task)
+    if report.execution != "runtime":
+        out.print(f"[yellow]execution: {report.execution}[/]")
     for note in report.notes:
         out.print(f"[dim]note: {note}[/]")
     out.print("[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]: drift beyond tolerance")

@@ -39,14 +39,14 @@ class ConvertSpec:
         return json.dumps(d, indent=2)
 
 
-def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str = "fp32", checkpoint: str | None = None,
+def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None = None, checkpoint: str | None = None,
                  trust_checkpoint: bool = False, with_mesh: bool = False, smpl: str = "synthetic", batch: int = 1,
                  out_dir: str = "runs", seed: int = 0, calib: str | None = None, calib_count: int = DEFAULT_COUNT,
                  calib_boxes: str | None = None, recipe: str = "default", keep_float: tuple[str, ...] = (),
                  quantize: tuple[str, ...] = ()) -> ConvertSpec:
     info = get_model_info(model)
     caps = get_target(target)
-    prec = parse_precision(precision, caps)
+    prec = caps.precisions[0] if precision is None else parse_precision(precision, caps)
     check_available(caps)
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise InputError(f"Checkpoint not found: {checkpoint}")

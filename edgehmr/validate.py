@@ -42,6 +42,7 @@ class ValidationReport:
     target: str
     precision: str
     samples: int
+    execution: str  # what produced the numbers: the runtime itself, or a simulation of it
     outputs: dict[str, dict] = field(default_factory=dict)  # name -> error_stats + tolerance + ok
     task: dict[str, dict] = field(default_factory=dict)  # metric -> value, tolerance, ok, unit
     notes: list[str] = field(default_factory=list)
@@ -138,7 +139,7 @@ def validate(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: str | 
     out = run_artifact(runner, meta, bundle.inputs["image"], progress)
     ref = dict(bundle.outputs)
     report = ValidationReport(str(artifact_dir), str(bundle.path), meta["model"]["model"], meta["model"]["weights"],
-                              meta["target"], precision, bundle.count)
+                              meta["target"], precision, bundle.count, runner.execution)
     family = meta["model"]["family"]
     smpl = None
     if meta.get("with_mesh"):

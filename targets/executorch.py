@@ -1,24 +1,47 @@
-"""ExecuTorch runner through the ``executorch.runtime`` Python bindings (XNNPACK and portable kernels)."""
+"""ExecuTorch runner through the ``executorch.runtime`` Python bindings (XNNPACK and portable kernels).
+
+Programs with the Core ML delegate run only where ExecuTorch is built with the Core ML backend (Apple apps, or
+an ExecuTorch build for macOS); elsewhere opening one is refused with that reason.
+"""
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from edgehmr.errors import TargetUnavailableError
-from edgehmr.targets.base import Runner
+from edgehmr.targets.base import Runner, native_output_silenced
+
+COREML_ONLY_ON_APPLE = ("this .pte delegates to Core ML, which runs only on Apple devices (an iOS/macOS app, or "
+                        "ExecuTorch built with the Core ML backend on a Mac)")
+
+
+def _runtime():
+    try:
+        from executorch.runtime import Runtime
+    except ImportError:
+        raise TargetUnavailableError("Running .pte artifacts needs ExecuTorch: "
+                                     "pip install 'edgehmr[executorch]'.") from None
+    return Runtime.get()
+
+
+def method_names(model_path: Path) -> set[str]:
+    return set(_runtime().load_program(str(model_path)).method_names)
 
 
 class ExecuTorchRunner(Runner):
-    def __init__(self, model_path: Path, input_names: list[str], output_names: list[str]):
+    def __init__(self, model_path: Path, input_names: list[str], output_names: list[str], method: str = "forward"):
+        with native_output_silenced():
+            program = _runtime().load_program(str(model_path))
         try:
-            from executorch.runtime import Runtime
-        except ImportError:
-            raise TargetUnavailableError("Running .pte artifacts needs ExecuTorch: "
-                                         "pip install 'edgehmr[executorch]'.") from None
-        self.method = Runtime.get().load_program(str(model_path)).load_method("forward")
+            with native_output_silenced():
+                self.method = program.load_method(method)
+        except RuntimeError as e:
+            raise TargetUnavailableError(f"ExecuTorch cannot load method '{method}' of {model_path}: "
+                                         f"{str(e).splitlines()[0]}. Methods: {sorted(program.method_names)}.") from e
         self.input_names = list(input_names)
         self.output_names = list(output_names)
 
@@ -30,5 +53,8 @@ class ExecuTorchRunner(Runner):
 
 def open_runner(artifact_dir: Path, metadata: dict, threads: int | None = None) -> Runner:
     # ExecuTorch's XNNPACK threadpool is sized by the runtime; ``threads`` is not settable from Python.
+    if metadata["target_details"].get("delegate") == "coreml" and platform.system() != "Darwin":
+        raise TargetUnavailableError(f"Cannot run {artifact_dir.name} here: {COREML_ONLY_ON_APPLE}. Validate "
+                                     f"the numerics with '--target coreml' (simulated here) or on the device.")
     return ExecuTorchRunner(artifact_dir / metadata["files"]["model"], [i["name"] for i in metadata["inputs"]],
                             [o["name"] for o in metadata["outputs"]])

@@ -1,0 +1,108 @@
+"""Core ML runners.
+
+On macOS the ``.mlpackage`` runs for real (``MLModel.predict``). Core ML cannot run anywhere else, so on other
+hosts ``validate`` runs the simulation: the same torch module that was converted, rebuilt from the artifact's
+metadata (weights checked by hash), with Core ML's weight format and compute precision applied in torch. Reports
+say which of the two produced the numbers.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgehmr.converters.capabilities import Precision
+from edgehmr.errors import InputError, TargetUnavailableError
+from edgehmr.targets.base import Runner
+
+SIMULATION_REASON = "Core ML runs predictions only on macOS"
+
+
+def can_run_coreml() -> bool:
+    return platform.system() == "Darwin"
+
+
+class CoreMLRunner(Runner):
+    execution = "Core ML (macOS)"
+
+    def __init__(self, model_path: Path, input_names: list[str], output_names: list[str],
+                 function: str | None = None, compute_units: str = "ALL"):
+        import coremltools as ct
+
+        kwargs = {"function_name": function} if function else {}
+        self.model = ct.models.MLModel(str(model_path), compute_units=getattr(ct.ComputeUnit, compute_units),
+                                       **kwargs)
+        self.input_names, self.output_names = list(input_names), list(output_names)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self.model.predict({n: np.ascontiguousarray(feeds[n], dtype=np.float32) for n in self.input_names})
+        return {n: np.asarray(out[n], dtype=np.float32) for n in self.output_names}
+
+
+class TorchSimulationRunner(Runner):
+    """Core ML numerics simulated in torch (float16 weights and compute; INT8-rounded weights where used)."""
+
+    def __init__(self, module: torch.nn.Module, input_names: list[str], output_names: list[str], description: str):
+        self.module = module
+        self.dtype = next(module.parameters()).dtype
+        self.input_names, self.output_names = list(input_names), list(output_names)
+        self.execution = f"simulated in torch ({description}); {SIMULATION_REASON}"
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.dtype) for n in self.input_names]
+        with torch.no_grad():
+            outputs = self.module(*inputs)
+        return {n: o.float().numpy() for n, o in zip(self.output_names, outputs)}
+
+
+def rebuild_module(metadata: dict) -> torch.nn.Module:
+    """The float32 export module the artifact was converted from, with the weights checked against the hash."""
+    from edgehmr.models import load_model
+
+    model = metadata["model"]
+    checkpoint = None if model["weights"] == "untrained" else model["weights"]
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise InputError(f"Simulating Core ML needs the checkpoint the artifact was built from ({checkpoint}); "
+                         f"it is not there. Run validate on a Mac, or restore the file.")
+    loaded = load_model(model["model"], checkpoint, seed=model["seed"] if model["seed"] is not None else 0)
+    if loaded.weights_sha256 != model["weights_sha256"]:
+        raise InputError("The rebuilt weights do not match the artifact's (weights_sha256 differs): the "
+                         "checkpoint changed since conversion. Reconvert, or validate on a Mac.")
+    if not metadata.get("with_mesh"):
+        return loaded.module
+    from edgehmr.models.hmr2 import HMR2WithMesh
+    from edgehmr.models.smpl import SMPLLayer, load_smpl
+
+    return HMR2WithMesh(loaded.module, SMPLLayer(load_smpl(metadata["smpl"]["source"]))).eval()
+
+
+def open_simulation(metadata: dict) -> TorchSimulationRunner:
+    from edgehmr.calibration.recipes import QuantRecipe
+    from edgehmr.converters.coreml import simulation_module
+
+    precision = Precision(metadata["precision"])
+    quant = metadata.get("quantization")
+    recipe = None
+    if quant:
+        raw = quant["recipe"]
+        recipe = QuantRecipe(raw["name"], tuple(raw["keep_float_scopes"]), tuple(raw["keep_float_ops"]))
+    module = simulation_module(rebuild_module(metadata), precision, recipe)
+    weights = "INT8 per-channel weights, " if precision == Precision.int8_weights else ""
+    compute = metadata["target_details"]["compute_precision"]
+    return TorchSimulationRunner(module, [i["name"] for i in metadata["inputs"]],
+                                 [o["name"] for o in metadata["outputs"]], f"{weights}{compute} compute")
+
+
+def open_runner(artifact_dir: Path, metadata: dict, threads: int | None = None) -> Runner:
+    if can_run_coreml():
+        try:
+            import coremltools  # noqa: F401
+        except ImportError:
+            raise TargetUnavailableError("Running .mlpackage artifacts needs coremltools: "
+                                         "pip install 'edgehmr[coreml]'.") from None
+        return CoreMLRunner(artifact_dir / metadata["files"]["model"], [i["name"] for i in metadata["inputs"]],
+                            [o["name"] for o in metadata["outputs"]])
+    return open_simulation(metadata)

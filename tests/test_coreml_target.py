@@ -1,0 +1,123 @@
+"""Core ML target: the saved program is inspected on Linux (ops, dtypes, I/O), numerics are simulated in torch,
+and the macOS prediction path runs where Core ML exists."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edgehmr.calibration.recipes import resolve_recipe
+from edgehmr.converters.capabilities import Precision
+from edgehmr.converters.coreml import (package_bytes, program_summary, torch2coreml,
+                                       torch2coreml_multifunction)
+from edgehmr.errors import ConversionError
+from edgehmr.models.vit import ViT, ViTConfig
+from edgehmr.targets.coreml import can_run_coreml, open_runner
+from edgehmr.validate import validate
+
+pytest.importorskip("coremltools")
+
+
+def _metadata(path):
+    return json.loads((path / "metadata.json").read_text())
+
+
+def test_default_precision_is_fp16_program_matching_metadata(artifact, bundle):
+    path = artifact("hmr2-vit-s", "fp16", target="coreml")
+    meta = _metadata(path)
+    summary = program_summary(path / "model.mlpackage")  # read back from disk, not from the metadata
+    # Every compute op of the program produces float16; only the boundary casts touch float32.
+    assert summary["compute_dtypes"].get("float16", 0) > 500 and "float32" not in summary["compute_dtypes"]
+    assert summary["ops"]["cast"] >= 1 + len(meta["outputs"])  # float32 input in, float32 outputs out
+    assert summary["ops"]["linear"] >= 12 * 4 and summary["ops"]["conv"] == 1
+    assert [(i["name"], i["shape"], "float32") for i in meta["inputs"]] == \
+        [(i["name"], i["shape"], i["dtype"]) for i in summary["inputs"]]
+    assert [(o["name"], o["shape"], "float32") for o in meta["outputs"]] == \
+        [(o["name"], o["shape"], o["dtype"]) for o in summary["outputs"]]
+    details = meta["target_details"]
+    assert details["compute_precision"] == "float16"
+    assert details["minimum_deployment_target"]["ios"] == "iOS15"
+    report = validate(path, bundle("hmr2-vit-s"))
+    assert report.passed
+    if not can_run_coreml():
+        assert report.execution.startswith("simulated in torch (float16 compute)")
+    # float16 really changes the numbers (the simulation is not the float32 model) but stays within tolerance.
+    assert 1e-5 < max(o["rel_l2"] for o in report.outputs.values()) < 2e-2
+
+
+def test_int8_weights_program_stores_int8_weights_outside_kept_scopes(artifact, bundle, loaded_models):
+    path = artifact("hmr2-vit-s", "int8-weights", target="coreml")
+    meta = _metadata(path)
+    fp16 = artifact("hmr2-vit-s", "fp16", target="coreml")
+    summary = program_summary(path / "model.mlpackage")
+    kept = [k for k in meta["kept_fp32_ops"] if k.startswith("linear/conv ")]
+    # 12 blocks x 4 linears in the ViT-S backbone alone are quantized; the recipe's scopes are not.
+    assert summary["ops"]["constexpr_affine_dequantize"] >= 48
+    assert any("smpl_head.decpose" in k for k in kept) and any("backbone.patch_embed" in k for k in kept)
+    assert meta["target_details"]["minimum_deployment_target"]["ios"] == "iOS16"
+    # Each quantized weight drops from 2 bytes (float16) to 1; the kept-float decoder linears stay float16.
+    recipe = resolve_recipe("hmr2")
+    quantized = sum(m.weight.numel() for n, m in loaded_models("hmr2-vit-s").module.named_modules()
+                    if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and not recipe.covers(n))
+    expected = package_bytes(fp16 / "model.mlpackage") - quantized
+    assert package_bytes(path / "model.mlpackage") == pytest.approx(expected, rel=0.03)
+    report = validate(path, bundle("hmr2-vit-s"))
+    assert report.passed
+
+
+def _tiny_vit():
+    torch.manual_seed(0)
+    return ViT(ViTConfig(embed_dim=64, depth=2, num_heads=4)).eval()
+
+
+def test_multifunction_package_shares_weights_across_static_shapes(tmp_path):
+    module = _tiny_vit()
+    shapes = {f"forward_b{b}": (torch.randn(b, 3, 256, 192),) for b in (1, 2)}
+    singles = 0
+    for function, example in shapes.items():
+        single = tmp_path / f"{function}.mlpackage"
+        torch2coreml(module, example, ["image"], ["tokens"], Precision.fp16, "tiny").save(str(single))
+        singles += package_bytes(single)
+    merged = tmp_path / "multi.mlpackage"
+    torch2coreml_multifunction(module, shapes, ["image"], ["tokens"], Precision.fp16, "tiny", merged)
+    assert package_bytes(merged) < 0.7 * singles
+    for function, (example,) in shapes.items():
+        summary = program_summary(merged, function)
+        assert summary["functions"] == ["forward_b1", "forward_b2"]
+        assert summary["inputs"][0]["shape"] == list(example.shape)
+        assert summary["outputs"][0]["shape"][0] == example.shape[0]
+
+
+class _Unconvertible(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 8)
+        self.odd = _CumMax()
+
+    def forward(self, x):
+        return self.odd(self.proj(x))
+
+
+class _CumMax(torch.nn.Module):
+    def forward(self, x):
+        return torch.cummax(x, dim=1)[0]
+
+
+def test_op_core_ml_cannot_convert_names_op_module_and_alternative():
+    with pytest.raises(ConversionError) as err:
+        torch2coreml(_Unconvertible().eval(), (torch.randn(1, 4, 8),), ["x"], ["y"], Precision.fp16, "toy")
+    message = str(err.value)
+    assert "'cummax'" in message and "'odd'" in message and "--target executorch" in message
+
+
+@pytest.mark.skipif(not can_run_coreml(), reason="Core ML runs predictions only on macOS")
+def test_macos_prediction_matches_simulation(artifact):
+    path = artifact("hmr2-vit-s", "fp16", target="coreml")
+    runner = open_runner(path, _metadata(path))
+    image = np.random.default_rng(0).standard_normal((1, 3, 256, 192)).astype(np.float32)
+    out = runner.run({"image": image})
+    assert runner.execution == "Core ML (macOS)"
+    assert all(np.isfinite(v).all() for v in out.values())
