@@ -106,6 +106,9 @@ def lower_methods(methods: dict[str, tuple[torch.nn.Module, tuple[torch.Tensor, 
     """
     from executorch.exir import to_edge_transform_and_lower
 
+    if precision == Precision.int8:
+        # Registers the portable out-variants of quantize/dequantize for any that stay outside the delegate.
+        import executorch.kernels.quantized  # noqa: F401
     try:
         with torch.no_grad(), vendor_quiet():
             programs = {m: torch.export.export(mod, ex) for m, (mod, ex) in methods.items()}
@@ -138,13 +141,13 @@ def torch2pte(job: ExportJob, out_path: Path, delegate: str = "xnnpack") -> dict
 
 
 def _convert(job: ExportJob, out_dir: Path, delegate: str) -> ConvertResult:
-    import executorch
+    from edgehmr.environment import package_version
 
     details = torch2pte(job, out_dir / MODEL_FILE, delegate)
     kept = []
     if job.precision == Precision.int8:
         kept = [f"linear/conv in {s}" for s in job.recipe.keep_float_scopes] if job.recipe else []
-    return ConvertResult(MODEL_FILE, details | {"executorch": getattr(executorch, "__version__", "unknown")},
+    return ConvertResult(MODEL_FILE, details | {"executorch": package_version("executorch")},
                          kept_fp32=kept)
 
 

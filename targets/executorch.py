@@ -7,6 +7,7 @@ an ExecuTorch build for macOS); elsewhere opening one is refused with that reaso
 from __future__ import annotations
 
 import platform
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +59,42 @@ def open_runner(artifact_dir: Path, metadata: dict, threads: int | None = None) 
                                      f"the numerics with '--target coreml' (simulated here) or on the device.")
     return ExecuTorchRunner(artifact_dir / metadata["files"]["model"], [i["name"] for i in metadata["inputs"]],
                             [o["name"] for o in metadata["outputs"]])
+
+
+# Wrapper events that contain others: counting them too would double the time.
+_WRAPPER_EVENTS = {"Method::execute", "DELEGATE_CALL", "OPERATOR_CALL", "Method::init", "Program::load_method"}
+
+
+def op_time_profile(model_path: Path, inputs: list[np.ndarray], runs: int = 5, method: str = "forward") -> dict:
+    """Median milliseconds per op kind over ``runs`` executions, from ExecuTorch's event trace (ETDump).
+
+    Delegated ops carry XNNPACK's own names ("Fully Connected (NC, QD8, F32, QC8W) GEMM"); ops on portable
+    kernels show as ``native_call_<op>``. Returns ``{"total_ms": ..., "ops": {kind: ms}}``, kinds by time.
+    """
+    import re
+    import tempfile
+
+    from executorch.devtools import Inspector
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch
+
+    tensors = [torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]
+    with native_output_silenced():
+        module = _load_for_executorch(str(model_path), enable_etdump=True)
+        for _ in range(runs):
+            module.run_method(method, tensors)
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.etdp"
+        module.write_etdump_result_to_file(str(trace))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Output Buffer not found": tensor debug data is not asked for
+            frame = Inspector(etdump_path=str(trace)).to_dataframe()
+    kinds: dict[str, float] = {}
+    total = 0.0
+    for _, event in frame.iterrows():
+        if event["event_name"] == "Method::execute":
+            total += float(event["p50 (ms)"])
+        if event["event_name"] in _WRAPPER_EVENTS:
+            continue
+        kind = re.sub(r" #\d+$", "", event["event_name"]).removeprefix("native_call_")
+        kinds[kind] = kinds.get(kind, 0.0) + float(event["p50 (ms)"])
+    return {"total_ms": total, "ops": dict(sorted(kinds.items(), key=lambda kv: -kv[1]))}
