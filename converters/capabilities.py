@@ -15,7 +15,7 @@ from edgehmr.errors import SpecError, TargetUnavailableError
 class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
-    int8 = "int8"  # weights and activations, static PTQ
+    int8 = "int8"  # weights and activations (static PTQ; dynamic activations on ExecuTorch XNNPACK)
     int8_weights = "int8-weights"  # weight-only
 
 
@@ -68,8 +68,8 @@ TARGETS: dict[str, TargetCaps] = {
         ),
         TargetCaps(
             id="coreml", runtime="Core ML", suffix=".mlpackage",
-            precisions=(Precision.fp16, Precision.fp32, Precision.int8_weights), calibrated=(),
-            buckets="multifunction .mlpackage",
+            precisions=(Precision.fp16, Precision.fp32, Precision.int8, Precision.int8_weights),
+            calibrated=(Precision.int8,), buckets="multifunction .mlpackage",
             host="iOS / macOS (runs on macOS only; simulated in torch elsewhere)", extra="edgehmr[coreml]",
             converter="edgehmr.converters.coreml", runner="edgehmr.targets.coreml",
             requires=("coremltools",),

@@ -4,12 +4,18 @@ Precisions:
 - fp16 (default for Core ML): weights and compute in float16, inputs/outputs float32 so apps feed the same crop.
 - fp32: weights and compute in float32 (runs on CPU/GPU; the Neural Engine computes in float16 only).
 - int8-weights: per-channel symmetric INT8 weights (``coremltools.optimize.torch`` post-training quantizer,
-  the recipe's kept-float scopes skipped), float16 compute. Halves the fp16 model; the weights are expanded to
-  float16 at load, so it helps download/memory on every device and speed where weight bandwidth limits
-  (large linears on the GPU/Neural Engine of A14+/M1+).
+  the recipe's kept-float scopes skipped), float16 compute. The weights are expanded to float16 at load, so it
+  helps download/memory on every device and speed where weight bandwidth limits.
+- int8 (W8A8): ``coremltools.optimize.torch``'s LinearQuantizer calibrated on the calibration crops (observers
+  only, no training): INT8 weights plus per-tensor symmetric INT8 activations around every linear and conv
+  outside the recipe's scopes, as quantize/dequantize ops in the program (iOS 17 / macOS 14). The Neural Engine
+  of A17 Pro / M4-class chips runs INT8 x INT8 matmuls; older devices gain only the smaller weights. coremltools'
+  own activation calibration (``linear_quantize_activations``) runs the model, i.e. needs macOS; this route
+  calibrates in torch and works anywhere.
 
-The torch module that is converted is also the one ``validate`` runs (in float16) to simulate the numerics on
-machines without Core ML (Linux); on macOS the real model runs. The minimum deployment target is the lowest one
+The torch module that is converted is also the one ``validate`` runs to simulate the numerics on machines
+without Core ML (Linux); for int8 the artifact keeps the observer ranges (``w8a8_observers.safetensors``, no
+weights) so the same quantized graph can be rebuilt. On macOS the real model runs. The minimum deployment target is the lowest one
 that has every feature the artifact uses (see :data:`DEPLOYMENT_TARGETS`), and is recorded in the metadata.
 
 Several static shapes can share one ``.mlpackage`` (multifunction, weights stored once, iOS 18 / macOS 15):
@@ -19,6 +25,7 @@ Several static shapes can share one ``.mlpackage`` (multifunction, weights store
 from __future__ import annotations
 
 import copy
+import operator
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +39,8 @@ from edgehmr.converters.capabilities import Precision
 from edgehmr.errors import ConversionError, TargetUnavailableError
 
 MODEL_FILE = "model.mlpackage"
+# Observer ranges of an int8 (W8A8) conversion: lets validate rebuild the same quantized graph off macOS.
+W8A8_STATE_FILE = "w8a8_observers.safetensors"
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,7 @@ class DeploymentTarget:
 DEPLOYMENT_TARGETS = {
     "mlprogram": DeploymentTarget("iOS15", "macOS12", "ML program with float16/float32 compute"),
     "int8-weights": DeploymentTarget("iOS16", "macOS13", "per-channel INT8 weights (constexpr_affine_dequantize)"),
+    "int8": DeploymentTarget("iOS17", "macOS14", "INT8 activations (quantize/dequantize ops)"),
     "multifunction": DeploymentTarget("iOS18", "macOS15", "several functions sharing weights in one model"),
 }
 
@@ -56,7 +66,9 @@ DEPLOYMENT_TARGETS = {
 def deployment_target(precision: Precision, multifunction: bool = False) -> DeploymentTarget:
     if multifunction:
         return DEPLOYMENT_TARGETS["multifunction"]
-    return DEPLOYMENT_TARGETS["int8-weights" if precision == Precision.int8_weights else "mlprogram"]
+    if precision in (Precision.int8, Precision.int8_weights):
+        return DEPLOYMENT_TARGETS[precision.value]
+    return DEPLOYMENT_TARGETS["mlprogram"]
 
 
 def _coremltools():
@@ -81,8 +93,8 @@ def _scopes_to_skip(module: torch.nn.Module, recipe: QuantRecipe | None) -> list
 
 
 def coreml_module(module: torch.nn.Module, precision: Precision, recipe: QuantRecipe | None) -> torch.nn.Module:
-    """The float32 torch module that gets converted: for int8-weights, a copy with INT8-rounded weights whose
-    quantization parameters coremltools turns into compressed weights."""
+    """The float32 torch module that gets converted for fp32/fp16/int8-weights: for int8-weights, a copy with
+    INT8-rounded weights whose quantization parameters coremltools turns into compressed weights."""
     if precision != Precision.int8_weights:
         return module
     from coremltools.optimize.torch.quantization import PostTrainingQuantizer, PostTrainingQuantizerConfig
@@ -94,8 +106,61 @@ def coreml_module(module: torch.nn.Module, precision: Precision, recipe: QuantRe
         return PostTrainingQuantizer(copy.deepcopy(module), PostTrainingQuantizerConfig.from_dict(config)).compress()
 
 
-def simulation_module(module: torch.nn.Module, precision: Precision, recipe: QuantRecipe | None) -> torch.nn.Module:
-    """What Core ML computes, in torch: the converted module with float16 weights and float16 compute."""
+# Ops of our models that coremltools' LinearQuantizer would otherwise give INT8 activations (see _w8a8_prepared).
+_W8A8_FLOAT_OPS = (operator.add, torch.add, operator.sub, torch.sub, operator.mul, torch.mul, torch.matmul,
+                   torch.cat, torch.nn.GELU, torch.nn.functional.gelu, torch.flatten)
+
+
+def _w8a8_prepared(module: torch.nn.Module, recipe: QuantRecipe | None, example: tuple[torch.Tensor, ...]):
+    """coremltools' LinearQuantizer (symmetric INT8 weights and activations) with observers on and fake
+    quantization off: forwards only calibrate. Returns (quantizer, prepared FX module)."""
+    from coremltools.optimize.torch.quantization import (LinearQuantizer, LinearQuantizerConfig,
+                                                         ModuleLinearQuantizerConfig)
+
+    # milestones: observers from step 0; fake quantization and observer freeze never reached (no training).
+    layer = ModuleLinearQuantizerConfig(quantization_scheme="symmetric", milestones=[0, 1_000_000, 1_000_000, 0])
+    skip = {name: None for name in _scopes_to_skip(module, recipe)}
+    # reason: coremltools' default also puts per-tensor INT8 on residual adds, attention matmuls and GELU; on
+    # hmr2-vit-s that cost 8.3 mm MPJPE. Like the other targets' recipes, only linears and convs take INT8.
+    float_ops = {op: None for op in _W8A8_FLOAT_OPS}
+    config = LinearQuantizerConfig(global_config=layer, module_type_configs={
+        torch.nn.Linear: layer, torch.nn.Conv2d: layer, **float_ops}, module_name_configs=skip)
+    quantizer = LinearQuantizer(copy.deepcopy(module), config)
+    prepared = quantizer.prepare(example_inputs=example)
+    quantizer.step()
+    return quantizer, prepared
+
+
+def calibrate_w8a8(module: torch.nn.Module, recipe: QuantRecipe | None, example: tuple[torch.Tensor, ...],
+                   calibration: np.ndarray, batch: int) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """Calibrated W8A8 module (reference-quantized FX graph) and its observer state (small: no weights)."""
+    with vendor_quiet(), torch.no_grad():
+        quantizer, prepared = _w8a8_prepared(module, recipe, example)
+        for i in range(0, len(calibration) - batch + 1, batch):
+            prepared(torch.from_numpy(calibration[i:i + batch]))
+        state = {k: v.clone() for k, v in prepared.state_dict().items() if "activation_post_process" in k}
+        return quantizer.finalize(), state
+
+
+def restore_w8a8(module: torch.nn.Module, recipe: QuantRecipe | None, example: tuple[torch.Tensor, ...],
+                 state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The same W8A8 module rebuilt from the float module and the saved observer state."""
+    with vendor_quiet(), torch.no_grad():
+        quantizer, prepared = _w8a8_prepared(module, recipe, example)
+        missing = [k for k in state if k not in prepared.state_dict()]
+        if missing:
+            raise ConversionError(f"Saved INT8 observer state does not fit the model ({len(missing)} unknown keys, "
+                                  f"e.g. {missing[0]}); reconvert the artifact.")
+        prepared.load_state_dict(state, strict=False)
+        return quantizer.finalize()
+
+
+def simulation_module(module: torch.nn.Module, precision: Precision, recipe: QuantRecipe | None,
+                      example: tuple[torch.Tensor, ...] = (), w8a8_state: dict | None = None) -> torch.nn.Module:
+    """What Core ML computes, in torch: float16 weights and compute; INT8-rounded weights for int8-weights;
+    for int8 the calibrated quantize/dequantize graph (computed in float32: CPU torch has no float16 Q/DQ)."""
+    if precision == Precision.int8:
+        return restore_w8a8(module, recipe, example, w8a8_state)
     converted = coreml_module(module, precision, recipe)
     if compute_precision(precision) == "float32":
         return converted
@@ -110,9 +175,14 @@ def torch2coreml(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
     compute = ct.precision.FLOAT32 if compute_precision(precision) == "float32" else ct.precision.FLOAT16
     try:
         with torch.no_grad(), vendor_quiet():
-            program = torch.export.export(module, example_inputs).run_decompositions({})
+            if precision == Precision.int8:
+                # reason: torch 2.13 has no fake kernel for quantize_per_channel, so torch.export cannot trace the
+                # reference-quantized graph; TorchScript tracing can, and coremltools maps its Q/DQ ops.
+                program = torch.jit.trace(module, example_inputs)
+            else:
+                program = torch.export.export(module, example_inputs).run_decompositions({})
     except Exception as e:
-        raise ConversionError(f"torch.export of {name} failed: {str(e).splitlines()[0]}") from e
+        raise ConversionError(f"Tracing {name} for Core ML failed: {str(e).splitlines()[0]}") from e
     try:
         with torch.no_grad(), vendor_quiet():
             return ct.convert(
@@ -129,7 +199,7 @@ def torch2coreml(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
 _UNSUPPORTED_MARKERS = ("Unsupported fx node ", "PyTorch convert function for op ")
 
 
-def unsupported_op_message(error: Exception, program: torch.export.ExportedProgram, name: str) -> str | None:
+def unsupported_op_message(error: Exception, program, name: str) -> str | None:
     """For coremltools' "unsupported op" errors: which op, which module it came from, and what to do instead."""
     text = str(error)
     marker = next((m for m in _UNSUPPORTED_MARKERS if m in text), None)
@@ -137,7 +207,8 @@ def unsupported_op_message(error: Exception, program: torch.export.ExportedProgr
         return None
     op = text.split(marker, 1)[1].split()[0].strip("'\".,")
     origin = None
-    for node in program.graph_module.graph.nodes:
+    graph = program.graph_module.graph if hasattr(program, "graph_module") else None
+    for node in graph.nodes if graph is not None else ():
         target = getattr(node.target, "__name__", str(node.target))
         if node.op == "call_function" and (target == op or target.split(".")[1:2] == [op] or op in target):
             stack = node.meta.get("nn_module_stack")
@@ -207,9 +278,11 @@ def package_bytes(path: Path) -> int:
 
 def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
     ct = _coremltools()
-    if job.precision not in (Precision.fp32, Precision.fp16, Precision.int8_weights):
-        raise ConversionError(f"Core ML target has no {job.precision.value} path.")
-    module = coreml_module(job.module, job.precision, job.recipe)
+    state = None
+    if job.precision == Precision.int8:
+        module, state = calibrate_w8a8(job.module, job.recipe, job.example_inputs, job.calibration, job.batch)
+    else:
+        module = coreml_module(job.module, job.precision, job.recipe)
     model = torch2coreml(module, job.example_inputs, job.input_names, job.output_names, job.precision,
                          job.model_name)
     out = out_dir / MODEL_FILE
@@ -223,11 +296,17 @@ def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
         "program": summary,
     }
     kept = []
-    if job.precision == Precision.int8_weights:
-        skipped = _scopes_to_skip(job.module, job.recipe)
+    if job.precision in (Precision.int8, Precision.int8_weights):
+        kept = [f"linear/conv {n}" for n in _scopes_to_skip(job.module, job.recipe)]
         details["weights"] = "int8 per-channel symmetric (expanded to float16 at load)"
         details["quantized_weights"] = summary["ops"].get("constexpr_affine_dequantize", 0)
-        kept = [f"linear/conv {n}" for n in skipped]
+    if job.precision == Precision.int8:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(out_dir / W8A8_STATE_FILE))
+        details["activations"] = "int8 symmetric per-tensor, calibrated (quantize/dequantize around compute ops)"
+        details["quantize_ops"] = summary["ops"].get("quantize", 0)
+        details["w8a8_state"] = W8A8_STATE_FILE
     return ConvertResult(MODEL_FILE, details, kept_fp32=kept)
 
 

@@ -106,11 +106,11 @@ def lower_methods(methods: dict[str, tuple[torch.nn.Module, tuple[torch.Tensor, 
     """
     from executorch.exir import to_edge_transform_and_lower
 
-    if precision == Precision.int8:
-        # Registers the portable out-variants of quantize/dequantize for any that stay outside the delegate.
-        import executorch.kernels.quantized  # noqa: F401
     try:
         with torch.no_grad(), vendor_quiet():
+            if precision == Precision.int8:
+                # Registers portable out-variants of quantize/dequantize for any left outside the delegate.
+                import executorch.kernels.quantized  # noqa: F401
             programs = {m: torch.export.export(mod, ex) for m, (mod, ex) in methods.items()}
             edge = to_edge_transform_and_lower(programs, partitioner=_partitioners(delegate, precision))
             leftover = {m: non_delegated_ops(edge, m) for m in methods}

@@ -79,8 +79,9 @@ def rebuild_module(metadata: dict) -> torch.nn.Module:
     return HMR2WithMesh(loaded.module, SMPLLayer(load_smpl(metadata["smpl"]["source"]))).eval()
 
 
-def open_simulation(metadata: dict) -> TorchSimulationRunner:
+def open_simulation(artifact_dir: Path, metadata: dict) -> TorchSimulationRunner:
     from edgehmr.calibration.recipes import QuantRecipe
+    from edgehmr.converters.base import vendor_quiet
     from edgehmr.converters.coreml import simulation_module
 
     precision = Precision(metadata["precision"])
@@ -89,11 +90,21 @@ def open_simulation(metadata: dict) -> TorchSimulationRunner:
     if quant:
         raw = quant["recipe"]
         recipe = QuantRecipe(raw["name"], tuple(raw["keep_float_scopes"]), tuple(raw["keep_float_ops"]))
-    module = simulation_module(rebuild_module(metadata), precision, recipe)
-    weights = "INT8 per-channel weights, " if precision == Precision.int8_weights else ""
-    compute = metadata["target_details"]["compute_precision"]
+    module = rebuild_module(metadata)
+    example = tuple(torch.zeros(i["shape"]) for i in metadata["inputs"])
+    state = None
+    if precision == Precision.int8:
+        from safetensors.torch import load_file
+
+        state = load_file(str(artifact_dir / metadata["target_details"]["w8a8_state"]))
+    with vendor_quiet():
+        module = simulation_module(module, precision, recipe, example, state)
+    description = {
+        Precision.int8: "INT8 weights and activations, fake-quantized in float32",
+        Precision.int8_weights: "INT8 per-channel weights, float16 compute",
+    }.get(precision, f"{metadata['target_details']['compute_precision']} compute")
     return TorchSimulationRunner(module, [i["name"] for i in metadata["inputs"]],
-                                 [o["name"] for o in metadata["outputs"]], f"{weights}{compute} compute")
+                                 [o["name"] for o in metadata["outputs"]], description)
 
 
 def open_runner(artifact_dir: Path, metadata: dict, threads: int | None = None) -> Runner:
@@ -105,4 +116,4 @@ def open_runner(artifact_dir: Path, metadata: dict, threads: int | None = None) 
                                          "pip install 'edgehmr[coreml]'.") from None
         return CoreMLRunner(artifact_dir / metadata["files"]["model"], [i["name"] for i in metadata["inputs"]],
                             [o["name"] for o in metadata["outputs"]])
-    return open_simulation(metadata)
+    return open_simulation(artifact_dir, metadata)

@@ -68,6 +68,27 @@ def test_int8_weights_program_stores_int8_weights_outside_kept_scopes(artifact, 
     assert report.passed
 
 
+def test_int8_w8a8_program_quantizes_linear_activations_and_rebuilds_for_validation(artifact, bundle, loaded_models):
+    path = artifact("hmr2-vit-s", "int8", target="coreml")
+    meta = _metadata(path)
+    summary = program_summary(path / "model.mlpackage")
+    recipe = resolve_recipe("hmr2")
+    layers = [n for n, m in loaded_models("hmr2-vit-s").module.named_modules()
+              if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and not recipe.covers(n)]
+    # Every quantized linear/conv has INT8 weights and a quantized input; residual adds, attention matmuls and
+    # GELU stay float, so there are far fewer quantize ops than compute ops.
+    assert summary["ops"]["constexpr_affine_dequantize"] == len(layers)
+    assert len(layers) <= summary["ops"]["quantize"] <= 2 * len(layers)
+    assert summary["ops"]["quantize"] == summary["ops"]["dequantize"]
+    assert meta["target_details"]["minimum_deployment_target"]["ios"] == "iOS17"
+    assert (path / meta["target_details"]["w8a8_state"]).stat().st_size < 2e6  # observer ranges, no weights
+    report = validate(path, bundle("hmr2-vit-s"))
+    assert report.passed
+    if not can_run_coreml():
+        assert "INT8 weights and activations" in report.execution
+    assert max(o["rel_l2"] for o in report.outputs.values()) > 1e-3  # the INT8 graph ran, not the float one
+
+
 def _tiny_vit():
     torch.manual_seed(0)
     return ViT(ViTConfig(embed_dim=64, depth=2, num_heads=4)).eval()
@@ -121,3 +142,11 @@ def test_macos_prediction_matches_simulation(artifact):
     out = runner.run({"image": image})
     assert runner.execution == "Core ML (macOS)"
     assert all(np.isfinite(v).all() for v in out.values())
+
+
+def test_vitpose_fp16_package_passes_simulated_validation(artifact, bundle):
+    path = artifact("vitpose-s", "fp16", target="coreml")
+    summary = program_summary(path / "model.mlpackage")
+    assert summary["outputs"] == [{"name": "heatmaps", "shape": [1, 17, 64, 48], "dtype": "float32"}]
+    report = validate(path, bundle("vitpose-s"))
+    assert report.passed and report.task["kp2d_px"]["value"] < 0.05
