@@ -17,6 +17,7 @@ from edgehmr.errors import ConversionError
 from edgehmr.models.vit import ViT, ViTConfig
 from edgehmr.targets.coreml import can_run_coreml, open_runner
 from edgehmr.validate import validate
+from layers import called_layers
 
 pytest.importorskip("coremltools")
 
@@ -73,8 +74,8 @@ def test_int8_w8a8_program_quantizes_linear_activations_and_rebuilds_for_validat
     meta = _metadata(path)
     summary = program_summary(path / "model.mlpackage")
     recipe = resolve_recipe("hmr2")
-    layers = [n for n, m in loaded_models("hmr2-vit-s").module.named_modules()
-              if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and not recipe.covers(n)]
+    layers = [n for n in called_layers(loaded_models("hmr2-vit-s").module, torch.randn(1, 3, 256, 192))
+              if not recipe.covers(n)]
     # Every quantized linear/conv has INT8 weights and a quantized input; residual adds, attention matmuls and
     # GELU stay float, so there are far fewer quantize ops than compute ops.
     assert summary["ops"]["constexpr_affine_dequantize"] == len(layers)

@@ -17,6 +17,7 @@ from edgehmr.models.vit import ViT, ViTConfig
 from edgehmr.targets.base import open_artifact_runner
 from edgehmr.targets.executorch import ExecuTorchRunner, method_names
 from edgehmr.validate import validate
+from layers import called_layers
 
 
 def test_fp32_pte_matches_pytorch_and_reports_delegation(artifact, bundle):
@@ -31,20 +32,6 @@ def test_fp32_pte_matches_pytorch_and_reports_delegation(artifact, bundle):
     assert details["non_delegated_total"] == sum(left.values())
     report = validate(path, bundle("hmr2-vit-s"))
     assert report.passed and max(o["rel_l2"] for o in report.outputs.values()) < 1e-4
-
-
-def called_layers(module: torch.nn.Module, image: torch.Tensor) -> list[str]:
-    """Names of the linear/conv modules a forward pass really calls, found with forward hooks, independently of
-    torch.export (HMR2's ``to_token_embedding`` only contributes its bias to the folded zero-token query)."""
-    called, hooks = [], []
-    for name, m in module.named_modules():
-        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
-            hooks.append(m.register_forward_hook(lambda *_, name=name: called.append(name)))
-    with torch.no_grad():
-        module(image)
-    for h in hooks:
-        h.remove()
-    return called
 
 
 def test_int8_pte_quantizes_linears_outside_recipe_and_passes_validate(artifact, bundle, loaded_models):
