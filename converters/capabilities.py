@@ -53,6 +53,13 @@ TARGETS: dict[str, TargetCaps] = {
             requires=("openvino", "nncf"),
         ),
         TargetCaps(
+            id="tensorrt", runtime="TensorRT (NVIDIA GPU / Jetson)", suffix=".onnx",
+            precisions=(Precision.fp32, Precision.fp16, Precision.int8), calibrated=(Precision.int8,),
+            buckets="none", host="Jetson Orin (TensorRT 10.x, JetPack 6), NVIDIA GPUs (TensorRT 10.x/11.x)",
+            extra="edgehmr[tensorrt] on the device; the ONNX is built anywhere",
+            converter="edgehmr.converters.tensorrt", runner="edgehmr.targets.tensorrt",
+        ),
+        TargetCaps(
             id="executorch", runtime="ExecuTorch (XNNPACK)", suffix=".pte",
             precisions=(Precision.fp32, Precision.int8), calibrated=(), buckets="multi-method .pte",
             host="Android / iOS / Linux (XNNPACK: ARM and x86 CPUs)", extra="edgehmr[executorch]",

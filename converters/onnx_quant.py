@@ -63,8 +63,15 @@ class _CalibrationReader:
         return next(self._batches, None)
 
 
+# TensorRT's explicit-quantization conventions on top of the shared scheme: weights stay float behind their own
+# Q->DQ pair (TensorRT quantizes them at build time, as ModelOpt's ONNX PTQ writes them), biases stay float
+# (TensorRT folds them into the INT8 kernels' epilogue), and per-channel MatMul weights use the output axis.
+TENSORRT_OPTIONS = {"AddQDQPairToWeight": True, "QuantizeBias": False,
+                    "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}}
+
+
 def onnx2int8_qdq(src: Path, out_path: Path, images: np.ndarray, recipe: QuantRecipe, input_name: str,
-                  batch: int) -> dict:
+                  batch: int, tensorrt: bool = False) -> dict:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     model = onnx.load(str(src))
@@ -75,9 +82,10 @@ def onnx2int8_qdq(src: Path, out_path: Path, images: np.ndarray, recipe: QuantRe
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
             op_types_to_quantize=QUANTIZED_OP_TYPES, nodes_to_exclude=kept,
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": True},
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": True} | (TENSORRT_OPTIONS if tensorrt else {}),
         )
-    return {"scheme": "W8A8 static QDQ, symmetric, per-channel weights, per-tensor activations, MinMax",
+    return {"scheme": "W8A8 static QDQ, symmetric, per-channel weights, per-tensor activations, MinMax"
+                      + ("; float weights behind Q/DQ pairs, float biases (TensorRT layout)" if tensorrt else ""),
             "kept_float_nodes": kept} | count_quantized(onnx.load(str(out_path)))
 
 

@@ -268,6 +268,29 @@ def _mark(ok: bool) -> str:
     return "[green]ok[/]" if ok else "[red]over[/]"
 
 
+@app.command("build-engine")
+def build_engine(
+    artifact: Path = typer.Argument(..., help="Artifact folder from 'edgehmr convert --target tensorrt'."),
+    workspace_mb: int = typer.Option(2048, "--workspace-mb", help="Builder workspace memory pool (MiB)."),
+    dla_core: int = typer.Option(None, "--dla-core", help="Build for this DLA core (Jetson), GPU fallback on."),
+    timing_cache: str = typer.Option(None, "--timing-cache", help="Timing cache file: read if present, "
+                                                                  "written after the build."),
+):
+    """Build the TensorRT engine of a tensorrt artifact on this device (TensorRT Python API).
+
+    Needs TensorRT and an NVIDIA GPU (Jetson: JetPack's TensorRT). Without Python on the device, run the
+    artifact's build_engine.sh (trtexec) instead. Examples:
+      edgehmr build-engine runs/hmr2-vit-s-tensorrt-int8
+      edgehmr build-engine runs/hmr2-vit-s-tensorrt-fp16 --dla-core 0 --timing-cache trt.cache
+    """
+    from edgehmr.converters.tensorrt import build_artifact_engine
+    from edgehmr.converters.tensorrt_engine import EngineOptions
+
+    with stage("built TensorRT engine"):
+        info = build_artifact_engine(artifact, EngineOptions(workspace_mb, dla_core, timing_cache))
+    out.print(f"{artifact / info['file']}  (TensorRT {info['tensorrt']}, {info['build_seconds']} s)")
+
+
 @app.command()
 def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """List installed runtimes with versions, and the install command for missing ones (installs nothing)."""

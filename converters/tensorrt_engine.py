@@ -1,0 +1,154 @@
+"""TensorRT engine build from an artifact's ONNX, with the TensorRT Python API (on the device: Jetson or a GPU host).
+
+INT8 and FP16 artifacts carry their precision in the graph (Q/DQ nodes; float16 types), so they build as strongly
+typed networks: the engine computes exactly what the ONNX says, on TensorRT 10.x and 11.x alike (11 removed the
+weak-typing precision flags). FP32 builds with TF32 off, so the engine matches the FP32 reference. DLA builds are
+the exception: DLA needs a weakly typed network with the FP16/INT8 flags and GPU fallback (TensorRT 10.x only).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgehmr.converters.capabilities import Precision
+from edgehmr.errors import ConversionError, InputError, TargetUnavailableError
+
+ENGINE_FILE = "model.engine"
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    workspace_mb: int = 2048
+    dla_core: int | None = None
+    timing_cache: str | None = None  # read if present, written after the build (speeds up rebuilds)
+
+
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise TargetUnavailableError("Building or running TensorRT engines needs TensorRT: pip install "
+                                     "'edgehmr[tensorrt]' (on Jetson: JetPack's TensorRT), or run the artifact's "
+                                     "build_engine.sh with trtexec.") from None
+    return trt
+
+
+def strongly_typed(precision: Precision, options: EngineOptions) -> bool:
+    return precision != Precision.fp32 and options.dla_core is None
+
+
+def trtexec_command(precision: Precision, options: EngineOptions = EngineOptions(), onnx_file: str = "model.onnx",
+                    engine_file: str = ENGINE_FILE) -> str:
+    """The same build as :func:`build_engine`, for devices with trtexec but without Python."""
+    parts = ["trtexec", f"--onnx={onnx_file}", f"--saveEngine={engine_file}",
+             f"--memPoolSize=workspace:{options.workspace_mb}M"]
+    if precision == Precision.fp32:
+        parts.append("--noTF32")
+    elif strongly_typed(precision, options):
+        parts.append("--stronglyTyped")  # a no-op on TensorRT 11, where strong typing is the default
+    else:
+        parts += ["--fp16"] + (["--int8"] if precision == Precision.int8 else [])
+    if options.dla_core is not None:
+        parts += [f"--useDLACore={options.dla_core}", "--allowGPUFallback"]
+    if options.timing_cache:
+        parts.append(f"--timingCacheFile={options.timing_cache}")
+    return " ".join(parts)
+
+
+def jetpack_release() -> str | None:
+    """The L4T line of a Jetson (e.g. '# R36 (release), REVISION: 4.0'), None elsewhere."""
+    path = Path("/etc/nv_tegra_release")
+    return path.read_text().splitlines()[0].strip() if path.is_file() else None
+
+
+def _logger(trt):
+    class CollectingLogger(trt.ILogger):
+        """Keeps TensorRT's errors so a failed build can say why in one line."""
+
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity, msg):
+            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
+                self.errors.append(msg)
+
+    return CollectingLogger()
+
+
+def _parse(trt, builder, logger, onnx_path: Path, flags: int):
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        err = parser.get_error(0)
+        where = f"node '{err.node_name()}' ({err.node_operator()})" if hasattr(err, "node_name") else "the graph"
+        raise ConversionError(f"TensorRT {trt.__version__} cannot parse {where} of {onnx_path.name}: {err.desc()}")
+    return network, parser
+
+
+def build_engine(onnx_path: Path, engine_path: Path, precision: Precision,
+                 options: EngineOptions = EngineOptions()) -> dict:
+    """Parse, build and serialize; the engine file appears only when the build succeeded."""
+    trt = import_tensorrt()
+    logger = _logger(trt)
+    builder = trt.Builder(logger)
+    typed = strongly_typed(precision, options)
+    flags = 0
+    if typed:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network, _parser = _parse(trt, builder, logger, onnx_path, flags)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+    if precision == Precision.fp32 and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
+    if not typed and precision != Precision.fp32:
+        for flag in ("FP16", "INT8") if precision == Precision.int8 else ("FP16",):
+            if not hasattr(trt.BuilderFlag, flag):
+                raise ConversionError(f"TensorRT {trt.__version__} has no {flag} builder flag (weak typing was "
+                                      f"removed in 11.x); DLA builds need TensorRT 10.x.")
+            config.set_flag(getattr(trt.BuilderFlag, flag))
+    if options.dla_core is not None:
+        if builder.num_DLA_cores <= options.dla_core:
+            raise InputError(f"DLA core {options.dla_core} requested, this device has {builder.num_DLA_cores}.")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = options.dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    cache_path = Path(options.timing_cache) if options.timing_cache else None
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path and cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        why = logger.errors[-1] if logger.errors else "no error was logged"
+        raise ConversionError(f"TensorRT {trt.__version__} could not build {onnx_path.name} as {precision.value}: {why}")
+    staging = engine_path.with_suffix(".engine.partial")
+    staging.write_bytes(bytes(serialized))
+    os.replace(staging, engine_path)
+    if cache_path:
+        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    return {"file": engine_path.name, "tensorrt": trt.__version__, "jetpack": jetpack_release(),
+            "device": _device_name(), "strongly_typed": typed, "workspace_mb": options.workspace_mb,
+            "dla_core": options.dla_core, "timing_cache": options.timing_cache,
+            "build_seconds": round(time.perf_counter() - start, 1)}
+
+
+def _device_name() -> str | None:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # device naming is informational; never fail a finished build over it
+        return None
+
+
+def can_build_here() -> bool:
+    """TensorRT importable and a CUDA device visible: convert then builds the engine right away."""
+    try:
+        import tensorrt  # noqa: F401
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()

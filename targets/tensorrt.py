@@ -1,0 +1,74 @@
+"""TensorRT runners.
+
+With ``model.engine`` present and TensorRT importable, the engine runs on the GPU through Polygraphy's runner
+(NVIDIA's maintained wrapper: it owns the CUDA buffers and streams). Without them, the artifact's ONNX runs on
+ONNX Runtime (CPU) and the report says so: for int8 that is "simulated INT8", the same Q/DQ arithmetic TensorRT
+executes, with different kernels and accumulation order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgehmr.converters.tensorrt_engine import import_tensorrt
+from edgehmr.errors import InputError, TargetUnavailableError
+from edgehmr.targets.base import Runner
+from edgehmr.targets.onnxruntime import OnnxRuntimeRunner
+
+
+class TensorRTRunner(Runner):
+    execution = "TensorRT engine (GPU)"
+
+    def __init__(self, engine_path: Path, built_with: str | None, input_names: list[str], output_names: list[str]):
+        trt = import_tensorrt()
+        if built_with and built_with != trt.__version__:
+            raise InputError(f"{engine_path} was built by TensorRT {built_with}; this is TensorRT {trt.__version__}. "
+                             f"Engines do not move between versions: rebuild with 'edgehmr build-engine "
+                             f"{engine_path.parent}'.")
+        try:
+            from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+        except ImportError:
+            raise TargetUnavailableError("Running TensorRT engines needs Polygraphy: "
+                                         "pip install 'edgehmr[tensorrt]'.") from None
+        self._runner = TrtRunner(EngineFromBytes(engine_path.read_bytes()))
+        try:
+            self._runner.activate()
+        except Exception as e:
+            raise InputError(f"TensorRT {trt.__version__} cannot load {engine_path}: {str(e).splitlines()[0]}. "
+                             f"Rebuild it on this device with 'edgehmr build-engine'.") from e
+        self.input_names, self.output_names = list(input_names), list(output_names)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self._runner.infer({n: np.ascontiguousarray(feeds[n], dtype=np.float32) for n in self.input_names})
+        return {n: np.asarray(out[n], dtype=np.float32).copy() for n in self.output_names}
+
+    def __del__(self):
+        runner = getattr(self, "_runner", None)
+        if runner is not None and runner.is_active:
+            runner.deactivate()
+
+
+class SimulatedTensorRTRunner(OnnxRuntimeRunner):
+    def __init__(self, model_path: Path, precision: str, threads: int | None, why: str):
+        super().__init__(model_path, threads)
+        kind = {"int8": "simulated INT8", "fp16": "simulated FP16"}.get(precision, "simulated FP32")
+        self.execution = f"{kind}: the TensorRT-ready ONNX on ONNX Runtime (CPU); {why}"
+
+
+def open_runner(artifact_dir: Path, metadata: dict, threads: int | None = None) -> Runner:
+    details = metadata["target_details"]
+    engine = (details.get("engine") or {}).get("file")
+    inputs = [i["name"] for i in metadata["inputs"]]
+    outputs = [o["name"] for o in metadata["outputs"]]
+    if engine and (artifact_dir / engine).is_file():
+        try:
+            import_tensorrt()
+        except TargetUnavailableError:
+            why = "TensorRT is not installed here"
+        else:
+            return TensorRTRunner(artifact_dir / engine, details["engine"].get("tensorrt"), inputs, outputs)
+    else:
+        why = "no engine built yet (edgehmr build-engine on the device)"
+    return SimulatedTensorRTRunner(artifact_dir / metadata["files"]["model"], metadata["precision"], threads, why)
