@@ -3,7 +3,9 @@
 - fp32: the static-shape ONNX (opset 18; TensorRT 10.x parses opsets 9-20), built with TF32 off.
 - fp16: float16 weights and compute with float32 inputs/outputs (ONNX Runtime's converter, as the ``onnx``
   target), built strongly typed. Explicit float16 types rather than the FP16 builder flag: TensorRT 11 removed
-  the flag, and the graph that is validated is then the graph that is built.
+  the flag, and the graph that is validated is then the graph that is built. The float16 headroom is measured
+  (largest activation and attention logit, ``target_details.fp16_range``): hmr2-vit-s with seeded weights peaks
+  at ~258 (headroom ~250x), so no float32 islands are needed; a model that overflows is refused.
 - int8: explicit quantization, i.e. Q/DQ nodes in the ONNX (TensorRT 10 deprecated and 11 removed implicit
   calibration): ONNX Runtime's static QDQ quantizer with TensorRT's conventions (symmetric INT8 with zero
   points 0, per-channel weights kept float behind Q->DQ pairs, per-tensor activations, float biases, MatMul /
@@ -21,6 +23,7 @@ import onnx
 from edgehmr.converters import onnx_quant
 from edgehmr.converters.base import ConvertResult, ExportJob
 from edgehmr.converters.capabilities import Precision
+from edgehmr.converters.fp16_range import FP16_MAX, activation_peaks
 from edgehmr.converters.onnx import OPSET, onnx2fp16, torch2onnx
 from edgehmr.converters.tensorrt_engine import (ENGINE_FILE, EngineOptions, build_engine, can_build_here,
                                                 trtexec_command)
@@ -41,6 +44,15 @@ def write_build_script(out_dir, precision: Precision) -> str:
     return command
 
 
+def fp16_range_or_fail(job: ExportJob) -> dict:
+    """Measured float16 headroom (largest activation, largest attention logit); refuses a model that overflows."""
+    peaks = activation_peaks(job.module, [job.example_inputs]) | {"measured_on": "the export example crop"}
+    if peaks["max_abs"] > FP16_MAX:
+        raise ConversionError(f"{job.model_name} produces |{peaks['max_abs']:.0f}| in '{peaks['op']}', beyond float16's "
+                              f"{FP16_MAX:.0f}: use --precision int8 or fp32 for TensorRT.")
+    return peaks
+
+
 def convert(job: ExportJob, out_dir) -> ConvertResult:
     if job.precision not in (Precision.fp32, Precision.fp16, Precision.int8):
         raise ConversionError(f"TensorRT target has no {job.precision.value} path.")
@@ -53,6 +65,7 @@ def convert(job: ExportJob, out_dir) -> ConvertResult:
         fp32.rename(out)
     else:
         if job.precision == Precision.fp16:
+            details["fp16_range"] = fp16_range_or_fail(job)
             onnx2fp16(fp32, out)
         else:
             quant = onnx_quant.onnx2int8_qdq(fp32, out, job.calibration, job.recipe, job.input_names[0], job.batch,

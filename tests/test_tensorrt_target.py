@@ -7,6 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from edgehmr.cli import main
@@ -46,8 +47,25 @@ def test_fp16_onnx_is_float16_inside_and_passes_simulated_validation(artifact, b
     model = onnx.load(str(path / "model.onnx"))
     halves = sum(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
     assert halves > 100 and all(i.type.tensor_type.elem_type == TensorProto.FLOAT for i in model.graph.input)
+    fp16_range = _metadata(path)["target_details"]["fp16_range"]
+    assert 1 < fp16_range["max_abs"] < 65504 and fp16_range["softmax_input_max_abs"] > 0
     report = validate(path, bundle("hmr2-vit-s"))
     assert report.passed and 1e-5 < max(o["rel_l2"] for o in report.outputs.values()) < 2e-2
+
+
+class _Overflowing(torch.nn.Module):
+    def forward(self, x):
+        return (x * 1e6,)
+
+
+def test_fp16_refuses_a_model_whose_activations_overflow_float16():
+    from edgehmr.converters.base import ExportJob
+    from edgehmr.converters.tensorrt import fp16_range_or_fail
+    from edgehmr.errors import ConversionError
+
+    job = ExportJob(_Overflowing(), (torch.ones(1, 4),), ["x"], ["y"], Precision.fp16, "toy")
+    with pytest.raises(ConversionError, match="in 'mul', beyond float16"):
+        fp16_range_or_fail(job)
 
 
 def _graph(nodes, inits, opset=18, dynamic=False):
