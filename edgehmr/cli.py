@@ -180,6 +180,17 @@ def convert(
     with stage(f"converted to {spec.target} {spec.precision.value}", quiet):
         path = run_convert(spec, loaded, calibration)
     out.print(f"{path}  ({_size_mb(path):.1f} MB)")
+    _print_next_step(path)
+
+
+def _print_next_step(path: Path) -> None:
+    """Artifacts finished on the device (TensorRT engines) say how, right after convert."""
+    from edgehmr.artifact import read_metadata
+
+    meta = read_metadata(path)
+    if meta["target"] == "tensorrt" and not meta["target_details"].get("engine"):
+        err.print(f"[yellow]note:[/] no TensorRT engine built here (needs TensorRT and an NVIDIA GPU). On the "
+                  f"device: edgehmr build-engine {path}  (or: sh {path}/build_engine.sh)")
 
 
 @app.command()
