@@ -1,0 +1,180 @@
+"""Static-shape bucketing for scale-adaptive tokens: the host step between SAT-HMR's two static stages.
+
+Stage 1 (one static graph) ends with the scale map: for every low-res cell (28 px of the 1288 canvas: a 46x46
+grid) a person confidence ``c`` and a scale ``s``. Stage 2 (the high-res branch, the shared blocks and the
+decoder) needs a token sequence whose length depends on the image; static-shape compilers need fixed lengths.
+This module is the host side in between, plain numpy so that apps can port it line by line:
+
+1. :func:`classify` applies SAT-HMR's rule. ``valid = c > 0.3``; ``small = valid and s < 0.5``. A 2x2 block
+   with any valid cell keeps its cells: a small cell becomes 4 high-res tokens, another cell one low-res token.
+   A block without a valid cell becomes one background token (its 4 encoded cells, max-pooled).
+2. :meth:`BucketTable.choose` picks the smallest bucket that holds the image: a bucket is a capacity for
+   high-res cells (4 tokens each) plus a capacity for the other tokens (low-res and background).
+3. Overflow, when even the largest bucket is too small: the least-confident small cells are demoted to one
+   low-res token each (3 tokens fewer per demotion) until the image fits. Nobody is dropped, some people are
+   seen at half resolution, and the number of demotions is returned for the report. A table whose largest
+   bucket holds one token per cell always fits after demotion (checked when the table is built).
+4. :func:`pack` writes fixed-size index buffers and float additive masks (0 for real tokens, ``MASK_PAD`` for
+   padding). -1e4 rather than -inf: finite in fp16/bf16 and never NaN for a fully padded row, on every runtime
+   (../shared/research/backend_feasibility.md, section 1).
+
+Token order inside a bucket does not matter to the model (positions are added per token, attention is
+permutation-invariant), so the order here is simply high-res cells first, then low-res cells, then background.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CONF_THRESHOLD = 0.3
+SCALE_THRESHOLD = 0.5
+MASK_PAD = -1e4
+HR_TOKENS_PER_CELL = 4
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which cells of the low-res grid become which tokens."""
+
+    small: np.ndarray  # [H, W] bool: 4 high-res tokens each
+    low_res: np.ndarray  # [H, W] bool: one low-res token each
+    background: np.ndarray  # [H/2, W/2] bool: one pooled token per block
+    confidence: np.ndarray  # [H, W] float: decides who is demoted on overflow
+
+    @property
+    def hr_cells(self) -> int:
+        return int(self.small.sum())
+
+    @property
+    def other_tokens(self) -> int:
+        return int(self.low_res.sum() + self.background.sum())
+
+    @property
+    def memory_tokens(self) -> int:
+        return HR_TOKENS_PER_CELL * self.hr_cells + self.other_tokens
+
+
+def classify(confidence: np.ndarray, scale: np.ndarray, conf_threshold: float = CONF_THRESHOLD,
+             scale_threshold: float = SCALE_THRESHOLD) -> Selection:
+    h, w = confidence.shape
+    if h % 2 or w % 2 or scale.shape != confidence.shape:
+        raise ValueError(f"scale map must be two equal even-sized grids, got {confidence.shape} and {scale.shape}")
+    valid = confidence > conf_threshold
+    small = valid & (scale < scale_threshold)
+    block_valid = valid.reshape(h // 2, 2, w // 2, 2).any(axis=(1, 3))
+    person_cells = block_valid.repeat(2, axis=0).repeat(2, axis=1)
+    return Selection(small, person_cells & ~small, ~block_valid, confidence)
+
+
+def demote(selection: Selection, count: int) -> Selection:
+    """Turn the ``count`` least-confident small cells into low-res cells."""
+    ys, xs = np.nonzero(selection.small)
+    order = np.argsort(selection.confidence[ys, xs], kind="stable")[:count]
+    small, low = selection.small.copy(), selection.low_res.copy()
+    small[ys[order], xs[order]] = False
+    low[ys[order], xs[order]] = True
+    return Selection(small, low, selection.background, selection.confidence)
+
+
+@dataclass(frozen=True, order=True)
+class Bucket:
+    memory: int  # sort key: the attention cost grows with the memory length
+    hr_cells: int
+    other: int
+
+    @classmethod
+    def of(cls, hr_cells: int, other: int) -> Bucket:
+        return cls(HR_TOKENS_PER_CELL * hr_cells + other, hr_cells, other)
+
+    @property
+    def name(self) -> str:
+        return f"b{self.hr_cells}x{self.other}"
+
+    def holds(self, selection: Selection) -> bool:
+        return selection.hr_cells <= self.hr_cells and selection.other_tokens <= self.other
+
+
+@dataclass(frozen=True)
+class BucketTable:
+    buckets: tuple[Bucket, ...]
+    grid: tuple[int, int]  # low-res grid (H, W)
+
+    def __post_init__(self):
+        if not self.buckets:
+            raise ValueError("a bucket table needs at least one bucket")
+        cells = self.grid[0] * self.grid[1]
+        if max(b.other for b in self.buckets) < cells:
+            raise ValueError(f"the largest bucket holds {max(b.other for b in self.buckets)} low-res/background "
+                             f"tokens; it needs {cells} (one per cell) so that overflow can always be resolved")
+        object.__setattr__(self, "buckets", tuple(sorted(self.buckets)))
+
+    def choose(self, selection: Selection) -> tuple[Bucket, Selection, int]:
+        """(bucket, selection that fits it, number of small cells demoted to fit).
+
+        Demoting ``d`` cells fits a bucket when ``hr_cells - d <= bucket.hr_cells`` and
+        ``other_tokens + d <= bucket.other``. The bucket needing the fewest demotions wins, the smaller on ties.
+        The largest bucket (one token per cell) always fits: after demoting every small cell the image has at
+        most one token per cell.
+        """
+        best: tuple[int, Bucket] | None = None
+        for bucket in self.buckets:  # sorted by memory, so the first with the fewest demotions is the smallest
+            need = max(selection.hr_cells - bucket.hr_cells, 0)
+            if selection.other_tokens + need <= bucket.other and (best is None or need < best[0]):
+                best = (need, bucket)
+        if best is None:  # unreachable for a valid table; never return something silently wrong
+            raise RuntimeError(f"no bucket of {self} can hold {selection.memory_tokens} tokens even after demotion")
+        need, bucket = best
+        return bucket, demote(selection, need) if need else selection, need
+
+
+@dataclass(frozen=True)
+class Packed:
+    """Fixed-size stage-2 inputs for one image and bucket."""
+
+    bucket: Bucket
+    hr_cells: np.ndarray  # [bucket.hr_cells] int64: flat cell index y*W+x of each high-res cell (0 for padding)
+    other_index: np.ndarray  # [bucket.other] int64: index into [low-res cells (H*W) | background blocks (H*W/4)]
+    memory_mask: np.ndarray  # [bucket.memory] float32 additive mask: 4 per high-res cell, then the others
+    demoted: int  # small cells seen at low resolution because of overflow
+
+
+def pack(selection: Selection, table: BucketTable) -> Packed:
+    bucket, fitted, demoted = table.choose(selection)
+    h, w = table.grid
+    hr = np.flatnonzero(fitted.small.ravel())
+    others = np.concatenate([np.flatnonzero(fitted.low_res.ravel()), h * w + np.flatnonzero(fitted.background.ravel())])
+    hr_cells = np.zeros(bucket.hr_cells, np.int64)
+    hr_cells[:len(hr)] = hr
+    other_index = np.zeros(bucket.other, np.int64)
+    other_index[:len(others)] = others
+    hr_mask = np.full(bucket.hr_cells * HR_TOKENS_PER_CELL, MASK_PAD, np.float32)
+    hr_mask[:len(hr) * HR_TOKENS_PER_CELL] = 0.0
+    other_mask = np.full(bucket.other, MASK_PAD, np.float32)
+    other_mask[:len(others)] = 0.0
+    return Packed(bucket, hr_cells, other_index, np.concatenate([hr_mask, other_mask]), demoted)
+
+
+def buckets_from_counts(selections: list[Selection], grid: tuple[int, int], count: int = 4,
+                        hr_step: int = 8, other_step: int = 64) -> BucketTable:
+    """A table from the token counts of calibration images: ``count - 1`` buckets at evenly spaced quantiles of
+    the memory length (each covering every image up to it, rounded up to steps), plus the always-fitting one."""
+    if not selections:
+        raise ValueError("no calibration images to size the buckets from")
+    mem = np.array([s.memory_tokens for s in selections])
+    buckets = set()
+    for q in np.linspace(0, 1, count)[1:-1] if count > 1 else []:
+        cap = np.quantile(mem, q)
+        covered = [s for s in selections if s.memory_tokens <= cap]
+        hr = _round_up(max(s.hr_cells for s in covered), hr_step)
+        other = _round_up(max(s.other_tokens for s in covered), other_step)
+        buckets.add(Bucket.of(hr, other))
+    cells = grid[0] * grid[1]
+    hr_max = _round_up(max(s.hr_cells for s in selections), hr_step)
+    buckets.add(Bucket.of(hr_max, max(_round_up(max(s.other_tokens for s in selections), other_step), cells)))
+    return BucketTable(tuple(buckets), grid)
+
+
+def _round_up(value: int, step: int) -> int:
+    return max(step, -(-int(value) // step) * step)
