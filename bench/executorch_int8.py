@@ -39,8 +39,8 @@ from edgehmr.validate import validate
 from quantization import artifact_size_mb, time_it
 
 GEMM = (192, 768, 3072)  # tokens x in x out: one ViT-B MLP expansion
-DECODER_SINGLE_QUERY = ("smpl_head.transformer.transformer.layers.*.0", "smpl_head.transformer.transformer.layers.*.1.fn.to_q",
-                        "smpl_head.transformer.transformer.layers.*.1.fn.to_out", "smpl_head.transformer.transformer.layers.*.2")
+_LAYERS = "smpl_head.transformer.transformer.layers.*"
+DECODER_SINGLE_QUERY = (f"{_LAYERS}.0", f"{_LAYERS}.1.fn.to_q", f"{_LAYERS}.1.fn.to_out", f"{_LAYERS}.2")
 CONTENDERS = [("fp32", "fp32", ()), ("int8 (default recipe)", "int8", ()),
               ("int8 (heads float)", "int8", DECODER_SINGLE_QUERY)]
 
@@ -104,7 +104,8 @@ def print_results(model: str, rows: list[dict], rates: dict, profiles: dict, top
           ", ".join(f"{name} {rate:.1f}" for name, rate in rates.items()) +
           f"  -> INT8/fp32 kernel ratio {rates['ExecuTorch int8'] / rates['ExecuTorch fp32']:.2f}x, "
           f"INT8 vs eager {rates['ExecuTorch int8'] / rates['PyTorch eager fp32']:.2f}x\n")
-    print(f"| {model} | variant | median ms | p90 ms | speedup vs eager | GMAC/s | MB | MPJPE drift mm | worst rel L2 |")
+    print(f"| {model} | variant | median ms | p90 ms | speedup vs eager | GMAC/s | MB | MPJPE drift mm | "
+          "worst rel L2 |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['runtime']} | {r['variant']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | "

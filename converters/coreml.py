@@ -15,8 +15,8 @@ Precisions:
 
 The torch module that is converted is also the one ``validate`` runs to simulate the numerics on machines
 without Core ML (Linux); for int8 the artifact keeps the observer ranges (``w8a8_observers.safetensors``, no
-weights) so the same quantized graph can be rebuilt. On macOS the real model runs. The minimum deployment target is the lowest one
-that has every feature the artifact uses (see :data:`DEPLOYMENT_TARGETS`), and is recorded in the metadata.
+weights) so the same quantized graph can be rebuilt. On macOS the real model runs. The minimum deployment target
+is the lowest one that has every feature the artifact uses (see :data:`DEPLOYMENT_TARGETS`); metadata records it.
 
 Several static shapes can share one ``.mlpackage`` (multifunction, weights stored once, iOS 18 / macOS 15):
 :func:`save_multifunction`; the SAT-HMR bucketing uses it.
@@ -320,6 +320,7 @@ def torch2coreml_multifunction(module: torch.nn.Module, functions: dict[str, tup
         parts = {}
         for function, example in functions.items():
             part = Path(tmp) / f"{function}.mlpackage"
-            torch2coreml(module, example, input_names, output_names, precision, name, multifunction=True).save(str(part))
+            model = torch2coreml(module, example, input_names, output_names, precision, name, multifunction=True)
+            model.save(str(part))
             parts[function] = part
         save_multifunction(parts, out_path, default or next(iter(functions)))

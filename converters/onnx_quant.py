@@ -82,7 +82,8 @@ def onnx2int8_qdq(src: Path, out_path: Path, images: np.ndarray, recipe: QuantRe
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
             op_types_to_quantize=QUANTIZED_OP_TYPES, nodes_to_exclude=kept,
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": True} | (TENSORRT_OPTIONS if tensorrt else {}),
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": True}
+            | (TENSORRT_OPTIONS if tensorrt else {}),
         )
     return {"scheme": "W8A8 static QDQ, symmetric, per-channel weights, per-tensor activations, MinMax"
                       + ("; float weights behind Q/DQ pairs, float biases (TensorRT layout)" if tensorrt else ""),

@@ -48,8 +48,8 @@ def fp16_range_or_fail(job: ExportJob) -> dict:
     """Measured float16 headroom (largest activation, largest attention logit); refuses a model that overflows."""
     peaks = activation_peaks(job.module, [job.example_inputs]) | {"measured_on": "the export example crop"}
     if peaks["max_abs"] > FP16_MAX:
-        raise ConversionError(f"{job.model_name} produces |{peaks['max_abs']:.0f}| in '{peaks['op']}', beyond float16's "
-                              f"{FP16_MAX:.0f}: use --precision int8 or fp32 for TensorRT.")
+        raise ConversionError(f"{job.model_name} produces |{peaks['max_abs']:.0f}| in '{peaks['op']}', beyond "
+                              f"float16's {FP16_MAX:.0f}: use --precision int8 or fp32 for TensorRT.")
     return peaks
 
 

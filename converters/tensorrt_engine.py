@@ -123,7 +123,8 @@ def build_engine(onnx_path: Path, engine_path: Path, precision: Precision,
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         why = logger.errors[-1] if logger.errors else "no error was logged"
-        raise ConversionError(f"TensorRT {trt.__version__} could not build {onnx_path.name} as {precision.value}: {why}")
+        raise ConversionError(f"TensorRT {trt.__version__} could not build {onnx_path.name} as {precision.value}: "
+                              f"{why}")
     staging = engine_path.with_suffix(".engine.partial")
     staging.write_bytes(bytes(serialized))
     os.replace(staging, engine_path)

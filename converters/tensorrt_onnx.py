@@ -41,7 +41,8 @@ def check_tensorrt_onnx(model: onnx.ModelProto) -> list[Problem]:
     problems = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None or not MIN_OPSET <= opset <= MAX_OPSET:
-        problems.append(Problem("<model>", "opset", f"opset {opset} is outside TensorRT 10.x's {MIN_OPSET}-{MAX_OPSET}"))
+        problems.append(Problem("<model>", "opset",
+                                f"opset {opset} is outside TensorRT 10.x's {MIN_OPSET}-{MAX_OPSET}"))
     for inp in model.graph.input:
         dims = inp.type.tensor_type.shape.dim
         if any(not d.HasField("dim_value") for d in dims):

@@ -31,7 +31,8 @@ def test_int8_writes_explicit_qdq_onnx_that_passes_simulated_validation(artifact
     # 54 linears/convs outside the recipe, each with its float weight behind a per-channel Q->DQ pair.
     assert counts["weight_qdq_pairs"] == counts["per_channel_quantize"] == 54
     inits = {i.name: i for i in model.graph.initializer}
-    weight_inputs = [inits[n.input[0]] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
+    weight_inputs = [inits[n.input[0]] for n in model.graph.node
+                     if n.op_type == "QuantizeLinear" and n.input[0] in inits]
     assert len(weight_inputs) == 54 and all(w.data_type == TensorProto.FLOAT for w in weight_inputs)  # float weights
     assert check_tensorrt_onnx(model) == []
     assert "--stronglyTyped" in (path / "build_engine.sh").read_text()
