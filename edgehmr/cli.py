@@ -114,7 +114,7 @@ def targets(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
         table.add_column(col)
     for r in rows:
         table.add_row(r["target"], r["runtime"], r["suffix"], ", ".join(r["precisions"]),
-                      ", ".join(r["needs_calibration"]) or "-", r["buckets"], r["host"], r["install"])
+                      ", ".join(r["needs_calibration"]) or "-", r["buckets"], r["host"], escape(r["install"]))
     out.print(table)
 
 
@@ -315,7 +315,7 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     for col in ("runtime", "version", "needed for", "install"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["runtime"], r["version"] or "[red]missing[/]", r["needed_for"], r["install"] or "")
+        table.add_row(r["runtime"], r["version"] or "[red]missing[/]", r["needed_for"], escape(r["install"] or ""))
     out.print(table)
     acc = accelerators()
     out.print(f"accelerators: {', '.join(acc) if acc else 'none visible to PyTorch (CPU only)'}")

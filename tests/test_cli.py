@@ -35,6 +35,9 @@ def test_targets_reads_capability_table(capsys):
     assert code == 0 and set(rows) == set(TARGETS) >= {"onnx", "openvino"}
     assert rows["openvino"]["precisions"] == ["fp32", "fp16", "int8", "int8-weights"]
     assert rows["onnx"]["needs_calibration"] == ["int8"]
+    assert rows["coreml"]["precisions"][0] == "fp16"  # Core ML's default precision
+    code, table, _ = run(capsys, "targets")
+    assert code == 0 and "edgehmr[openvino]" in table  # pip extras are printed, not eaten as rich markup
 
 
 def test_doctor_lists_runtimes_and_install_hints(capsys):
