@@ -69,3 +69,28 @@ def test_stage1_onnx_matches_torch_and_feeds_the_bucketing(tmp_path):
     packed = pack(selection, table)
     assert packed.memory_mask.shape == (4 * 8 + 64,)
     assert (packed.memory_mask == 0).sum() == selection.memory_tokens - 3 * packed.demoted  # demoted: 4 -> 1
+
+
+def test_bucketed_stage2_encoder_equals_the_dynamic_reference_for_the_same_tokens():
+    from edgehmr.models.sat_hmr import SatEncoder, init_sat_stage1, reference_encode
+
+    torch.manual_seed(0)
+    model = SatEncoder().eval()
+    init_sat_stage1(model)
+    image = torch.randn(1, 3, 224, 224)
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0, 0.2, (8, 8)).astype(np.float32)
+    scale = np.ones((8, 8), np.float32)
+    conf[0:2, 0:2], scale[0:2, 0:2] = 0.9, 0.1  # a small person: 4 high-res cells
+    conf[4:8, 4:6], scale[4:8, 4:6] = 0.8, 0.9  # a large person: 8 low-res cells
+    selection = classify(conf, scale)
+    packed = pack(selection, BucketTable((Bucket.of(8, 64),), (8, 8)))
+    with torch.no_grad():
+        _, tokens, cls = model(image)
+        got = model.encode(image, tokens, cls, torch.from_numpy(packed.hr_cells)[None],
+                           torch.from_numpy(packed.other_index)[None], torch.from_numpy(packed.memory_mask)[None])
+        want = reference_encode(model, image, tokens, cls, torch.from_numpy(selection.small),
+                                torch.from_numpy(selection.low_res), torch.from_numpy(selection.background))
+    real = torch.from_numpy(packed.memory_mask == 0)
+    assert got.shape[1] == packed.bucket.memory > want.shape[1] == selection.memory_tokens
+    assert (got[0, real] - want[0]).abs().max() < 1e-4

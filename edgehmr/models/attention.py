@@ -24,7 +24,7 @@ def merge_heads(t: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, scale: float,
-           scale_query: bool) -> torch.Tensor:
+           scale_query: bool, key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax attention over ``[B, N, C]`` inputs -> ``[B, Nq, C]``.
 
     ``scale_query`` picks where the scale is applied, matching each published model's float rounding: ViTPose
@@ -33,6 +33,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, scale:
     batch = q.shape[0]
     qh, kh, vh = split_heads(q, heads), split_heads(k, heads), split_heads(v, heads)
     logits = torch.bmm(qh * scale, kh.transpose(1, 2)) if scale_query else torch.bmm(qh, kh.transpose(1, 2)) * scale
+    if key_mask is not None:  # additive [B, Nk]: 0 for real keys, -1e4 for padding (static-shape buckets)
+        logits = logits + key_mask[:, None, None, :].expand(batch, heads, 1, -1).reshape(batch * heads, 1, -1)
     return merge_heads(torch.bmm(torch.softmax(logits, dim=-1), vh), batch)
 
 

@@ -52,8 +52,8 @@ class DinoBlock(Block):
         self.ls1 = LayerScale(dim)
         self.ls2 = LayerScale(dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.ls1(self.attn(self.norm1(x), key_mask))
         return x + self.ls2(self.mlp(self.norm2(x)))
 
 
@@ -128,3 +128,74 @@ def init_sat_stage1(module: SatStage1) -> None:
     nn.init.trunc_normal_(module.encoder_pos_embeds, std=0.02)
     nn.init.trunc_normal_(module.encoder_cr_token, std=0.02)
     module.refresh_constants()
+
+
+SHARED_BLOCKS = 12  # encoder.blocks: 0-2 are the high-res branch (N_hr), 3-11 run on the merged sequence (N_sa)
+HR_BLOCKS = 3
+
+
+class SatEncoder(SatStage1):
+    """Stage 1 plus the stage-2 encoder on fixed-size (bucketed) token buffers.
+
+    :meth:`encode` takes the host's packed indices (:func:`edgehmr.bucketing.pack`): high-res cells (4 tokens
+    each, from a 14-px conv over the cell's full-resolution pixels), then low-res/background tokens gathered
+    from stage 1's encoded tokens and their 2x2 max-pool, with an additive key mask for the padding. Returns
+    the decoder memory ``[B, 4*hr + other, 768]`` (padding rows are computed but carry no information).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.encoder.blocks = nn.ModuleList(DinoBlock() for _ in range(SHARED_BLOCKS))
+        self.encoder.norm = nn.LayerNorm(DIM, eps=LN_EPS)
+        self.feature_proj = nn.Linear(DIM, DIM)
+        self.level_embed = nn.Parameter(torch.zeros(3, DIM))  # used by the decoder's memory positions
+
+    def high_res_tokens(self, image: torch.Tensor, hr_cells: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = image.shape
+        gh, gw = h // LOW_RES_CELL, w // LOW_RES_CELL
+        cells = image.reshape(b, 3, gh, LOW_RES_CELL, gw, LOW_RES_CELL).permute(0, 2, 4, 1, 3, 5)
+        cells = cells.reshape(b, gh * gw, 3 * LOW_RES_CELL * LOW_RES_CELL)
+        picked = torch.gather(cells, 1, hr_cells[:, :, None].expand(-1, -1, cells.shape[-1]))
+        n = hr_cells.shape[1]
+        patches = self.encoder_patch_proj[0](picked.reshape(b * n, 3, LOW_RES_CELL, LOW_RES_CELL))  # [bn, C, 2, 2]
+        tokens = patches.flatten(2).transpose(1, 2).reshape(b, n * 4, DIM)  # per cell: (0,0),(0,1),(1,0),(1,1)
+        y, x = hr_cells // gw, hr_cells % gw
+        offsets = torch.tensor([0, 1, POS_GRID, POS_GRID + 1], device=hr_cells.device)
+        flat = ((2 * y * POS_GRID + 2 * x)[:, :, None] + offsets).reshape(b, n * 4)
+        return tokens + self.encoder_pos_embeds.reshape(-1, DIM)[flat]
+
+    def encode(self, image: torch.Tensor, low_res_tokens: torch.Tensor, cls: torch.Tensor, hr_cells: torch.Tensor,
+               other_index: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = image.shape
+        gh, gw = h // LOW_RES_CELL, w // LOW_RES_CELL
+        n_hr = hr_cells.shape[1] * 4
+        zero = memory_mask.new_zeros(b, 1)
+        hr = torch.cat([self.encoder_cr_token.expand(b, 1, DIM), self.high_res_tokens(image, hr_cells)], dim=1)
+        hr_mask = torch.cat([zero, memory_mask[:, :n_hr]], dim=1)
+        for block in self.encoder.blocks[:HR_BLOCKS]:
+            hr = block(hr, hr_mask)
+        pooled = low_res_tokens.reshape(b, gh // 2, 2, gw // 2, 2, DIM).amax(dim=(2, 4)).reshape(b, -1, DIM)
+        source = torch.cat([low_res_tokens, pooled], dim=1)
+        others = torch.gather(source, 1, other_index[:, :, None].expand(-1, -1, DIM))
+        x = torch.cat([cls[:, None], hr[:, 1:], others], dim=1)
+        mask = torch.cat([zero, memory_mask], dim=1)
+        for block in self.encoder.blocks[HR_BLOCKS:]:
+            x = block(x, mask)
+        return self.feature_proj(self.encoder.norm(x[:, 1:]))
+
+
+def reference_encode(model: SatEncoder, image: torch.Tensor, low_res_tokens: torch.Tensor, cls: torch.Tensor,
+                     small: torch.Tensor, low_res: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Dynamic-shape reference for one image (boolean indexing as in the paper, no padding, no masks): the
+    bucketed :meth:`SatEncoder.encode` must reproduce its rows. Order: high-res cells, low-res, background."""
+    hr_cells = torch.nonzero(small.reshape(-1))[:, 0][None]
+    hr = torch.cat([model.encoder_cr_token[None], model.high_res_tokens(image, hr_cells)], dim=1)
+    for block in model.encoder.blocks[:HR_BLOCKS]:
+        hr = block(hr)
+    gh, gw = small.shape
+    pooled = low_res_tokens.reshape(1, gh // 2, 2, gw // 2, 2, DIM).amax(dim=(2, 4)).reshape(1, -1, DIM)
+    x = torch.cat([cls[:, None], hr[:, 1:], low_res_tokens[:, low_res.reshape(-1)],
+                   pooled[:, background.reshape(-1)]], dim=1)
+    for block in model.encoder.blocks[HR_BLOCKS:]:
+        x = block(x)
+    return model.feature_proj(model.encoder.norm(x[:, 1:]))

@@ -57,10 +57,10 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         # Written out rather than SDPA so every target sees plain matmul/softmax (see DESIGN numerics rules).
         q, k, v = split_fused(self.qkv(x), 3)  # fused rows are [q | k | v], heads contiguous inside each
-        return self.proj(attend(q, k, v, self.num_heads, self.scale, scale_query=True))
+        return self.proj(attend(q, k, v, self.num_heads, self.scale, scale_query=True, key_mask=key_mask))
 
 
 class Mlp(nn.Module):
