@@ -112,7 +112,7 @@ def convert(spec: ConvertSpec, loaded: LoadedModel | None = None, calibration: C
                 "recipe": recipe.to_json(),
                 "calibration": calibration.describe() if calibration is not None else None,
             },
-            "spec": {"batch": spec.batch, "seed": spec.seed},
+            "spec": {"batch": spec.batch, "seed": spec.seed, "trust_checkpoint": spec.trust_checkpoint},
             "environment": environment("cpu"),
             "convert_seconds": round(time.perf_counter() - start, 2),
         })

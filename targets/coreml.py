@@ -69,7 +69,18 @@ def rebuild_module(metadata: dict) -> torch.nn.Module:
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise InputError(f"Simulating Core ML needs the checkpoint the artifact was built from ({checkpoint}); "
                          f"it is not there. Run validate on a Mac, or restore the file.")
-    loaded = load_model(model["model"], checkpoint, seed=model["seed"] if model["seed"] is not None else 0)
+    trust = False
+    if checkpoint is not None:
+        from edgehmr.models._checkpoint import file_sha256
+
+        # Checked before loading: a trusted (pickled) checkpoint is only reopened if it is the very file the user
+        # trusted at conversion time.
+        if file_sha256(checkpoint) != model["checkpoint_sha256"]:
+            raise InputError(f"{checkpoint} changed since the artifact was converted (sha256 differs). Reconvert, "
+                             f"or validate on a Mac.")
+        trust = metadata.get("spec", {}).get("trust_checkpoint", False)
+    loaded = load_model(model["model"], checkpoint, trust_checkpoint=trust,
+                        seed=model["seed"] if model["seed"] is not None else 0)
     if loaded.weights_sha256 != model["weights_sha256"]:
         raise InputError("The rebuilt weights do not match the artifact's (weights_sha256 differs): the "
                          "checkpoint changed since conversion. Reconvert, or validate on a Mac.")

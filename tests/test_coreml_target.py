@@ -151,3 +151,26 @@ def test_vitpose_fp16_package_passes_simulated_validation(artifact, bundle):
     assert summary["outputs"] == [{"name": "heatmaps", "shape": [1, 17, 64, 48], "dtype": "float32"}]
     report = validate(path, bundle("vitpose-s"))
     assert report.passed and report.task["kp2d_px"]["value"] < 0.05
+
+
+def test_simulation_rebuilds_checkpoint_models_only_from_the_converted_file(tmp_path):
+    """The simulation reloads the checkpoint the artifact names; a changed file is refused before it is read."""
+    from safetensors.torch import save_file
+
+    from edgehmr.errors import InputError
+    from edgehmr.models import load_model
+    from edgehmr.models._checkpoint import file_sha256
+    from edgehmr.targets.coreml import rebuild_module
+
+    state = load_model("vitpose-s", seed=3).module.state_dict()
+    ckpt = tmp_path / "vitpose.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(ckpt))
+    loaded = load_model("vitpose-s", ckpt)
+    meta = {"model": loaded.describe(), "with_mesh": False, "spec": {"trust_checkpoint": False}}
+    assert meta["model"]["checkpoint_sha256"] == file_sha256(ckpt)
+    rebuilt = rebuild_module(meta)
+    assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), state.values()))
+    state[next(iter(state))] += 1
+    save_file({k: v.contiguous() for k, v in state.items()}, str(ckpt))
+    with pytest.raises(InputError, match="changed since the artifact was converted"):
+        rebuild_module(meta)
