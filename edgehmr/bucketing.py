@@ -142,7 +142,15 @@ class Packed:
 
 def pack(selection: Selection, table: BucketTable) -> Packed:
     bucket, fitted, demoted = table.choose(selection)
-    h, w = table.grid
+    return pack_into(fitted, bucket, table.grid, demoted)
+
+
+def pack_into(fitted: Selection, bucket: Bucket, grid: tuple[int, int], demoted: int = 0) -> Packed:
+    """Fixed-size buffers of ``bucket`` for a selection that it holds."""
+    if not bucket.holds(fitted):
+        raise ValueError(f"bucket {bucket.name} cannot hold {fitted.hr_cells} high-res cells and "
+                         f"{fitted.other_tokens} other tokens")
+    h, w = grid
     hr = np.flatnonzero(fitted.small.ravel())
     others = np.concatenate([np.flatnonzero(fitted.low_res.ravel()), h * w + np.flatnonzero(fitted.background.ravel())])
     hr_cells = np.zeros(bucket.hr_cells, np.int64)
