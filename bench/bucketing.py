@@ -56,8 +56,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--calib-scenes", type=int, default=64)
     ap.add_argument("--buckets", type=int, default=4)
-    ap.add_argument("--hr-step", type=int, default=8, help="Bucket capacities are multiples of these steps.")
-    ap.add_argument("--other-step", type=int, default=64)
+    ap.add_argument("--hr-step", type=int, default=4, help="Bucket capacities are multiples of these steps.")
+    ap.add_argument("--other-step", type=int, default=32)
     args = ap.parse_args()
     grid = args.canvas // LOW_RES_CELL
     torch.manual_seed(0)

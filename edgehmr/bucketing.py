@@ -8,8 +8,9 @@ This module is the host side in between, plain numpy so that apps can port it li
 1. :func:`classify` applies SAT-HMR's rule. ``valid = c > 0.3``; ``small = valid and s < 0.5``. A 2x2 block
    with any valid cell keeps its cells: a small cell becomes 4 high-res tokens, another cell one low-res token.
    A block without a valid cell becomes one background token (its 4 encoded cells, max-pooled).
-2. :meth:`BucketTable.choose` picks the smallest bucket that holds the image: a bucket is a capacity for
+2. :meth:`BucketTable.choose` picks the cheapest bucket that holds the image: a bucket is a capacity for
    high-res cells (4 tokens each) plus a capacity for the other tokens (low-res and background).
+   Tables come from calibration images (:func:`buckets_from_counts`: greedy, minimising padded cost).
 3. Overflow, when even the largest bucket is too small: the least-confident small cells are demoted to one
    low-res token each (3 tokens fewer per demotion) until the image fits. Nobody is dropped, some people are
    seen at half resolution, and the number of demotions is returned for the report. A table whose largest
@@ -114,12 +115,13 @@ class BucketTable:
         """(bucket, selection that fits it, number of small cells demoted to fit).
 
         Demoting ``d`` cells fits a bucket when ``hr_cells - d <= bucket.hr_cells`` and
-        ``other_tokens + d <= bucket.other``. The bucket needing the fewest demotions wins, the smaller on ties.
+        ``other_tokens + d <= bucket.other``. The bucket needing the fewest demotions wins, the cheaper on ties
+        (:func:`bucket_cost`).
         The largest bucket (one token per cell) always fits: after demoting every small cell the image has at
         most one token per cell.
         """
         best: tuple[int, Bucket] | None = None
-        for bucket in self.buckets:  # sorted by memory, so the first with the fewest demotions is the smallest
+        for bucket in sorted(self.buckets, key=bucket_cost):  # the first with the fewest demotions is cheapest
             need = max(selection.hr_cells - bucket.hr_cells, 0)
             if selection.other_tokens + need <= bucket.other and (best is None or need < best[0]):
                 best = (need, bucket)
@@ -164,24 +166,42 @@ def pack_into(fitted: Selection, bucket: Bucket, grid: tuple[int, int], demoted:
     return Packed(bucket, hr_cells, other_index, np.concatenate([hr_mask, other_mask]), demoted)
 
 
+# Relative cost of one token slot, from SAT-HMR's schedule: every memory slot runs the 9 shared blocks, and a
+# high-res slot also runs the 3-block high-res branch (linear in tokens: a ranking proxy, not a latency model).
+SHARED_BLOCK_COST, HR_BRANCH_COST = 9, 3
+
+
+def bucket_cost(bucket: Bucket) -> int:
+    return SHARED_BLOCK_COST * bucket.memory + HR_BRANCH_COST * HR_TOKENS_PER_CELL * bucket.hr_cells
+
+
 def buckets_from_counts(selections: list[Selection], grid: tuple[int, int], count: int = 4,
-                        hr_step: int = 8, other_step: int = 64) -> BucketTable:
-    """A table from the token counts of calibration images: ``count - 1`` buckets at evenly spaced quantiles of
-    the memory length (each covering every image up to it, rounded up to steps), plus the always-fitting one."""
+                        hr_step: int = 4, other_step: int = 32) -> BucketTable:
+    """A table of ``count`` buckets from the token counts of calibration images.
+
+    Candidates are the images' own (high-res cells, other tokens), rounded up to the steps. Starting from the
+    always-fitting bucket (one token per cell), candidates are added greedily, each time the one that most lowers
+    the total padded cost of the calibration images (each image in its cheapest holding bucket).
+    """
     if not selections:
         raise ValueError("no calibration images to size the buckets from")
-    mem = np.array([s.memory_tokens for s in selections])
-    buckets = set()
-    for q in np.linspace(0, 1, count)[1:-1] if count > 1 else []:
-        cap = np.quantile(mem, q)
-        covered = [s for s in selections if s.memory_tokens <= cap]
-        hr = _round_up(max(s.hr_cells for s in covered), hr_step)
-        other = _round_up(max(s.other_tokens for s in covered), other_step)
-        buckets.add(Bucket.of(hr, other))
     cells = grid[0] * grid[1]
-    hr_max = _round_up(max(s.hr_cells for s in selections), hr_step)
-    buckets.add(Bucket.of(hr_max, max(_round_up(max(s.other_tokens for s in selections), other_step), cells)))
-    return BucketTable(tuple(buckets), grid)
+    needs = [(s.hr_cells, s.other_tokens) for s in selections]
+    largest = Bucket.of(_round_up(max(h for h, _ in needs), hr_step),
+                        max(_round_up(max(o for _, o in needs), other_step), cells))
+    candidates = sorted({Bucket.of(_round_up(h, hr_step), _round_up(o, other_step)) for h, o in needs} - {largest})
+
+    def total(table: list[Bucket]) -> int:
+        return sum(min(bucket_cost(b) for b in table if b.hr_cells >= h and b.other >= o) for h, o in needs)
+
+    chosen = [largest]
+    while len(chosen) < count and candidates:
+        best = min(candidates, key=lambda c: total(chosen + [c]))
+        if total(chosen + [best]) >= total(chosen):
+            break
+        chosen.append(best)
+        candidates.remove(best)
+    return BucketTable(tuple(chosen), grid)
 
 
 def _round_up(value: int, step: int) -> int:
