@@ -45,6 +45,11 @@ class QuantRecipe:
     def to_json(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, raw: dict) -> QuantRecipe:
+        """The recipe an artifact's metadata recorded (``to_json``'s output)."""
+        return cls(raw["name"], tuple(raw["keep_float_scopes"]), tuple(raw["keep_float_ops"]))
+
     def covers(self, module_path: str) -> bool:
         """True when ``module_path`` lies inside one of the kept-float scopes."""
         parts = module_path.split(".")

@@ -21,6 +21,13 @@ from edgehmr.calibration.recipes import QuantRecipe
 from edgehmr.converters.capabilities import Precision
 
 
+def node_scope(node: torch.fx.Node) -> str | None:
+    """Innermost module path of an exported FX node ('' for ops of the top module), None without a module stack
+    (nodes that torch.export adds itself)."""
+    stack = node.meta.get("nn_module_stack")
+    return list(stack.values())[-1][0] if stack else None
+
+
 @dataclass(frozen=True)
 class ExportJob:
     module: nn.Module  # eval mode, float32, returns a tuple in ``output_names`` order

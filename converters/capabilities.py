@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import logging
-import warnings
 from dataclasses import dataclass
 from enum import Enum
 
@@ -97,13 +95,10 @@ def get_target(target_id: str) -> TargetCaps:
 def quiet_import(module: str):
     """Import a vendor package without its import-time log lines (coremltools and torchao warn about versions
     and about native pieces that exist only on other platforms; none of it is actionable for users)."""
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return importlib.import_module(module)
-    finally:
-        logging.disable(logging.NOTSET)
+    from edgehmr.converters.base import vendor_quiet  # base imports this module: import it when called
+
+    with vendor_quiet():
+        return importlib.import_module(module)
 
 
 def check_available(caps: TargetCaps) -> None:

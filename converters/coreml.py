@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from edgehmr.calibration.recipes import QuantRecipe
-from edgehmr.converters.base import ConvertResult, ExportJob, vendor_quiet
+from edgehmr.converters.base import ConvertResult, ExportJob, node_scope, vendor_quiet
 from edgehmr.converters.capabilities import Precision
 from edgehmr.errors import ConversionError, TargetUnavailableError
 
@@ -210,9 +210,9 @@ def unsupported_op_message(error: Exception, program, name: str) -> str | None:
     graph = program.graph_module.graph if hasattr(program, "graph_module") else None
     for node in graph.nodes if graph is not None else ():
         target = getattr(node.target, "__name__", str(node.target))
-        if node.op == "call_function" and (target == op or target.split(".")[1:2] == [op] or op in target):
-            stack = node.meta.get("nn_module_stack")
-            origin = list(stack.values())[-1][0] if stack else "<top module>"
+        if node.op == "call_function" and op in target:
+            scope = node_scope(node)
+            origin = "<top module>" if scope is None else scope
             break
     where = f" (from module '{origin}')" if origin else ""
     return (f"Core ML cannot convert op '{op}'{where} of {name}. Use --target executorch or --target onnx, "
@@ -223,8 +223,7 @@ def program_summary(path: Path, function: str = "main") -> dict:
     """Ops, tensor dtypes and I/O of a saved ``.mlpackage``, read from its spec (works without macOS)."""
     ct = _coremltools()
     with vendor_quiet():
-        spec = ct.models.MLModel(str(path), skip_model_load=True, function_name=function).get_spec() \
-            if function != "main" else ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+        spec = ct.utils.load_spec(str(path))  # the whole package's spec, every function, no model load
     fn = spec.mlProgram.functions[function]
     ops = fn.block_specializations[fn.opset].operations
     op_counts = Counter(o.type for o in ops)

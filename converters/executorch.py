@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from edgehmr.converters.base import ConvertResult, ExportJob, vendor_quiet
+from edgehmr.converters.base import ConvertResult, ExportJob, node_scope, vendor_quiet
 from edgehmr.converters.capabilities import Precision
 from edgehmr.errors import ConversionError
 
@@ -42,12 +42,6 @@ def non_delegated_ops(edge_program, method: str = DEFAULT_METHOD) -> dict[str, i
         if name not in _PLUMBING:
             counts[name.removesuffix(".default")] += 1
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
-
-
-def node_scope(node: torch.fx.Node) -> str:
-    """Innermost module path of an exported FX node ('' for ops of the top module)."""
-    stack = node.meta.get("nn_module_stack")
-    return list(stack.values())[-1][0] if stack else ""
 
 
 def _partitioners(delegate: str, precision: Precision) -> list:
@@ -79,7 +73,7 @@ def quantize_int8_dynamic(job: ExportJob) -> torch.nn.Module:
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
                                                                                   is_dynamic=True))
     if recipe is not None:
-        quantizer.set_filter_function(lambda node: not recipe.covers(node_scope(node)))
+        quantizer.set_filter_function(lambda node: not recipe.covers(node_scope(node) or ""))
     graph = torch.export.export(job.module, job.example_inputs).module()
     prepared = prepare_pt2e(graph, quantizer)
     prepared(*job.example_inputs)  # dynamic observers only record shapes: one forward is all it takes

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from edgehmr.calibration.recipes import QuantRecipe
-from edgehmr.converters.base import ConvertResult, ExportJob
+from edgehmr.converters.base import ConvertResult, ExportJob, node_scope
 from edgehmr.converters.capabilities import Precision
 from edgehmr.errors import ConversionError, TargetUnavailableError
 
@@ -36,12 +36,8 @@ def _import_openvino():
 
 def fx_node_scopes(graph_module: torch.fx.GraphModule) -> dict[str, str]:
     """FX node name -> innermost module path ('' for ops of the top module)."""
-    scopes = {}
-    for node in graph_module.graph.nodes:
-        stack = node.meta.get("nn_module_stack")
-        if stack:
-            scopes[node.name] = list(stack.values())[-1][0]
-    return scopes
+    scopes = {node.name: node_scope(node) for node in graph_module.graph.nodes}
+    return {name: scope for name, scope in scopes.items() if scope is not None}
 
 
 def _decomposed(program: torch.export.ExportedProgram) -> torch.fx.GraphModule:

@@ -18,6 +18,8 @@ the same ONNX with ONNX Runtime and reports it as simulated; on the device ``edg
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import onnx
 
 from edgehmr.converters import onnx_quant
@@ -28,7 +30,8 @@ from edgehmr.converters.onnx import OPSET, onnx2fp16, torch2onnx
 from edgehmr.converters.tensorrt_engine import (ENGINE_FILE, EngineOptions, build_engine, can_build_here,
                                                 trtexec_command)
 from edgehmr.converters.tensorrt_onnx import check_tensorrt_onnx, qdq_summary
-from edgehmr.errors import ConversionError
+from edgehmr.artifact import METADATA, read_metadata, write_json
+from edgehmr.errors import ConversionError, InputError
 
 MODEL_FILE = "model.onnx"
 BUILD_SCRIPT = "build_engine.sh"
@@ -94,11 +97,6 @@ def convert(job: ExportJob, out_dir) -> ConvertResult:
 
 def build_artifact_engine(artifact_dir, options: EngineOptions = EngineOptions()) -> dict:
     """``edgehmr build-engine``: build ``model.engine`` for a tensorrt artifact and record it in its metadata."""
-    from pathlib import Path
-
-    from edgehmr.artifact import METADATA, read_metadata, write_json
-    from edgehmr.errors import InputError
-
     artifact_dir = Path(artifact_dir)
     meta = read_metadata(artifact_dir)
     if meta["target"] != "tensorrt":

@@ -99,10 +99,7 @@ def open_simulation(artifact_dir: Path, metadata: dict) -> TorchSimulationRunner
 
     precision = Precision(metadata["precision"])
     quant = metadata.get("quantization")
-    recipe = None
-    if quant:
-        raw = quant["recipe"]
-        recipe = QuantRecipe(raw["name"], tuple(raw["keep_float_scopes"]), tuple(raw["keep_float_ops"]))
+    recipe = QuantRecipe.from_json(quant["recipe"]) if quant else None
     module = rebuild_module(metadata)
     example = tuple(torch.zeros(i["shape"]) for i in metadata["inputs"])
     state = None

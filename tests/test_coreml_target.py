@@ -14,10 +14,9 @@ from edgehmr.converters.capabilities import Precision
 from edgehmr.converters.coreml import (package_bytes, program_summary, torch2coreml,
                                        torch2coreml_multifunction)
 from edgehmr.errors import ConversionError
-from edgehmr.models.vit import ViT, ViTConfig
 from edgehmr.targets.coreml import can_run_coreml, open_runner
 from edgehmr.validate import validate
-from layers import called_layers
+from model_helpers import called_layers, tiny_vit
 
 pytest.importorskip("coremltools")
 
@@ -90,13 +89,8 @@ def test_int8_w8a8_program_quantizes_linear_activations_and_rebuilds_for_validat
     assert max(o["rel_l2"] for o in report.outputs.values()) > 1e-3  # the INT8 graph ran, not the float one
 
 
-def _tiny_vit():
-    torch.manual_seed(0)
-    return ViT(ViTConfig(embed_dim=64, depth=2, num_heads=4)).eval()
-
-
 def test_multifunction_package_shares_weights_across_static_shapes(tmp_path):
-    module = _tiny_vit()
+    module = tiny_vit()
     shapes = {f"forward_b{b}": (torch.randn(b, 3, 256, 192),) for b in (1, 2)}
     singles = 0
     for function, example in shapes.items():

@@ -13,11 +13,10 @@ from edgehmr.calibration.recipes import resolve_recipe
 from edgehmr.converters.capabilities import Precision
 from edgehmr.converters.executorch import lower_methods
 from edgehmr.errors import TargetUnavailableError
-from edgehmr.models.vit import ViT, ViTConfig
 from edgehmr.targets.base import open_artifact_runner
 from edgehmr.targets.executorch import ExecuTorchRunner, method_names
 from edgehmr.validate import validate
-from layers import called_layers
+from model_helpers import called_layers, tiny_vit
 
 
 def test_fp32_pte_matches_pytorch_and_reports_delegation(artifact, bundle):
@@ -48,13 +47,8 @@ def test_int8_pte_quantizes_linears_outside_recipe_and_passes_validate(artifact,
     assert max(o["rel_l2"] for o in report.outputs.values()) > 1e-4  # INT8 really ran: not the fp32 program
 
 
-def _tiny_vit():
-    torch.manual_seed(0)
-    return ViT(ViTConfig(embed_dim=64, depth=2, num_heads=4)).eval()
-
-
 def test_multi_method_pte_shares_weights_and_runs_every_method(tmp_path):
-    module = _tiny_vit()
+    module = tiny_vit()
     shapes = {f"forward_b{b}": (module, (torch.randn(b, 3, 256, 192),)) for b in (1, 2)}
     singles = sum(len(lower_methods({m: shapes[m]}, "xnnpack", Precision.fp32, "tiny")[0]) for m in shapes)
     buffer, leftover = lower_methods(shapes, "xnnpack", Precision.fp32, "tiny")

@@ -1,8 +1,16 @@
-"""Test helper: which layers a model really runs."""
+"""Test helpers: which layers a model really runs, and a tiny ViT for multi-shape artifact tests."""
 
 from __future__ import annotations
 
 import torch
+
+from edgehmr.models.vit import ViT, ViTConfig
+
+
+def tiny_vit() -> ViT:
+    """A 2-block, 64-wide ViT (seeded): real model code, small enough to convert twice in a test."""
+    torch.manual_seed(0)
+    return ViT(ViTConfig(embed_dim=64, depth=2, num_heads=4)).eval()
 
 
 def called_layers(module: torch.nn.Module, image: torch.Tensor) -> list[str]:
