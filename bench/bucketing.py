@@ -1,6 +1,6 @@
-"""Static-shape bucketing benchmark (SAT-HMR stage-2 encoder): bucketed vs exact-count oracle vs all-high-res.
+"""Static-shape bucketing benchmark (SAT-HMR stage 2): bucketed vs exact-count oracle vs all-high-res.
 
-The stage-2 encoder (high-res branch + 9 shared blocks) is where SAT-HMR's token count matters; it is timed on
+Stage 2 (high-res branch, 9 shared blocks, DAB-DETR decoder) is where SAT-HMR's token count matters; it is timed on
 fixed-size buffers exactly as a static-shape target runs them. Contenders, per scene:
 - oracle: a graph for the exact token count of the image (what a dynamic-shape runtime would do);
 - bucketed: the smallest bucket of the table that holds the image (padding masked with -1e4);
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from edgehmr.bucketing import MASK_PAD, Bucket, Selection, buckets_from_counts, classify, pack_into
-from edgehmr.models.sat_hmr import LOW_RES_CELL, SatEncoder, init_sat_stage1
+from edgehmr.models.sat_hmr import LOW_RES_CELL, SatHmr, init_sat_hmr
 from quantization import time_it
 
 
@@ -45,8 +45,7 @@ def all_high_res(grid: int) -> Selection:
 def buffers(selection: Selection, bucket: Bucket | None, grid: int):
     """Packed inputs for ``bucket`` (None: exactly the selection's tokens, no padding)."""
     packed = pack_into(selection, bucket or Bucket.of(selection.hr_cells, selection.other_tokens), (grid, grid))
-    return (torch.from_numpy(packed.hr_cells)[None], torch.from_numpy(packed.other_index)[None],
-            torch.from_numpy(packed.memory_mask)[None])
+    return tuple(torch.from_numpy(v) for v in packed.feeds().values())
 
 
 def main() -> None:
@@ -61,12 +60,12 @@ def main() -> None:
     args = ap.parse_args()
     grid = args.canvas // LOW_RES_CELL
     torch.manual_seed(0)
-    model = SatEncoder().eval()
-    init_sat_stage1(model)
+    model = SatHmr().eval()
+    init_sat_hmr(model)
     rng = np.random.default_rng(0)
     image = torch.randn(1, 3, args.canvas, args.canvas)
     with torch.no_grad():
-        _, tokens, cls = model(image)
+        _, tokens, cls = model.stage1(image)
 
     calib = [scene(grid, rng, int(rng.integers(0, 5)), int(rng.integers(0, 3))) for _ in range(args.calib_scenes)]
     table = buckets_from_counts(calib, (grid, grid), count=args.buckets, hr_step=args.hr_step,
@@ -75,9 +74,9 @@ def main() -> None:
 
     def run(inputs):
         with torch.no_grad():
-            return time_it(lambda: model.encode(image, tokens, cls, *inputs), args.warmup, args.runs)[0]
+            return time_it(lambda: model.stage2(image, tokens, cls, *inputs), args.warmup, args.runs)[0]
 
-    print(f"canvas {args.canvas} (grid {grid}x{grid}); seeded SAT-HMR encoder, PyTorch eager, "
+    print(f"canvas {args.canvas} (grid {grid}x{grid}); seeded SAT-HMR stage 2, PyTorch eager, "
           f"{torch.get_num_threads()} threads\n")
     print("| bucket (hr cells x other) | memory tokens | median ms | calibration hits |")
     print("|---|---:|---:|---:|")

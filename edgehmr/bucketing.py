@@ -133,13 +133,24 @@ class BucketTable:
 
 @dataclass(frozen=True)
 class Packed:
-    """Fixed-size stage-2 inputs for one image and bucket."""
+    """Fixed-size stage-2 inputs for one image and bucket (the stage-2 graph's ``hr_cells``, ``hr_mask``,
+    ``other_index`` and ``other_mask`` inputs, without the batch axis)."""
 
     bucket: Bucket
     hr_cells: np.ndarray  # [bucket.hr_cells] int64: flat cell index y*W+x of each high-res cell (0 for padding)
+    hr_mask: np.ndarray  # [bucket.hr_cells] float32 additive mask per cell (its 4 tokens share it)
     other_index: np.ndarray  # [bucket.other] int64: index into [low-res cells (H*W) | background blocks (H*W/4)]
-    memory_mask: np.ndarray  # [bucket.memory] float32 additive mask: 4 per high-res cell, then the others
+    other_mask: np.ndarray  # [bucket.other] float32 additive mask
     demoted: int  # small cells seen at low resolution because of overflow
+
+    @property
+    def memory_mask(self) -> np.ndarray:
+        """Additive mask over the decoder memory: 4 entries per high-res cell, then the others."""
+        return np.concatenate([np.repeat(self.hr_mask, HR_TOKENS_PER_CELL), self.other_mask])
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        """Stage-2 inputs by graph input name, with a batch axis of 1."""
+        return {name: getattr(self, name)[None] for name in ("hr_cells", "hr_mask", "other_index", "other_mask")}
 
 
 def pack(selection: Selection, table: BucketTable) -> Packed:
@@ -155,15 +166,18 @@ def pack_into(fitted: Selection, bucket: Bucket, grid: tuple[int, int], demoted:
     h, w = grid
     hr = np.flatnonzero(fitted.small.ravel())
     others = np.concatenate([np.flatnonzero(fitted.low_res.ravel()), h * w + np.flatnonzero(fitted.background.ravel())])
-    hr_cells = np.zeros(bucket.hr_cells, np.int64)
-    hr_cells[:len(hr)] = hr
-    other_index = np.zeros(bucket.other, np.int64)
-    other_index[:len(others)] = others
-    hr_mask = np.full(bucket.hr_cells * HR_TOKENS_PER_CELL, MASK_PAD, np.float32)
-    hr_mask[:len(hr) * HR_TOKENS_PER_CELL] = 0.0
-    other_mask = np.full(bucket.other, MASK_PAD, np.float32)
-    other_mask[:len(others)] = 0.0
-    return Packed(bucket, hr_cells, other_index, np.concatenate([hr_mask, other_mask]), demoted)
+    hr_cells, hr_mask = _padded(hr, bucket.hr_cells)
+    other_index, other_mask = _padded(others, bucket.other)
+    return Packed(bucket, hr_cells, hr_mask, other_index, other_mask, demoted)
+
+
+def _padded(index: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``index`` padded with 0 to ``size`` and its additive mask (0 real, ``MASK_PAD`` padding)."""
+    buffer = np.zeros(size, np.int64)
+    buffer[:len(index)] = index
+    mask = np.full(size, MASK_PAD, np.float32)
+    mask[:len(index)] = 0.0
+    return buffer, mask
 
 
 # Relative cost of one token slot, from SAT-HMR's schedule: every memory slot runs the 9 shared blocks, and a

@@ -32,10 +32,19 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, scale:
     """
     batch = q.shape[0]
     qh, kh, vh = split_heads(q, heads), split_heads(k, heads), split_heads(v, heads)
-    logits = torch.bmm(qh * scale, kh.transpose(1, 2)) if scale_query else torch.bmm(qh, kh.transpose(1, 2)) * scale
     if key_mask is not None:  # additive [B, Nk]: 0 for real keys, -1e4 for padding (static-shape buckets)
-        logits = logits + key_mask[:, None, None, :].expand(batch, heads, 1, -1).reshape(batch * heads, 1, -1)
-    return merge_heads(torch.bmm(torch.softmax(logits, dim=-1), vh), batch)
+        key_mask = key_mask[:, None, None, :].expand(batch, heads, 1, -1).reshape(batch * heads, 1, -1)
+    return merge_heads(attend_heads(qh, kh, vh, scale, key_mask, scale_query), batch)
+
+
+def attend_heads(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, scale: float,
+                 key_mask: torch.Tensor | None = None, scale_query: bool = False) -> torch.Tensor:
+    """Softmax attention on heads already folded into the batch: ``[B*H, N, d]`` (q/k and v widths may differ,
+    as in conditional cross-attention); ``key_mask`` is additive ``[B*H, 1, Nk]``."""
+    logits = torch.bmm(qh * scale, kh.transpose(1, 2)) if scale_query else torch.bmm(qh, kh.transpose(1, 2)) * scale
+    if key_mask is not None:
+        logits = logits + key_mask
+    return torch.bmm(torch.softmax(logits, dim=-1), vh)
 
 
 def split_fused(t: torch.Tensor, parts: int) -> list[torch.Tensor]:
