@@ -19,7 +19,10 @@ weights) so the same quantized graph can be rebuilt. On macOS the real model run
 is the lowest one that has every feature the artifact uses (see :data:`DEPLOYMENT_TARGETS`); metadata records it.
 
 Several static shapes can share one ``.mlpackage`` (multifunction, weights stored once, iOS 18 / macOS 15):
-:func:`save_multifunction`; the SAT-HMR bucketing uses it.
+:func:`save_multifunction`; the SAT-HMR bucketing uses it through :func:`convert_multishape` (one function per
+entry, named after it; fp32 or fp16 compute).
+
+Integer inputs (e.g. gather indices) become int32 inputs: Core ML has no int64 tensors at the model boundary.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import torch
 from edgehmr.calibration.recipes import QuantRecipe
 from edgehmr.converters.base import ConvertResult, ExportJob, node_scope, vendor_quiet
 from edgehmr.converters.capabilities import Precision
+from edgehmr.converters.multishape import MultiShapeJob, prepare
 from edgehmr.errors import ConversionError, TargetUnavailableError
 
 MODEL_FILE = "model.mlpackage"
@@ -187,13 +191,18 @@ def torch2coreml(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
         with torch.no_grad(), vendor_quiet():
             return ct.convert(
                 program, convert_to="mlprogram", compute_precision=compute, minimum_deployment_target=target.ct,
-                inputs=[ct.TensorType(name=n, shape=tuple(t.shape), dtype=np.float32)
+                inputs=[ct.TensorType(name=n, shape=tuple(t.shape), dtype=input_dtype(t))
                         for n, t in zip(input_names, example_inputs)],
                 outputs=[ct.TensorType(name=n, dtype=np.float32) for n in output_names],
             )
     except Exception as e:
         raise ConversionError(unsupported_op_message(e, program, name) or
                               f"Core ML conversion of {name} failed: {str(e).splitlines()[0]}") from e
+
+
+def input_dtype(example: torch.Tensor):
+    """float32 for float inputs; int32 for integer ones (indices), the widest integer Core ML takes as input."""
+    return np.float32 if example.is_floating_point() else np.int32
 
 
 _UNSUPPORTED_MARKERS = ("Unsupported fx node ", "PyTorch convert function for op ")
@@ -323,3 +332,21 @@ def torch2coreml_multifunction(module: torch.nn.Module, functions: dict[str, tup
             model.save(str(part))
             parts[function] = part
         save_multifunction(parts, out_path, default or next(iter(functions)))
+
+
+def convert_multishape(job: MultiShapeJob, out_dir: Path) -> ConvertResult:
+    """One multifunction ``model.mlpackage``: a function per entry (the first is the default), weights once."""
+    prepare("coreml", job)
+    ct = _coremltools()
+    out = out_dir / MODEL_FILE
+    torch2coreml_multifunction(job.module, dict(job.entries), job.input_names, job.output_names, job.precision,
+                               job.model_name, out, default=job.default_entry)
+    target = deployment_target(job.precision, multifunction=True)
+    details = {
+        "coremltools": ct.__version__, "format": "mlprogram (multifunction)",
+        "compute_precision": compute_precision(job.precision),
+        "minimum_deployment_target": {"ios": target.ios, "macos": target.macos, "why": target.why},
+        "functions": list(job.entries), "default_function": job.default_entry,
+        "program": program_summary(out, job.default_entry),
+    }
+    return ConvertResult(MODEL_FILE, details)

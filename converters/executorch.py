@@ -12,7 +12,8 @@ the output in float, so residual adds, LayerNorm and softmax stay float without 
 Dynamic activations need no calibration data.
 
 Several static shapes can share one ``.pte``: :func:`lower_methods` lowers one method per shape, and the
-delegate's weights are stored once (the SAT-HMR bucketing uses it).
+delegate's weights are stored once (the SAT-HMR bucketing uses it). :func:`convert_multishape` does that for a
+:class:`~edgehmr.converters.multishape.MultiShapeJob`: one method per entry, named after the entry.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 from edgehmr.converters.base import ConvertResult, ExportJob, node_scope, vendor_quiet
 from edgehmr.converters.capabilities import Precision
+from edgehmr.converters.multishape import MultiShapeJob, prepare
 from edgehmr.errors import ConversionError
 
 MODEL_FILE = "model.pte"
@@ -155,3 +157,41 @@ def convert_coreml_delegate(job: ExportJob, out_dir: Path) -> ConvertResult:
     if job.precision not in (Precision.fp32, Precision.fp16):
         raise ConversionError(f"ExecuTorch Core ML target has no {job.precision.value} path.")
     return _convert(job, out_dir, "coreml")
+
+
+def convert_multishape(job: MultiShapeJob, out_dir: Path) -> ConvertResult:
+    """One ``model.pte`` (XNNPACK) with one method per entry, each static in that entry's shapes."""
+    from edgehmr.environment import package_version
+
+    prepare("executorch", job)
+    details: dict = {"delegate": "xnnpack", "methods": list(job.entries), "default_method": job.default_entry}
+    methods = {entry: (job.module, inputs) for entry, inputs in job.entries.items()}
+    kept: list[str] = []
+    if job.precision == Precision.int8:
+        # Each method is quantized on its own graph; the INT8 weights come out identical, and the program stores
+        # identical delegate data once.
+        methods, details["quantized_linear_conv"] = _quantize_methods(job)
+        details |= {"weights": "int8 per-channel symmetric", "activations": "int8 dynamic (per row, at run time)",
+                    "recipe": job.recipe_json()}
+        kept = [f"linear/conv in {s}" for s in job.int8_recipe.keep_float_scopes]
+    buffer, leftover = lower_methods(methods, "xnnpack", job.precision, job.model_name)
+    (out_dir / MODEL_FILE).write_bytes(buffer)
+    details |= {"non_delegated": leftover, "executorch": package_version("executorch")}
+    return ConvertResult(MODEL_FILE, details, kept_fp32=kept)
+
+
+def _quantize_methods(job: MultiShapeJob):
+    methods, counts = {}, {}
+    for entry, inputs in job.entries.items():
+        single = ExportJob(job.module, inputs, job.input_names, job.output_names, job.precision, job.model_name,
+                           recipe=job.recipe)
+        try:
+            with torch.no_grad(), vendor_quiet():
+                module = quantize_int8_dynamic(single)
+        except Exception as e:
+            raise ConversionError(f"ExecuTorch INT8 quantization of {job.model_name} ({entry}) failed: "
+                                  f"{str(e).splitlines()[0]}") from e
+        methods[entry] = (module, inputs)
+        done, total = quantized_linears(module)
+        counts[entry] = {"quantized": done, "total": total}
+    return methods, counts

@@ -3,6 +3,10 @@
 fp16 converts weights and compute to float16 with ONNX Runtime's converter and keeps the graph inputs/outputs
 float32 (``keep_io_types``), so apps feed the same float32 crop for every precision. INT8 lives in
 :mod:`edgehmr.converters.onnx_quant`.
+
+Multi-shape artifacts (:func:`convert_multishape`): one graph whose axes that differ between the entries are
+dynamic, so ONNX Runtime runs every entry's shape with one copy of the weights. INT8 uses the same static QDQ
+scheme as single-shape artifacts, calibrated on every entry's samples (one set of scales for the shared weights).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import torch
 from edgehmr.converters import onnx_quant
 from edgehmr.converters.base import ConvertResult, ExportJob
 from edgehmr.converters.capabilities import Precision
+from edgehmr.converters.multishape import (MultiShapeJob, calibration_counts, calibration_feeds, dynamic_axes_json,
+                                           export_job, prepare, torch_dynamic_shapes)
 from edgehmr.errors import ConversionError
 
 OPSET = 18
@@ -31,14 +37,16 @@ EXTERNAL_DATA_BYTES = 1_800_000_000
 FP16_KEEP_FP32_OPS: list[str] = []
 
 
-def torch2onnx(job: ExportJob, out_path: Path) -> Path:
-    """Export ``job.module`` with static shapes to ``out_path``; returns the path written."""
+def torch2onnx(job: ExportJob, out_path: Path, dynamic_shapes: tuple | None = None) -> Path:
+    """Export ``job.module`` to ``out_path``; returns the path written. Shapes are static (those of
+    ``job.example_inputs``) unless ``dynamic_shapes`` (torch.export's form) names dynamic axes."""
     big = sum(p.numel() * p.element_size() for p in job.module.parameters()) > EXTERNAL_DATA_BYTES
     try:
         with _quiet_exporter(), torch.no_grad():
             program = torch.onnx.export(
                 job.module, job.example_inputs, dynamo=True, opset_version=OPSET, optimize=True,
                 input_names=job.input_names, output_names=job.output_names, verbose=False,
+                dynamic_shapes=dynamic_shapes,
             )
             program.save(str(out_path), external_data=big)
     except Exception as e:  # the exporter raises many types; all mean the same to the user
@@ -79,6 +87,70 @@ def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
         raise ConversionError(f"ONNX target has no {job.precision.value} path.")
     fp32.unlink()
     return ConvertResult(MODEL_FILE, {"opset": OPSET} | details, kept_fp32=kept)
+
+
+def torch2onnx_multishape(job: MultiShapeJob, out_path: Path) -> Path:
+    """Export with the axes that differ between ``job.entries`` dynamic (shared axes share one symbol)."""
+    return torch2onnx(export_job(job), out_path, dynamic_shapes=torch_dynamic_shapes(job))
+
+
+def convert_multishape(job: MultiShapeJob, out_dir: Path) -> ConvertResult:
+    """One ``model.onnx`` for every entry: dynamic dims where the entries differ, weights stored once."""
+    prepare("onnx", job)
+    out = out_dir / MODEL_FILE
+    details: dict = {"opset": OPSET, "dynamic_axes": dynamic_axes_json(job), "entries": list(job.entries)}
+    if job.precision == Precision.fp32:
+        torch2onnx_multishape(job, out)
+        return ConvertResult(MODEL_FILE, details)
+    fp32 = out_dir / "model.fp32.tmp.onnx"
+    torch2onnx_multishape(job, fp32)
+    if job.precision == Precision.fp16:
+        onnx2fp16(fp32, out)
+        details["io_dtype"] = "float32"
+        kept = list(FP16_KEEP_FP32_OPS)
+    elif job.precision == Precision.int8:
+        quant = onnx2int8_qdq_multishape(fp32, out, job)
+        details |= quant
+        kept = quant["kept_float_nodes"]
+    else:  # prepare() refused every other precision
+        raise ConversionError(f"ONNX multi-shape has no {job.precision.value} path.")
+    fp32.unlink()
+    return ConvertResult(MODEL_FILE, details, kept_fp32=kept)
+
+
+class _FeedsReader:
+    """ONNX Runtime's CalibrationDataReader protocol over ready feeds (every entry's samples, any shapes)."""
+
+    def __init__(self, feeds: list[dict]):
+        self._feeds = iter(feeds)
+
+    def get_next(self):
+        return next(self._feeds, None)
+
+
+def onnx2int8_qdq_multishape(src: Path, out_path: Path, job: MultiShapeJob, tensorrt: bool = False) -> dict:
+    """W8A8 static QDQ of a dynamic-dim graph: the scheme of :func:`onnx_quant.onnx2int8_qdq`, calibrated on the
+    samples of every entry (MinMax ranges reduce each sample to a scalar, so the entries' shapes may differ)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    recipe = job.int8_recipe
+    kept = onnx_quant.nodes_kept_float(onnx.load(str(src)), recipe)
+    try:
+        with onnx_quant._root_logger_quiet():
+            quantize_static(
+                str(src), str(out_path), _FeedsReader(calibration_feeds(job)),
+                quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                op_types_to_quantize=onnx_quant.QUANTIZED_OP_TYPES, nodes_to_exclude=kept,
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": True}
+                | (onnx_quant.TENSORRT_OPTIONS if tensorrt else {}),
+            )
+    except Exception as e:
+        raise ConversionError(f"INT8 quantization of {job.model_name} failed: {str(e).splitlines()[0]}") from e
+    scheme = ("W8A8 static QDQ, symmetric, per-channel weights, per-tensor activations, MinMax over every entry"
+              + ("; float weights behind Q/DQ pairs, float biases (TensorRT layout)" if tensorrt else ""))
+    return {"scheme": scheme, "recipe": job.recipe_json(), "kept_float_nodes": kept,
+            "calibration_samples": calibration_counts(job)} | onnx_quant.count_quantized(onnx.load(str(out_path)))
 
 
 @contextlib.contextmanager

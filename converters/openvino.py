@@ -4,6 +4,11 @@ fp16 weight compression, INT8 static PTQ with NNCF, or NNCF 8-bit weight compres
 
 The recipe's kept-float scopes reach NNCF as op names: OpenVINO names each op after the FX node it came from
 (``linear_90/aten.linear.default/MatMul``), and the exported program records each FX node's module path.
+
+Multi-shape artifacts (:func:`convert_multishape`): one IR whose axes that differ between the entries are
+dynamic, bounded to the entries' range; the runner reshapes a copy per entry to its static shapes and compiles
+each, so every entry runs as a static graph while the ``.bin`` holds the weights once. INT8 is NNCF's static PTQ
+as above, calibrated on every entry's samples (one set of scales for the shared weights).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import torch
 from edgehmr.calibration.recipes import QuantRecipe
 from edgehmr.converters.base import ConvertResult, ExportJob, node_scope
 from edgehmr.converters.capabilities import Precision
+from edgehmr.converters.multishape import (MultiShapeJob, calibration_counts, calibration_feeds, dynamic_axes,
+                                           dynamic_axes_json, entry_shapes, export_job, prepare, torch_dynamic_shapes)
 from edgehmr.errors import ConversionError, TargetUnavailableError
 
 MODEL_FILE = "model.xml"
@@ -55,14 +62,16 @@ def _decomposed(program: torch.export.ExportedProgram) -> torch.fx.GraphModule:
     return program.run_decompositions(table).module()
 
 
-def torch2openvino(job: ExportJob):
-    """Returns the in-memory ``ov.Model`` and the FX scope map used to resolve the recipe."""
+def torch2openvino(job: ExportJob, dynamic_shapes: tuple | None = None):
+    """Returns the in-memory ``ov.Model`` and the FX scope map used to resolve the recipe. Shapes are static unless
+    ``dynamic_shapes`` (torch.export's form) names dynamic axes."""
     ov = _import_openvino()
     from openvino.frontend.pytorch.fx_decoder import TorchFXPythonDecoder
 
     try:
         with torch.no_grad(), _quiet():
-            graph_module = _decomposed(torch.export.export(job.module, job.example_inputs))
+            program = torch.export.export(job.module, job.example_inputs, dynamic_shapes=dynamic_shapes)
+            graph_module = _decomposed(program)
             model = ov.convert_model(TorchFXPythonDecoder(graph_module))
     except Exception as e:
         raise ConversionError(f"OpenVINO conversion of {job.model_name} failed: {str(e).splitlines()[0]}") from e
@@ -178,6 +187,66 @@ def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
     details = {"scheme": scheme, "openvino": ov.__version__, "runtime_config": runtime_config(job.precision),
                "weights": "fp16" if job.precision == Precision.fp16 else "as scheme"}
     return ConvertResult(MODEL_FILE, details | count_quantized(model), kept_fp32=kept)
+
+
+def torch2openvino_multishape(job: MultiShapeJob):
+    """The ``ov.Model`` with the entries' varying axes dynamic and bounded to the entries' range (the IR then
+    documents which sizes it was made for), and the FX scope map."""
+    ov = _import_openvino()
+    model, scopes = torch2openvino(export_job(job), dynamic_shapes=torch_dynamic_shapes(job))
+    ranges = dynamic_axes(job)
+    first = entry_shapes(job)[job.default_entry]
+    bounded = {}
+    for name in job.input_names:
+        dims = [ov.Dimension(*ranges[name][axis]) if axis in ranges.get(name, {}) else ov.Dimension(size)
+                for axis, size in enumerate(first[name])]
+        bounded[name] = ov.PartialShape(dims)
+    try:
+        model.reshape(bounded)
+    except Exception as e:
+        raise ConversionError(f"OpenVINO could not bound the dynamic axes of {job.model_name} to the entries' "
+                              f"range: {str(e).splitlines()[0]}") from e
+    return model, scopes
+
+
+def convert_multishape(job: MultiShapeJob, out_dir: Path) -> ConvertResult:
+    """One IR for every entry; the runner compiles one static CompiledModel per entry at load time."""
+    prepare("openvino", job)
+    ov = _import_openvino()
+    model, scopes = torch2openvino_multishape(job)
+    kept: list[str] = []
+    details: dict = {}
+    if job.precision == Precision.int8:
+        model, kept = quantize_int8_multishape(model, scopes, job)
+        details = {"recipe": job.recipe_json(), "calibration_samples": calibration_counts(job)}
+        scheme = "W8A8 static PTQ (NNCF, TRANSFORMER, mixed preset), calibrated on every entry"
+    elif job.precision in (Precision.fp32, Precision.fp16):
+        scheme = "float"
+    else:  # prepare() refused every other precision
+        raise ConversionError(f"OpenVINO multi-shape has no {job.precision.value} path.")
+    ov.save_model(model, str(out_dir / MODEL_FILE), compress_to_fp16=job.precision == Precision.fp16)
+    details |= {"scheme": scheme, "openvino": ov.__version__, "runtime_config": runtime_config(job.precision),
+                "weights": {Precision.fp16: "fp16", Precision.fp32: "fp32"}.get(job.precision, "as scheme"),
+                "dynamic_axes": dynamic_axes_json(job), "entries": list(job.entries),
+                "compiled": "one static CompiledModel per entry (model.reshape to the entry's shapes at load)"}
+    return ConvertResult(MODEL_FILE, details | count_quantized(model), kept_fp32=kept)
+
+
+def quantize_int8_multishape(model, scopes, job: MultiShapeJob):
+    """NNCF static PTQ of the dynamic-dim model over every entry's samples (statistics reduce per sample, so the
+    entries' shapes may differ)."""
+    import nncf
+
+    ignored, names = _ignored_scope(model, scopes, job.int8_recipe)
+    feeds = calibration_feeds(job)
+    try:
+        with _quiet():
+            quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
+                                      preset=nncf.QuantizationPreset.MIXED, subset_size=len(feeds),
+                                      ignored_scope=ignored)
+    except Exception as e:
+        raise ConversionError(f"OpenVINO INT8 quantization of {job.model_name} failed: {str(e).splitlines()[0]}") from e
+    return quantized, names
 
 
 @contextlib.contextmanager

@@ -11,6 +11,11 @@
   points 0, per-channel weights kept float behind Q->DQ pairs, per-tensor activations, float biases, MatMul /
   Gemm / Conv only, the recipe's exclusions), built strongly typed.
 
+Multi-shape artifacts (:func:`convert_multishape`, fp32 / fp16 / int8): one ONNX whose axes that differ between
+the entries are dynamic, typed or Q/DQ-quantized like the static ones (INT8 calibrated on every entry), and an
+engine with one optimization profile per entry (min = opt = max = the entry's shapes; profile index = the
+entry's position), so each entry runs kernels tuned for its static shape and the weights are stored once.
+
 Every ONNX passes :func:`check_tensorrt_onnx` before the artifact is written. Off the device, ``validate`` runs
 the same ONNX with ONNX Runtime and reports it as simulated; on the device ``edgehmr build-engine`` (or
 ``build_engine.sh`` with trtexec) makes ``model.engine``.
@@ -26,8 +31,9 @@ from edgehmr.converters import onnx_quant
 from edgehmr.converters.base import ConvertResult, ExportJob
 from edgehmr.converters.capabilities import Precision
 from edgehmr.converters.fp16_range import FP16_MAX, activation_peaks
-from edgehmr.converters.onnx import OPSET, onnx2fp16, torch2onnx
-from edgehmr.converters.tensorrt_engine import (ENGINE_FILE, EngineOptions, build_engine, can_build_here,
+from edgehmr.converters.multishape import MultiShapeJob, dynamic_axes, dynamic_axes_json, entry_shapes, prepare
+from edgehmr.converters.onnx import OPSET, onnx2fp16, onnx2int8_qdq_multishape, torch2onnx, torch2onnx_multishape
+from edgehmr.converters.tensorrt_engine import (ENGINE_FILE, EngineOptions, Profile, build_engine, can_build_here,
                                                 trtexec_command)
 from edgehmr.converters.tensorrt_onnx import check_tensorrt_onnx, qdq_summary
 from edgehmr.artifact import METADATA, read_metadata, write_json
@@ -37,11 +43,13 @@ MODEL_FILE = "model.onnx"
 BUILD_SCRIPT = "build_engine.sh"
 
 
-def write_build_script(out_dir, precision: Precision) -> str:
-    command = trtexec_command(precision)
+def write_build_script(out_dir, precision: Precision, profiles: list[Profile] | None = None) -> str:
+    command = trtexec_command(precision, profiles=profiles)
+    python_way = ("edgehmr.converters.tensorrt.build_multishape_engine(<this folder>, <part metadata>)" if profiles
+                  else "edgehmr build-engine <this folder>")
     (out_dir / BUILD_SCRIPT).write_text(
         "#!/bin/sh\n# Build the TensorRT engine on the device (TensorRT 10.x or 11.x), from this folder.\n"
-        "# With Python and edgehmr there: edgehmr build-engine <this folder>\n"
+        f"# With Python and edgehmr there: {python_way}\n"
         f'cd "$(dirname "$0")" && {command}\n')
     (out_dir / BUILD_SCRIPT).chmod(0o755)
     return command
@@ -107,4 +115,81 @@ def build_artifact_engine(artifact_dir, options: EngineOptions = EngineOptions()
     meta["target_details"]["engine"] = info
     meta["target_details"]["trtexec"] = trtexec_command(precision, options)
     write_json(artifact_dir / METADATA, meta)
+    return info
+
+
+def multishape_profiles(part_or_details: dict) -> list[Profile]:
+    """The optimization profiles recorded at conversion (entry order), as build_engine / trtexec take them."""
+    details = part_or_details.get("details", part_or_details)
+    return [p["shapes"] for p in details["profiles"]]
+
+
+def convert_multishape(job: MultiShapeJob, out_dir: Path) -> ConvertResult:
+    """A dynamic-dim TensorRT-ready ONNX for every entry, and the engine (one profile per entry) where TensorRT
+    and a GPU are present."""
+    prepare("tensorrt", job)
+    out = out_dir / MODEL_FILE
+    fp32 = out_dir / "model.fp32.tmp.onnx"
+    torch2onnx_multishape(job, fp32)
+    kept: list[str] = []
+    dynamic = dynamic_axes(job)
+    # Profiles name the dynamic inputs only: static ones need (and trtexec takes) no shapes. Without dynamic axes
+    # (a single entry) the engine is static and needs none.
+    profiles = [{"entry": entry, "shapes": {n: s for n, s in shapes.items() if n in dynamic}}
+                for entry, shapes in entry_shapes(job).items()] if dynamic else []
+    details: dict = {"opset": OPSET, "dynamic_axes": dynamic_axes_json(job), "entries": list(job.entries),
+                     "profiles": profiles}
+    if job.precision == Precision.fp32:
+        fp32.rename(out)
+    elif job.precision == Precision.fp16:
+        details["fp16_range"] = _fp16_range_all_entries(job)
+        onnx2fp16(fp32, out)
+        fp32.unlink()
+    elif job.precision == Precision.int8:
+        quant = onnx2int8_qdq_multishape(fp32, out, job, tensorrt=True)
+        kept = quant["kept_float_nodes"]
+        details |= {k: quant[k] for k in ("scheme", "recipe", "calibration_samples", "quantized_compute_ops")}
+        fp32.unlink()
+    else:  # prepare() refused every other precision
+        raise ConversionError(f"TensorRT multi-shape has no {job.precision.value} path.")
+    model = onnx.load(str(out))
+    problems = check_tensorrt_onnx(model, [p["shapes"] for p in profiles])
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConversionError(f"The {job.precision.value} multi-shape ONNX of {job.model_name} is not TensorRT-ready: "
+                              f"{problems[0]}{more}.")
+    if job.precision == Precision.int8:
+        details["qdq"] = qdq_summary(model)
+    shape_profiles = multishape_profiles(details)
+    details |= {
+        "tensorrt_check": "passed (structural: opset, operators, Q/DQ form, dynamic dims covered by the profiles)",
+        "build": "strongly typed" if job.precision != Precision.fp32 else "fp32, TF32 off",
+        "trtexec": write_build_script(out_dir, job.precision, shape_profiles),
+        "engine": None,
+    }
+    if can_build_here():
+        details["engine"] = build_engine(out, out_dir / ENGINE_FILE, job.precision, EngineOptions(), shape_profiles)
+    return ConvertResult(MODEL_FILE, details, kept_fp32=kept)
+
+
+def _fp16_range_all_entries(job: MultiShapeJob) -> dict:
+    peaks = activation_peaks(job.module, list(job.entries.values())) | {"measured_on": "every entry's example"}
+    if peaks["max_abs"] > FP16_MAX:
+        raise ConversionError(f"{job.model_name} produces |{peaks['max_abs']:.0f}| in '{peaks['op']}', beyond "
+                              f"float16's {FP16_MAX:.0f}: use fp32 for TensorRT.")
+    return peaks
+
+
+def build_multishape_engine(artifact_dir, part: dict, options: EngineOptions = EngineOptions()) -> dict:
+    """Build ``model.engine`` (one profile per entry) for a tensorrt multi-shape part on the device; records it in
+    ``part["details"]["engine"]`` (the caller saves its metadata) and returns it."""
+    artifact_dir = Path(artifact_dir)
+    if part.get("target") != "tensorrt":
+        raise InputError(f"That part is a '{part.get('target')}' part; engines are built for tensorrt parts.")
+    precision = Precision(part["precision"])
+    profiles = multishape_profiles(part)
+    onnx_path = artifact_dir / part["file"]
+    info = build_engine(onnx_path, onnx_path.with_name(ENGINE_FILE), precision, options, profiles)
+    part["details"]["engine"] = info
+    part["details"]["trtexec"] = trtexec_command(precision, options, profiles=profiles)
     return info

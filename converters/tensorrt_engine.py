@@ -4,6 +4,10 @@ INT8 and FP16 artifacts carry their precision in the graph (Q/DQ nodes; float16 
 typed networks: the engine computes exactly what the ONNX says, on TensorRT 10.x and 11.x alike (11 removed the
 weak-typing precision flags). FP32 builds with TF32 off, so the engine matches the FP32 reference. DLA builds are
 the exception: DLA needs a weakly typed network with the FP16/INT8 flags and GPU fallback (TensorRT 10.x only).
+
+Multi-shape artifacts (a dynamic-dim ONNX) build with one optimization profile per entry whose min = opt = max
+are the entry's shapes, so each entry gets kernels tuned for exactly its static shape; at run time an entry
+selects its profile by index (the entries' order).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from edgehmr.converters.capabilities import Precision
 from edgehmr.errors import ConversionError, InputError, TargetUnavailableError
 
 ENGINE_FILE = "model.engine"
+# One optimization profile: input name -> its static shape in that profile (min = opt = max).
+Profile = dict[str, list[int]]
 
 
 @dataclass(frozen=True)
@@ -40,11 +46,23 @@ def strongly_typed(precision: Precision, options: EngineOptions) -> bool:
     return precision != Precision.fp32 and options.dla_core is None
 
 
+def _shape_spec(profile: Profile) -> str:
+    return ",".join(f"{name}:{'x'.join(str(d) for d in shape)}" for name, shape in profile.items())
+
+
 def trtexec_command(precision: Precision, options: EngineOptions = EngineOptions(), onnx_file: str = "model.onnx",
-                    engine_file: str = ENGINE_FILE) -> str:
-    """The same build as :func:`build_engine`, for devices with trtexec but without Python."""
+                    engine_file: str = ENGINE_FILE, profiles: list[Profile] | None = None) -> str:
+    """The same build as :func:`build_engine`, for devices with trtexec but without Python.
+
+    ``profiles``: trtexec's multi-profile form, ``--profile=N`` immediately followed by that profile's
+    ``--minShapes/--optShapes/--maxShapes`` (trtexec reads the three flags right after each ``--profile``); at
+    inference, ``--useProfile=N`` selects one.
+    """
     parts = ["trtexec", f"--onnx={onnx_file}", f"--saveEngine={engine_file}",
              f"--memPoolSize=workspace:{options.workspace_mb}M"]
+    for index, profile in enumerate(profiles or ()):
+        spec = _shape_spec(profile)
+        parts += [f"--profile={index}", f"--minShapes={spec}", f"--optShapes={spec}", f"--maxShapes={spec}"]
     if precision == Precision.fp32:
         parts.append("--noTF32")
     elif strongly_typed(precision, options):
@@ -90,8 +108,9 @@ def _parse(trt, builder, logger, onnx_path: Path, flags: int):
 
 
 def build_engine(onnx_path: Path, engine_path: Path, precision: Precision,
-                 options: EngineOptions = EngineOptions()) -> dict:
-    """Parse, build and serialize; the engine file appears only when the build succeeded."""
+                 options: EngineOptions = EngineOptions(), profiles: list[Profile] | None = None) -> dict:
+    """Parse, build and serialize; the engine file appears only when the build succeeded. ``profiles`` (one per
+    multi-shape entry) become optimization profiles with min = opt = max, in order."""
     trt = import_tensorrt()
     logger = _logger(trt)
     builder = trt.Builder(logger)
@@ -116,6 +135,8 @@ def build_engine(onnx_path: Path, engine_path: Path, precision: Precision,
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = options.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    for profile in profiles or ():
+        config.add_optimization_profile(_optimization_profile(builder, network, profile, onnx_path))
     cache_path = Path(options.timing_cache) if options.timing_cache else None
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path and cache_path.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
@@ -130,10 +151,28 @@ def build_engine(onnx_path: Path, engine_path: Path, precision: Precision,
     os.replace(staging, engine_path)
     if cache_path:
         cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    return {"file": engine_path.name, "tensorrt": trt.__version__, "jetpack": jetpack_release(),
+    info = {"file": engine_path.name, "tensorrt": trt.__version__, "jetpack": jetpack_release(),
             "device": _device_name(), "strongly_typed": typed, "workspace_mb": options.workspace_mb,
             "dla_core": options.dla_core, "timing_cache": options.timing_cache,
             "build_seconds": round(time.perf_counter() - start, 1)}
+    if profiles:
+        info["optimization_profiles"] = len(profiles)
+    return info
+
+
+def _optimization_profile(builder, network, shapes: Profile, onnx_path: Path):
+    """One profile fixing every dynamic network input to its shape here (static inputs need none)."""
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        if all(d >= 0 for d in tensor.shape):
+            continue
+        if tensor.name not in shapes:
+            raise ConversionError(f"{onnx_path.name}: input '{tensor.name}' is dynamic {tuple(tensor.shape)} but the "
+                                  f"optimization profile gives it no shape.")
+        shape = tuple(shapes[tensor.name])
+        profile.set_shape(tensor.name, shape, shape, shape)
+    return profile
 
 
 def _device_name() -> str | None:

@@ -4,6 +4,9 @@ It cannot replace a real parse on the device (``edgehmr build-engine``), but it 
 stop a build there: opsets outside 9-20, operators the parser does not implement, ONNX Runtime contrib ops, dynamic
 input shapes, and Q/DQ nodes TensorRT's explicit quantization rejects (non-INT8 types, non-zero zero points,
 non-positive scales). Each problem names the node and its op.
+
+Dynamic input dims are accepted only with optimization profiles that cover them (multi-shape artifacts: one
+profile per entry): every profile must give each dynamic input a full shape that keeps its static dims.
 """
 
 from __future__ import annotations
@@ -37,7 +40,10 @@ class Problem:
         return f"node '{self.node}' ({self.op}): {self.reason}"
 
 
-def check_tensorrt_onnx(model: onnx.ModelProto) -> list[Problem]:
+def check_tensorrt_onnx(model: onnx.ModelProto,
+                        profiles: list[dict[str, list[int]]] | None = None) -> list[Problem]:
+    """Problems TensorRT would hit; ``profiles`` (input name -> shape, one dict per optimization profile) allow
+    dynamic input dims they cover."""
     problems = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None or not MIN_OPSET <= opset <= MAX_OPSET:
@@ -45,7 +51,9 @@ def check_tensorrt_onnx(model: onnx.ModelProto) -> list[Problem]:
                                 f"opset {opset} is outside TensorRT 10.x's {MIN_OPSET}-{MAX_OPSET}"))
     for inp in model.graph.input:
         dims = inp.type.tensor_type.shape.dim
-        if any(not d.HasField("dim_value") for d in dims):
+        if profiles:
+            problems.extend(_check_profiles(inp.name, dims, profiles))
+        elif any(not d.HasField("dim_value") for d in dims):
             problems.append(Problem(inp.name, "input", "dynamic shape; artifacts are static-shape (one profile)"))
     constants = _constant_values(model)
     for node in model.graph.node:
@@ -56,6 +64,29 @@ def check_tensorrt_onnx(model: onnx.ModelProto) -> list[Problem]:
             problems.append(Problem(node.name, node.op_type, "not supported by TensorRT's ONNX parser"))
         elif node.op_type in QDQ_OPS:
             problems.extend(_check_qdq(node, constants))
+    return problems
+
+
+def _check_profiles(name: str, dims, profiles: list[dict[str, list[int]]]) -> list[Problem]:
+    """Each profile must give a dynamic input a positive shape of its rank that keeps its static dims (a static
+    input needs no profile shape, but one given must equal it)."""
+    dynamic = any(not d.HasField("dim_value") for d in dims)
+    problems = []
+    for index, profile in enumerate(profiles):
+        shape = profile.get(name)
+        if shape is None:
+            if dynamic:
+                problems.append(Problem(name, "input", f"dynamic shape not covered by optimization profile {index}"))
+            continue
+        if len(shape) != len(dims):
+            problems.append(Problem(name, "input", f"profile {index} gives rank {len(shape)}, input has {len(dims)}"))
+            continue
+        for axis, (d, size) in enumerate(zip(dims, shape)):
+            if d.HasField("dim_value") and d.dim_value != size:
+                problems.append(Problem(name, "input", f"profile {index} gives {size} for axis {axis}, which is "
+                                                       f"fixed to {d.dim_value}"))
+            elif size < 1:
+                problems.append(Problem(name, "input", f"profile {index} gives size {size} for axis {axis}"))
     return problems
 
 

@@ -10,7 +10,7 @@ This module is the host side in between, plain numpy so that apps can port it li
    A block without a valid cell becomes one background token (its 4 encoded cells, max-pooled).
 2. :meth:`BucketTable.choose` picks the cheapest bucket that holds the image: a bucket is a capacity for
    high-res cells (4 tokens each) plus a capacity for the other tokens (low-res and background).
-   Tables come from calibration images (:func:`buckets_from_counts`: greedy, minimising padded cost).
+   Tables come from calibration images (:func:`buckets_from_counts`: greedy, minimising the mean padding overhead).
 3. Overflow, when even the largest bucket is too small: the least-confident small cells are demoted to one
    low-res token each (3 tokens fewer per demotion) until the image fits. Nobody is dropped, some people are
    seen at half resolution, and the number of demotions is returned for the report. A table whose largest
@@ -150,7 +150,8 @@ class Packed:
 
     def feeds(self) -> dict[str, np.ndarray]:
         """Stage-2 inputs by graph input name, with a batch axis of 1."""
-        return {name: getattr(self, name)[None] for name in ("hr_cells", "hr_mask", "other_index", "other_mask")}
+        # reshape, not [None]: a new axis gets stride 0, which some exporters (ExecuTorch) reject in examples.
+        return {name: getattr(self, name).reshape(1, -1) for name in ("hr_cells", "hr_mask", "other_index", "other_mask")}
 
 
 def pack(selection: Selection, table: BucketTable) -> Packed:
@@ -180,13 +181,15 @@ def _padded(index: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     return buffer, mask
 
 
-# Relative cost of one token slot, from SAT-HMR's schedule: every memory slot runs the 9 shared blocks, and a
-# high-res slot also runs the 3-block high-res branch (linear in tokens: a ranking proxy, not a latency model).
-SHARED_BLOCK_COST, HR_BRANCH_COST = 9, 3
+# Relative cost of one token slot, in ViT-B blocks' linear work (12 d^2 MACs per token): every memory slot runs the
+# 9 shared blocks and the decoder's three memory projections in 6 layers (18 d^2 = 1.5 blocks); a high-res slot
+# also runs the 3-block high-res branch. Linear in tokens: a ranking proxy, not a latency model.
+SHARED_BLOCK_COST, DECODER_MEMORY_COST, HR_BRANCH_COST = 9.0, 1.5, 3.0
 
 
-def bucket_cost(bucket: Bucket) -> int:
-    return SHARED_BLOCK_COST * bucket.memory + HR_BRANCH_COST * HR_TOKENS_PER_CELL * bucket.hr_cells
+def bucket_cost(bucket: Bucket) -> float:
+    return ((SHARED_BLOCK_COST + DECODER_MEMORY_COST) * bucket.memory
+            + HR_BRANCH_COST * HR_TOKENS_PER_CELL * bucket.hr_cells)
 
 
 def buckets_from_counts(selections: list[Selection], grid: tuple[int, int], count: int = 4,
@@ -195,7 +198,9 @@ def buckets_from_counts(selections: list[Selection], grid: tuple[int, int], coun
 
     Candidates are the images' own (high-res cells, other tokens), rounded up to the steps. Starting from the
     always-fitting bucket (one token per cell), candidates are added greedily, each time the one that most lowers
-    the total padded cost of the calibration images (each image in its cheapest holding bucket).
+    the mean padding overhead of the calibration images: cost of the cheapest holding bucket over the cost of the
+    image's exact token count. Relative rather than absolute, so that small scenes (where padding hurts most, in
+    proportion) weigh as much as crowded ones.
     """
     if not selections:
         raise ValueError("no calibration images to size the buckets from")
@@ -204,14 +209,16 @@ def buckets_from_counts(selections: list[Selection], grid: tuple[int, int], coun
     largest = Bucket.of(_round_up(max(h for h, _ in needs), hr_step),
                         max(_round_up(max(o for _, o in needs), other_step), cells))
     candidates = sorted({Bucket.of(_round_up(h, hr_step), _round_up(o, other_step)) for h, o in needs} - {largest})
+    exact = [bucket_cost(Bucket.of(h, o)) for h, o in needs]
 
-    def total(table: list[Bucket]) -> int:
-        return sum(min(bucket_cost(b) for b in table if b.hr_cells >= h and b.other >= o) for h, o in needs)
+    def overhead(table: list[Bucket]) -> float:
+        return sum(min(bucket_cost(b) for b in table if b.hr_cells >= h and b.other >= o) / e
+                   for (h, o), e in zip(needs, exact))
 
     chosen = [largest]
     while len(chosen) < count and candidates:
-        best = min(candidates, key=lambda c: total(chosen + [c]))
-        if total(chosen + [best]) >= total(chosen):
+        best = min(candidates, key=lambda c: overhead(chosen + [c]))
+        if overhead(chosen + [best]) >= overhead(chosen):
             break
         chosen.append(best)
         candidates.remove(best)

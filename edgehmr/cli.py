@@ -142,6 +142,11 @@ def convert(
     keep_float: list[str] = typer.Option([], "--keep-float", help="Also keep this module scope (glob) or op kind "
                                                                   "(softmax, layernorm, attention_matmul) float."),
     quantize: list[str] = typer.Option([], "--quantize", help="Quantize a scope or op kind the recipe keeps float."),
+    canvas: str = typer.Option(None, "--canvas", help="sat-hmr: frame canvas WIDTHxHEIGHT, multiples of 56 up to "
+                                                       "1288 (default 1288x1288; 1288x728 for 16:9 video)."),
+    buckets: str = typer.Option(None, "--buckets", help="sat-hmr: bucket table HRxOTHER,... (high-res cells x "
+                                                         "low-res/background tokens); default: fitted to --calib."),
+    bucket_count: int = typer.Option(4, "--bucket-count", help="sat-hmr: buckets fitted to the --calib frames."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved spec and stop."),
     quiet: bool = QuietOpt,
 ):
@@ -154,6 +159,8 @@ def convert(
       edgehmr convert -m hmr2-vit-s -t openvino -p int8 --calib frames/ --keep-float attention_matmul
       edgehmr convert -m hmr2-vit-s -t coreml                 (fp16 .mlpackage)
       edgehmr convert -m hmr2-vit-b -t executorch -p int8     (XNNPACK .pte, dynamic INT8 activations)
+      edgehmr convert -m sat-hmr -c sat_644.pth -t openvino --canvas 1288x728 --calib frames/
+                                                              (two stages, one static graph per token bucket)
     """
     from edgehmr.convert import calibration_for
     from edgehmr.convert import convert as run_convert
@@ -161,7 +168,8 @@ def convert(
     from edgehmr.spec import resolve_spec
 
     spec = resolve_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, smpl, batch, out_dir, seed,
-                        calib, calib_count, calib_boxes, recipe, tuple(keep_float), tuple(quantize))
+                        calib, calib_count, calib_boxes, recipe, tuple(keep_float), tuple(quantize), canvas, buckets,
+                        bucket_count)
     if dry_run:
         out.print_json(spec.to_json())
         return
@@ -169,6 +177,9 @@ def convert(
         loaded = load_model(model, checkpoint, trust_checkpoint=trust_checkpoint, seed=seed)
     if loaded.weights == "untrained":
         err.print(f"[yellow]note:[/] {model} uses seeded untrained weights (give --checkpoint for trained ones)")
+    if loaded.info.family == "sat-hmr":
+        _convert_sat(spec, loaded, quiet)
+        return
     calibration = None
     if spec.calib:
         with progress_bar("calibration crops", spec.calib_count, quiet) as advance:
@@ -183,12 +194,26 @@ def convert(
     _print_next_step(path)
 
 
+def _convert_sat(spec, loaded, quiet: bool) -> None:
+    from edgehmr.artifact import read_metadata
+    from edgehmr.sat.convert import convert_sat
+
+    with stage(f"converted {spec.model} to {spec.target} {spec.precision.value} (stage 1 + every bucket)", quiet):
+        path = convert_sat(spec, loaded)
+    table = read_metadata(path)["buckets"]
+    if not spec.buckets and not spec.calib:
+        err.print("[yellow]note:[/] buckets are a canvas default; fit them to your frames with --calib DIR")
+    names = ", ".join(f"{b['name']} ({b['memory']} tokens)" for b in table["buckets"])
+    out.print(f"{path}  ({_size_mb(path):.1f} MB; buckets: {names})")
+    _print_next_step(path)
+
+
 def _print_next_step(path: Path) -> None:
     """Artifacts finished on the device (TensorRT engines) say how, right after convert."""
     from edgehmr.artifact import read_metadata
 
     meta = read_metadata(path)
-    if meta["target"] == "tensorrt" and not meta["target_details"].get("engine"):
+    if meta["target"] == "tensorrt" and not meta.get("target_details", {}).get("engine"):
         err.print(f"[yellow]note:[/] no TensorRT engine built here (needs TensorRT and an NVIDIA GPU). On the "
                   f"device: edgehmr build-engine {path}  (or: sh {path}/build_engine.sh)")
 
@@ -205,21 +230,33 @@ def reference(
     batch_size: int = typer.Option(8, "--batch-size", help="Crops per forward pass."),
     out_path: str = typer.Option(None, "--out", "-o", help="Bundle folder (default runs/reference-<model>)."),
     seed: int = typer.Option(0, "--seed"),
+    canvas: str = typer.Option("1288x1288", "--canvas", help="sat-hmr: frame canvas WIDTHxHEIGHT (as the artifact)."),
     quiet: bool = QuietOpt,
 ):
     """Run FP32 PyTorch (TF32 off) and save a reference bundle: inputs, outputs, model hash, environment.
 
     Run this on your reference GPU:
       edgehmr reference -m hmr2-vit-h -c hmr2.ckpt --inputs frames/ --device cuda -o ref-hmr2-h
+      edgehmr reference -m sat-hmr -c sat_644.pth --inputs frames/ --canvas 1288x728 --device cuda
+                        (full frames; SAT-HMR's dynamic-shape reference)
     """
     from edgehmr.calibration.sources import open_source
     from edgehmr.models import get_model_info, load_model
     from edgehmr.reference import make_bundle
 
-    get_model_info(model)
+    info = get_model_info(model)
     samples = open_source(inputs, count, boxes, seed)
     loaded = load_model(model, checkpoint, trust_checkpoint=trust_checkpoint, seed=seed)
     target = Path(out_path or f"runs/reference-{model}")
+    if info.family == "sat-hmr":
+        from edgehmr.sat.bundle import make_sat_bundle, unique_frames
+        from edgehmr.sat.frame import Canvas
+
+        frames = unique_frames(samples)
+        with progress_bar("reference frames", len(frames), quiet) as advance:
+            make_sat_bundle(loaded, frames, Canvas.parse(canvas), target, device, inputs, advance)
+        out.print(f"{target}  ({len(frames)} frames, {model}, {loaded.weights})")
+        return
     with progress_bar("reference", len(samples), quiet) as advance:
         make_bundle(loaded, samples, target, device, inputs, batch_size, advance)
     out.print(f"{target}  ({len(samples)} samples, {model}, {loaded.weights})")
@@ -239,10 +276,13 @@ def validate(
     Exits 1 when any tolerance is exceeded. Example:
       edgehmr validate runs/hmr2-vit-s-onnx-fp16 --reference runs/reference-hmr2-vit-s
     """
+    from edgehmr.artifact import read_metadata
     from edgehmr.reference import load_bundle
     from edgehmr.validate import validate as run_validate
 
     count = load_bundle(reference_dir).count
+    if read_metadata(artifact)["model"].get("family") == "sat-hmr":
+        from edgehmr.sat.validate import validate_sat as run_validate
     with progress_bar("validate", count, quiet) as advance:
         report = run_validate(artifact, reference_dir, smpl, threads, advance)
     if as_json:
@@ -268,6 +308,15 @@ def print_report(report) -> None:
     for metric, t in report.task.items():
         task.add_row(metric, f"{t['value']:.4f} {t['unit']}", f"{t['tolerance']:g} {t['unit']}", _mark(t["ok"]))
     out.print(task)
+    buckets = getattr(report, "buckets", None)
+    if buckets:
+        per = Table(title="per bucket (SAT-HMR stage 2)")
+        for col in ("bucket", "frames", "selection changed", "demoted cells", "max abs", "worst rel L2", ""):
+            per.add_column(col, justify="left" if col == "bucket" else "right")
+        for name, b in buckets.items():
+            per.add_row(name, str(b["frames"]), str(b["selection_changed"]), str(b["demoted_cells"]),
+                        f"{b['max_abs']:.2e}", f"{b['worst_rel_l2']:.2e}", _mark(b["ok"]))
+        out.print(per)
     if report.execution != "runtime":
         out.print(f"[yellow]execution: {report.execution}[/]")
     for note in report.notes:

@@ -32,6 +32,9 @@ class ConvertSpec:
     calib_count: int = DEFAULT_COUNT
     calib_boxes: str | None = None
     recipe: QuantRecipe | None = None  # resolved for INT8 schemes only
+    canvas: str | None = None  # full-frame models (SAT-HMR): WxH, multiples of 56
+    buckets: str | None = None  # SAT-HMR: explicit bucket table "HRxOTHER,..."; else fitted to --calib frames
+    bucket_count: int = 4  # SAT-HMR: buckets fitted to the calibration frames
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -43,8 +46,14 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
                  trust_checkpoint: bool = False, with_mesh: bool = False, smpl: str = "synthetic", batch: int = 1,
                  out_dir: str = "runs", seed: int = 0, calib: str | None = None, calib_count: int = DEFAULT_COUNT,
                  calib_boxes: str | None = None, recipe: str = "default", keep_float: tuple[str, ...] = (),
-                 quantize: tuple[str, ...] = ()) -> ConvertSpec:
+                 quantize: tuple[str, ...] = (), canvas: str | None = None, buckets: str | None = None,
+                 bucket_count: int = 4) -> ConvertSpec:
     info = get_model_info(model)
+    if info.family == "sat-hmr":
+        return _resolve_sat_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, batch, out_dir,
+                                 seed, calib, calib_count, calib_boxes, canvas, buckets, bucket_count)
+    if canvas or buckets:
+        raise SpecError(f"--canvas/--buckets apply to full-frame SAT-HMR, not {model} (person crops).")
     caps = get_target(target)
     prec = caps.precisions[0] if precision is None else parse_precision(precision, caps)
     check_available(caps)
@@ -75,3 +84,36 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
         raise SpecError(f"--recipe/--keep-float/--quantize apply to int8 schemes, not {prec.value}.")
     return ConvertSpec(model, caps.id, prec, checkpoint, trust_checkpoint, with_mesh, smpl, batch, out_dir, seed,
                        calib, calib_count, calib_boxes, quant)
+
+
+SAT_PRECISIONS = (Precision.fp32, Precision.fp16)
+
+
+def _resolve_sat_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, batch, out_dir, seed, calib,
+                      calib_count, calib_boxes, canvas, buckets, bucket_count) -> ConvertSpec:
+    """SAT-HMR: one frame per inference, a canvas, a bucket table; calibration frames size the buckets."""
+    from edgehmr.sat.frame import Canvas
+    from edgehmr.sat.tables import parse_buckets
+
+    caps = get_target(target)
+    prec = caps.precisions[0] if precision is None else parse_precision(precision, caps)
+    check_available(caps)
+    if prec not in SAT_PRECISIONS:
+        raise SpecError(f"sat-hmr converts at {' or '.join(p.value for p in SAT_PRECISIONS)} so far; {prec.value} "
+                        f"(per-bucket INT8 calibration) is not implemented yet.")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise InputError(f"Checkpoint not found: {checkpoint}")
+    if with_mesh:
+        raise SpecError("--with-mesh is not available for sat-hmr (50 queries per frame); run SMPL on the kept "
+                        "people in the app.")
+    if batch != 1:
+        raise SpecError("sat-hmr artifacts take one frame per inference (--batch 1).")
+    canvas_obj = Canvas.parse(canvas or "1288x1288")
+    if buckets:
+        parse_buckets(buckets, canvas_obj.grid)  # fail now rather than after loading the model
+    if calib and calib != "synthetic" and not Path(calib).exists():
+        raise InputError(f"Calibration source not found: {calib}. Give an image folder, a video file or 'synthetic'.")
+    if bucket_count < 1:
+        raise SpecError(f"--bucket-count must be at least 1 (got {bucket_count}).")
+    return ConvertSpec(model, caps.id, prec, checkpoint, trust_checkpoint, False, "synthetic", 1, out_dir, seed,
+                       calib, calib_count, calib_boxes, None, str(canvas_obj), buckets, bucket_count)

@@ -4,6 +4,10 @@ On macOS the ``.mlpackage`` runs for real (``MLModel.predict``). Core ML cannot 
 hosts ``validate`` runs the simulation: the same torch module that was converted, rebuilt from the artifact's
 metadata (weights checked by hash), with Core ML's weight format and compute precision applied in torch. Reports
 say which of the two produced the numbers.
+
+Multi-shape parts (multifunction packages) run one function per entry on macOS. Elsewhere they run only as a
+simulation of a torch module the caller passes (the float32 module the part was converted from; the part's
+compute precision is applied to it), and otherwise are refused with the reason.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 import torch
 
 from edgehmr.converters.capabilities import Precision
+from edgehmr.converters.multishape import MultiShapeRunner
 from edgehmr.errors import InputError, TargetUnavailableError
 from edgehmr.targets.base import Runner
 
@@ -127,3 +132,65 @@ def open_runner(artifact_dir: Path, metadata: dict, threads: int | None = None) 
         return CoreMLRunner(artifact_dir / metadata["files"]["model"], [i["name"] for i in metadata["inputs"]],
                             [o["name"] for o in metadata["outputs"]])
     return open_simulation(artifact_dir, metadata)
+
+
+def _require_coremltools():
+    try:
+        import coremltools  # noqa: F401
+    except ImportError:
+        raise TargetUnavailableError("Running .mlpackage artifacts needs coremltools: "
+                                     "pip install 'edgehmr[coreml]'.") from None
+
+
+class CoreMLMultiShapeRunner(MultiShapeRunner):
+    """Each entry is a function of the multifunction package, loaded once (macOS only). ``execution`` stays
+    "runtime": Core ML itself runs it."""
+
+    def __init__(self, model_path: Path, part: dict, compute_units: str = "ALL"):
+        super().__init__(part)
+        import coremltools as ct
+
+        units = getattr(ct.ComputeUnit, compute_units)
+        self._models = {e: ct.models.MLModel(str(model_path), compute_units=units, function_name=e)
+                        for e in self.entries}
+
+    def _run(self, entry: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # Core ML's integer inputs are int32 (see converters.coreml.input_dtype).
+        inputs = {n: v.astype(np.int32) if np.issubdtype(v.dtype, np.integer) else v for n, v in feeds.items()}
+        return self._models[entry].predict(inputs)
+
+
+class TorchMultiShapeSimulationRunner(MultiShapeRunner):
+    """A multifunction package's numerics in torch: the same module for every entry (shapes come from feeds)."""
+
+    def __init__(self, module: torch.nn.Module, part: dict, description: str):
+        super().__init__(part)
+        self.module = module
+        self.dtype = next(module.parameters()).dtype
+        self.execution = f"simulated in torch ({description}); {SIMULATION_REASON}"
+
+    def _run(self, entry: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # Float inputs take the module's compute dtype; integer inputs (indices) stay integer.
+        inputs = [torch.from_numpy(feeds[n]) for n in self.input_names]
+        inputs = [t.to(self.dtype) if t.is_floating_point() else t for t in inputs]
+        with torch.no_grad():
+            outputs = self.module(*inputs)
+        return {n: o.float().numpy() for n, o in zip(self.output_names, outputs)}
+
+
+def open_multishape_runner(artifact_dir: Path, part: dict, threads: int | None = None,
+                           simulation_module: torch.nn.Module | None = None) -> MultiShapeRunner:
+    if can_run_coreml():
+        _require_coremltools()
+        return CoreMLMultiShapeRunner(artifact_dir / part["file"], part)
+    if simulation_module is None:
+        raise TargetUnavailableError(f"Cannot run the Core ML part {part['file']} here: {SIMULATION_REASON}. Run "
+                                     f"it on a Mac, or pass the module it was converted from (simulation_module) "
+                                     f"to simulate its numerics in torch.")
+    from edgehmr.converters.base import vendor_quiet
+    from edgehmr.converters.coreml import compute_precision, simulation_module as coreml_simulation
+
+    precision = Precision(part["precision"])
+    with vendor_quiet():
+        module = coreml_simulation(simulation_module.eval(), precision, None)
+    return TorchMultiShapeSimulationRunner(module, part, f"{compute_precision(precision)} compute")

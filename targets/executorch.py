@@ -2,6 +2,8 @@
 
 Programs with the Core ML delegate run only where ExecuTorch is built with the Core ML backend (Apple apps, or
 an ExecuTorch build for macOS); elsewhere opening one is refused with that reason.
+
+Multi-shape parts hold one method per entry (named after it); the runner loads the program once and each method.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgehmr.converters.multishape import MultiShapeRunner
 from edgehmr.errors import TargetUnavailableError
 from edgehmr.targets.base import Runner, native_output_silenced
 
@@ -59,6 +62,31 @@ def open_runner(artifact_dir: Path, metadata: dict, threads: int | None = None) 
                                      f"the numerics with '--target coreml' (simulated here) or on the device.")
     return ExecuTorchRunner(artifact_dir / metadata["files"]["model"], [i["name"] for i in metadata["inputs"]],
                             [o["name"] for o in metadata["outputs"]])
+
+
+class ExecuTorchMultiShapeRunner(MultiShapeRunner):
+    """The program loaded once, one loaded method per entry."""
+
+    def __init__(self, model_path: Path, part: dict):
+        super().__init__(part)
+        with native_output_silenced():
+            self._program = _runtime().load_program(str(model_path))
+        missing = [e for e in self.entries if e not in set(self._program.method_names)]
+        if missing:
+            raise TargetUnavailableError(f"{model_path} has no method for entries {missing}; methods: "
+                                         f"{sorted(self._program.method_names)}. Reconvert the part.")
+        with native_output_silenced():
+            self._methods = {e: self._program.load_method(e) for e in self.entries}
+
+    def _run(self, entry: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self._methods[entry].execute([torch.from_numpy(feeds[n]) for n in self.input_names])
+        return {n: o.detach().numpy().copy() for n, o in zip(self.output_names, outputs)}
+
+
+def open_multishape_runner(artifact_dir: Path, part: dict, threads: int | None = None,
+                           simulation_module=None) -> ExecuTorchMultiShapeRunner:
+    # ExecuTorch's XNNPACK threadpool is sized by the runtime; ``threads`` is not settable from Python.
+    return ExecuTorchMultiShapeRunner(artifact_dir / part["file"], part)
 
 
 # Wrapper events that contain others: counting them too would double the time.

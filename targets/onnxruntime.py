@@ -1,4 +1,4 @@
-"""ONNX Runtime runner (CPU execution provider)."""
+"""ONNX Runtime runner (CPU execution provider); multi-shape parts run every entry on one session."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from edgehmr.converters.multishape import MultiShapeRunner
 from edgehmr.targets.base import Runner
 
 
@@ -31,3 +32,20 @@ class OnnxRuntimeRunner(Runner):
 
 def open_runner(artifact_dir: Path, metadata: dict, threads: int | None = None) -> Runner:
     return OnnxRuntimeRunner(artifact_dir / metadata["files"]["model"], threads)
+
+
+class OnnxRuntimeMultiShapeRunner(MultiShapeRunner):
+    """One session for every entry: the graph's dynamic axes take each entry's sizes."""
+
+    def __init__(self, model_path: Path, part: dict, threads: int | None = None, execution: str = "runtime"):
+        super().__init__(part)
+        self.session = OnnxRuntimeRunner(model_path, threads)
+        self.execution = execution
+
+    def _run(self, entry: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.session.run(feeds)
+
+
+def open_multishape_runner(artifact_dir: Path, part: dict, threads: int | None = None,
+                           simulation_module=None) -> OnnxRuntimeMultiShapeRunner:
+    return OnnxRuntimeMultiShapeRunner(artifact_dir / part["file"], part, threads)

@@ -29,3 +29,21 @@ def scene(grid: tuple[int, int], people: list[tuple[int, int, int, int, float, f
     for y0, x0, y1, x1, c, s in people:
         conf[y0:y1, x0:x1], scale[y0:y1, x0:x1] = c, s
     return classify(conf, scale)
+
+
+def varied_tiny_sat(seed: int = 0) -> SatHmr:
+    """The tiny model with a scale head that spreads confidence and scale over (0, 1), so that frames select
+    different token mixes and hit different buckets (seeded heads sit near 0.5 everywhere)."""
+    model = tiny_sat(seed)
+    with torch.no_grad():
+        last = model.scale_head.layers[-1]
+        last.weight.normal_(0, 3.0 / last.weight.shape[1] ** 0.5, generator=torch.Generator().manual_seed(seed))
+    return model
+
+
+def loaded_tiny(module: SatHmr):
+    """A LoadedModel for the registered ``sat-hmr`` entry holding the tiny module (seeded, untrained)."""
+    from edgehmr.models import LoadedModel, get_model_info
+    from edgehmr.models._checkpoint import weights_sha256
+
+    return LoadedModel(get_model_info("sat-hmr"), module, "untrained", None, weights_sha256(module), 0)

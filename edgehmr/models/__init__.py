@@ -49,15 +49,17 @@ def load_model(name: str, checkpoint: str | Path | None = None, *, trust_checkpo
 
 
 def model_cost(name: str) -> tuple[int, float]:
-    """(parameters, GMACs per crop) counted on the meta device, so even ViT-H costs no memory or time."""
+    """(parameters, GMACs per crop or frame) counted on the meta device, so even ViT-H costs no memory or time."""
     from torch.utils.flop_counter import FlopCounterMode
 
     info = get_model_info(name)
     with torch.device("meta"):
         module = info.build()
-        image = torch.empty(1, *info.inputs[0].shape[1:])
-    params = sum(p.numel() for p in module.parameters())
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        module(image)
+        params = sum(p.numel() for p in module.parameters())
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            if info.cost_forward is not None:
+                info.cost_forward(module)
+            else:
+                module(torch.empty(1, *info.inputs[0].shape[1:]))
     return params, counter.get_total_flops() / 2e9

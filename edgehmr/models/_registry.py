@@ -22,15 +22,18 @@ class TensorInfo:
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
-    family: str  # "hmr2" | "vitpose": selects decoding and task metrics
+    family: str  # "hmr2" | "vitpose" | "sat-hmr": selects the pipeline, decoding and task metrics
     description: str
     build: Callable[[], nn.Module]  # architecture only, parameters uninitialised
     init_weights: Callable[[nn.Module], None]  # seeded "untrained" weights
     filter_checkpoint: Callable[[dict], dict]  # published layout -> our state dict (drops training-only keys)
-    crop: CropRule
+    crop: CropRule | None  # person-crop rule; None for full-frame models (SAT-HMR)
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     checkpoint_layout: str  # human description of the accepted published layout
+    # Runs one representative forward for `edgehmr models`' GMACs where ``module(image)`` is not the model's
+    # whole computation (two-stage models); None: ``module(inputs[0])``.
+    cost_forward: Callable[[nn.Module], object] | None = None
 
     @property
     def output_names(self) -> list[str]:
@@ -63,4 +66,4 @@ def get_model_info(name: str) -> ModelInfo:
 
 def _ensure_loaded() -> None:
     # Importing the family modules registers their variants.
-    from edgehmr.models import hmr2, vitpose  # noqa: F401
+    from edgehmr.models import hmr2, sat_registry, vitpose  # noqa: F401

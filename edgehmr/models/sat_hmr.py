@@ -190,8 +190,10 @@ class SatHmr(nn.Module):
         b = image.shape[0]
         gh, gw = cells_of(image)
         dim, n = self.cfg.dim, hr_cells.shape[1]
-        cells = image.reshape(b, 3, gh, LOW_RES_CELL, gw, LOW_RES_CELL).permute(0, 2, 4, 1, 3, 5)
-        cells = cells.reshape(b, gh * gw, 3 * LOW_RES_CELL * LOW_RES_CELL)
+        # Cells as rows of pixels, in rank <= 5 steps (Core ML's limit).
+        px = LOW_RES_CELL * LOW_RES_CELL
+        cells = image.reshape(b * 3 * gh, LOW_RES_CELL, gw, LOW_RES_CELL).permute(0, 2, 1, 3)
+        cells = cells.reshape(b, 3, gh, gw, px).permute(0, 2, 3, 1, 4).reshape(b, gh * gw, 3 * px)
         picked = torch.gather(cells, 1, hr_cells[:, :, None].expand(-1, -1, cells.shape[-1]))
         patches = self.encoder_patch_proj[0](picked.reshape(b * n, 3, LOW_RES_CELL, LOW_RES_CELL))  # [bn, C, 2, 2]
         tokens = patches.flatten(2).transpose(1, 2).reshape(b, n * 4, dim)
@@ -218,7 +220,7 @@ class SatHmr(nn.Module):
         hr_keys = torch.cat([zero, token_mask], dim=1)
         for block in self.encoder.blocks[:self.cfg.hr_blocks]:
             hr = block(hr, hr_keys)
-        pooled = low_res_tokens.reshape(b, gh // 2, 2, gw // 2, 2, dim).amax(dim=(2, 4)).reshape(b, -1, dim)
+        pooled = background_tokens(low_res_tokens, (gh, gw))
         source = torch.cat([low_res_tokens, pooled], dim=1)
         others = torch.gather(source, 1, other_index[:, :, None].expand(-1, -1, dim))
         x = torch.cat([cls[:, None], hr[:, 1:], others], dim=1)
@@ -233,8 +235,9 @@ class SatHmr(nn.Module):
         ``transl [B,Q,3]`` (camera frame, m), ``boxes [B,Q,4]`` (cx, cy, w, h over the 1288 canvas),
         ``confidence [B,Q]``."""
         b = memory.shape[0]
-        tgt = self.tgt_embed.weight[None].expand(b, -1, -1)
-        anchors = torch.sigmoid(self.refpoint_embed.weight)[None].expand(b, -1, -1)
+        # repeat, not expand: ExecuTorch folds parameter-only ops into constants and rejects 0-stride ones.
+        tgt = self.tgt_embed.weight[None].repeat(b, 1, 1)
+        anchors = torch.sigmoid(self.refpoint_embed.weight)[None].repeat(b, 1, 1)
         hs, used = self.decoder.decoder(tgt, anchors, memory, memory_pos, memory_mask)
         pose = self.mean_pose + sum(head(h) for head, h in zip(self.pose_head, hs))
         betas = self.mean_shape + sum(head(h) for head, h in zip(self.shape_head, hs))
@@ -248,6 +251,14 @@ class SatHmr(nn.Module):
         memory = self.encode(image, low_res_tokens, cls, hr_cells, hr_mask, other_index, other_mask)
         memory_pos = self.memory_positions(hr_cells, other_index, cells_of(image))
         return self.decode(memory, memory_pos, torch.cat([per_token(hr_mask), other_mask], dim=1))
+
+
+def background_tokens(low_res_tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Every 2x2 block of encoded low-res tokens max-pooled: ``[B, H*W, C] -> [B, H/2 * W/2, C]`` (rank <= 5)."""
+    b, _, dim = low_res_tokens.shape
+    gh, gw = grid
+    blocks = low_res_tokens.reshape(b * gh // 2, 2, gw // 2, 2, dim).amax(dim=(1, 3))
+    return blocks.reshape(b, -1, dim)
 
 
 def per_token(hr_mask: torch.Tensor) -> torch.Tensor:

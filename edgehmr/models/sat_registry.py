@@ -1,0 +1,45 @@
+"""Registers ``sat-hmr``: the published SAT-HMR (DINOv2 ViT-B/14 encoder, DAB-DETR decoder, 50 queries)."""
+
+from __future__ import annotations
+
+import torch
+
+from edgehmr.models._registry import ModelInfo, TensorInfo, register
+from edgehmr.models.sat_hmr import CANVAS, PUBLISHED, SatHmr, filter_sat_checkpoint, init_sat_hmr
+
+Q = PUBLISHED.queries
+SAT_OUTPUTS = (
+    TensorInfo("global_orient", ("B", Q, 1, 3, 3), "per query: root rotation matrix, SMPL body frame -> camera"),
+    TensorInfo("body_pose", ("B", Q, 23, 3, 3), "per query: 23 body joint rotation matrices"),
+    TensorInfo("betas", ("B", Q, 10), "per query: SMPL shape coefficients"),
+    TensorInfo("transl", ("B", Q, 3), "per query: camera-frame translation (m), 60-degree field of view"),
+    TensorInfo("boxes", ("B", Q, 4), "per query: box (cx, cy, w, h) normalised by the 1288 canvas"),
+    TensorInfo("confidence", ("B", Q), "per query: person confidence (keep > 0.3)"),
+)
+FRAME_INPUT = TensorInfo("image", ("B", 3, CANVAS, CANVAS), "full frame on the canvas, see preprocessing")
+
+
+def plain_644_forward(model: SatHmr) -> None:
+    """One 1288x1288 frame with every cell at low resolution (the paper's plain "644" token count, 2116)."""
+    cells = (CANVAS // 28) ** 2
+    model.requires_grad_(False)  # views of the query embeddings would otherwise trip the FLOP counter's hooks
+    image = torch.empty(1, 3, CANVAS, CANVAS)
+    scale_map, tokens, cls = model.stage1(image)
+    hr = torch.zeros(1, 4, dtype=torch.long)
+    model.stage2(image, tokens, cls, hr, torch.empty(1, 4), torch.zeros(1, cells, dtype=torch.long),
+                 torch.empty(1, cells))
+
+
+register(ModelInfo(
+    name="sat-hmr",
+    family="sat-hmr",
+    description="SAT-HMR multi-person (scale-adaptive tokens, 50 queries; GMACs: 1288² frame at 2116 tokens)",
+    build=lambda: SatHmr(PUBLISHED),
+    init_weights=init_sat_hmr,
+    filter_checkpoint=filter_sat_checkpoint,
+    crop=None,
+    inputs=(FRAME_INPUT,),
+    outputs=SAT_OUTPUTS,
+    checkpoint_layout="SAT-HMR .pth (sat_644.pth): flat state dict of the published Model",
+    cost_forward=plain_644_forward,
+))

@@ -1,0 +1,76 @@
+"""Runs a two-stage SAT-HMR artifact on any target: stage 1, the host's bucketing, stage 2 on the chosen bucket.
+
+This is the Python form of what an app does around the artifact (the C++ runtime mirrors it): the host step is
+:mod:`edgehmr.bucketing`, plain numpy, reading the bucket table and rules from ``metadata.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgehmr.artifact import read_metadata
+from edgehmr.bucketing import Selection, classify, pack
+from edgehmr.converters.multishape import open_multishape_runner
+from edgehmr.errors import InputError
+from edgehmr.sat.tables import table_from_json
+
+STAGE1_ENTRY = "canvas"
+
+
+@dataclass
+class SatResult:
+    outputs: dict[str, np.ndarray]  # stage-2 outputs, batch axis kept: [1, 50, ...]
+    scale_map: np.ndarray  # [2, H/28, W/28]
+    selection: Selection  # the rule's selection on this target's scale map (before any demotion)
+    bucket: str
+    demoted: int  # small cells seen at low resolution because the largest bucket was too small
+
+
+class SatPipeline:
+    def __init__(self, artifact_dir: str | Path, threads: int | None = None):
+        self.artifact_dir = Path(artifact_dir)
+        self.meta = read_metadata(self.artifact_dir)
+        if self.meta["model"].get("family") != "sat-hmr":
+            raise InputError(f"{artifact_dir} is not a SAT-HMR artifact (model {self.meta['model']['model']}).")
+        self.table = table_from_json(self.meta["buckets"])
+        rule = self.meta["buckets"]["selection"]
+        self.thresholds = (rule["confidence_gt"], rule["scale_lt"])
+        sims = self._simulation_modules()
+        self.stage1, self.stage2 = (
+            open_multishape_runner(self.artifact_dir, self.meta["stages"][name], threads, sims.get(name))
+            for name in ("stage1", "stage2"))
+        self.execution = self.stage2.execution
+
+    def _simulation_modules(self) -> dict:
+        """Torch modules for targets that cannot run here and simulate instead (Core ML off macOS)."""
+        if self.meta["target"] != "coreml":
+            return {}
+        from edgehmr.targets.coreml import can_run_coreml, rebuild_module
+
+        if can_run_coreml():
+            return {}
+        from edgehmr.models.sat_hmr import Stage1Graph, Stage2Graph
+
+        model = rebuild_module(self.meta)
+        return {"stage1": Stage1Graph(model).eval(), "stage2": Stage2Graph(model).eval()}
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        canvas = self.meta["canvas"]
+        return 1, 3, canvas["height"], canvas["width"]
+
+    def run(self, image: np.ndarray) -> SatResult:
+        """``image [1, 3, H, W]`` float32 on the artifact's canvas (:func:`edgehmr.sat.frame.prepare_frame`)."""
+        if tuple(image.shape) != self.input_shape:
+            raise InputError(f"frame of shape {tuple(image.shape)}, the artifact's canvas needs {self.input_shape}; "
+                             f"prepare it with edgehmr.sat.frame.prepare_frame.")
+        first = self.stage1.run(STAGE1_ENTRY, {"image": image})
+        scale_map = first["scale_map"][0]
+        selection = classify(scale_map[0], scale_map[1], *self.thresholds)
+        packed = pack(selection, self.table)
+        feeds = {"image": image, "low_res_tokens": first["low_res_tokens"], "cls": first["cls"]} | packed.feeds()
+        outputs = self.stage2.run(packed.bucket.name, feeds)
+        return SatResult(outputs, scale_map, selection, packed.bucket.name, packed.demoted)

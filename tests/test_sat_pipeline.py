@@ -1,0 +1,95 @@
+"""SAT-HMR end to end on the tiny configuration: reference bundle (dynamic shapes) -> two-stage multi-bucket
+artifacts per target -> the runner -> per-bucket validation against the reference."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgehmr.calibration.sources import synthetic_samples
+from edgehmr.sat.bundle import make_sat_bundle
+from edgehmr.sat.convert import convert_sat
+from edgehmr.sat.frame import Canvas
+from edgehmr.sat.validate import validate_sat
+from edgehmr.spec import resolve_spec
+from sat_helpers import loaded_tiny, varied_tiny_sat
+
+CANVAS = "336x224"
+BUCKETS = "8x48,24x80,48x96"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sat")
+    loaded = loaded_tiny(varied_tiny_sat(2))
+    bundle = make_sat_bundle(loaded, list(synthetic_samples(6, seed=1)), Canvas.parse(CANVAS), root / "ref")
+    return root, loaded, bundle
+
+
+def _convert(root, loaded, target, precision=None, buckets=BUCKETS):
+    spec = resolve_spec("sat-hmr", target, precision, out_dir=str(root), canvas=CANVAS, buckets=buckets)
+    return convert_sat(spec, loaded)
+
+
+@pytest.mark.parametrize("target", ["onnx", "openvino", "executorch", "tensorrt"])
+def test_fp32_artifact_matches_the_dynamic_reference_per_bucket(setup, target):
+    root, loaded, bundle = setup
+    artifact = _convert(root, loaded, target)
+    meta = json.loads((artifact / "metadata.json").read_text())
+    assert [b["name"] for b in meta["buckets"]["buckets"]] == ["b8x48", "b24x80", "b48x96"]
+    assert set(meta["stages"]["stage2"]["entries"]) == {"b8x48", "b24x80", "b48x96"}
+    report = validate_sat(artifact, bundle)
+    assert report.passed, report.to_json()
+    assert len(report.buckets) >= 2  # the frames exercise more than one bucket
+    for bucket in report.buckets.values():
+        assert bucket["selection_changed"] == 0 and bucket["demoted_cells"] == 0
+        assert bucket["max_abs"] < 1e-4
+
+
+def test_fp16_openvino_passes_at_its_tolerance(setup):
+    root, loaded, bundle = setup
+    report = validate_sat(_convert(root, loaded, "openvino", "fp16"), bundle)
+    assert report.passed, report.to_json()
+
+
+def test_overflow_is_reported_by_validate(setup):
+    root, loaded, bundle = setup
+    report = validate_sat(_convert(root, loaded, "onnx", buckets="4x96"), bundle)
+    assert sum(b["demoted_cells"] for b in report.buckets.values()) > 0
+    assert any("overflowed" in n for n in report.notes)
+
+
+def test_int8_is_refused_with_a_reason():
+    from edgehmr.errors import SpecError
+
+    with pytest.raises(SpecError, match="INT8"):
+        resolve_spec("sat-hmr", "openvino", "int8", canvas=CANVAS)
+
+
+def test_coreml_artifact_has_one_function_per_bucket_with_integer_index_inputs(setup):
+    root, loaded, _ = setup
+    artifact = _convert(root, loaded, "coreml")
+    meta = json.loads((artifact / "metadata.json").read_text())
+    stage2 = meta["stages"]["stage2"]["details"]
+    assert stage2["functions"] == ["b8x48", "b24x80", "b48x96"]
+    assert stage2["minimum_deployment_target"]["ios"] == "iOS18"  # multifunction
+    program = stage2["program"]
+    inputs = {i["name"]: i for i in program["inputs"]}
+    assert inputs["hr_cells"]["dtype"] == "int32" and inputs["other_mask"]["dtype"] == "float32"
+    assert inputs["hr_cells"]["shape"] == [1, 8] and inputs["other_index"]["shape"] == [1, 48]  # default function
+
+
+def test_cli_refuses_bad_sat_options_with_one_line(tmp_path, capsys):
+    from edgehmr.cli import main
+
+    cases = [(["-m", "sat-hmr", "--canvas", "300x200"], "multiple of 56"),
+             (["-m", "sat-hmr", "--buckets", "8by48"], "HRxOTHER"),
+             (["-m", "sat-hmr", "--canvas", "336x224", "--buckets", "8x48"], "one per cell"),
+             (["-m", "hmr2-vit-s", "--canvas", "336x224"], "full-frame"),
+             (["-m", "sat-hmr", "--batch", "2"], "one frame")]
+    for args, message in cases:
+        code = main(["convert", *args, "--dry-run", "-o", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
