@@ -12,16 +12,18 @@ far people as 2x2-cell rectangles of small scale, 0-2 near people as 6x6 rectang
 per-bucket latency curve and how often each bucket is hit on the calibration scenes.
 
 Seeded published-size weights (ViT-B encoder, 6-layer decoder) and synthetic scale maps; the ratios, not the
-milliseconds, are the result. Run it alone (nothing else on the machine).
+milliseconds, are the result (oracle and bucketed graphs of a scene are timed in alternation). Run it alone (nothing else on the machine).
 
-    python bench/bucketing.py --canvas 672 --runs 5
+    python bench/bucketing.py --canvas 672 --runs 9
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -61,16 +63,28 @@ def exact_bucket(selection: Selection) -> Bucket:
     return Bucket.of(max(selection.hr_cells, 1), selection.other_tokens)
 
 
+def paired(runner, contenders: list[tuple[str, dict]], warmup: int, runs: int) -> list[float]:
+    """Median ms of each contender, timed in alternation so that drift in machine speed hits them alike."""
+    times: list[list[float]] = [[] for _ in contenders]
+    for i in range(warmup + runs):
+        for k, (name, feed) in enumerate(contenders):
+            start = time.perf_counter()
+            runner.run(name, feed)
+            if i >= warmup:
+                times[k].append((time.perf_counter() - start) * 1e3)
+    return [statistics.median(t) for t in times]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--canvas", type=int, default=672, help="Square canvas side (multiple of 56).")
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--calib-scenes", type=int, default=64)
     ap.add_argument("--test-scenes", type=int, default=8)
-    ap.add_argument("--buckets", type=int, default=6)
+    ap.add_argument("--buckets", type=int, default=8)
     ap.add_argument("--hr-step", type=int, default=4, help="Bucket capacities are multiples of these steps.")
-    ap.add_argument("--other-step", type=int, default=32)
+    ap.add_argument("--other-step", type=int, default=16)
     args = ap.parse_args()
     grid = args.canvas // LOW_RES_CELL
     torch.manual_seed(0)
@@ -129,8 +143,8 @@ def main() -> None:
         ratios, speedups = [], []
         for i, s in enumerate(tests):
             bucket, fitted, _ = table.choose(s)
-            oracle_ms = run(f"exact-{exact_bucket(s).name}", s, exact_bucket(s))
-            bucket_ms = run(bucket.name, fitted, bucket)
+            oracle_ms, bucket_ms = paired(runner, [(f"exact-{exact_bucket(s).name}", feeds(s, exact_bucket(s))),
+                                                   (bucket.name, feeds(fitted, bucket))], args.warmup, args.runs)
             ratios.append(bucket_ms / oracle_ms)
             speedups.append(dense_ms / bucket_ms)
             print(f"| {i} | {s.hr_cells} | {s.memory_tokens} | {bucket.name} | {oracle_ms:.1f} | {bucket_ms:.1f} | "

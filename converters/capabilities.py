@@ -24,7 +24,7 @@ class TargetCaps:
     suffix: str  # model file suffix inside the artifact folder
     precisions: tuple[Precision, ...]
     calibrated: tuple[Precision, ...]  # precisions that need calibration data
-    buckets: str  # how static-shape buckets are packaged ("none" until a target supports them)
+    buckets: str  # how SAT-HMR's static-shape buckets are packaged (converters.multishape)
     host: str  # where the artifact runs
     extra: str  # pip extra that installs the runtime
     converter: str  # module in edgehmr.converters with convert()
@@ -38,14 +38,14 @@ TARGETS: dict[str, TargetCaps] = {
         TargetCaps(
             id="onnx", runtime="ONNX Runtime (CPU)", suffix=".onnx",
             precisions=(Precision.fp32, Precision.fp16, Precision.int8, Precision.int8_weights),
-            calibrated=(Precision.int8,), buckets="none",
+            calibrated=(Precision.int8,), buckets="one graph, dynamic token axes",
             host="any (x86, ARM; CPU execution provider)", extra="edgehmr (core)",
             converter="edgehmr.converters.onnx", runner="edgehmr.targets.onnxruntime",
         ),
         TargetCaps(
             id="openvino", runtime="OpenVINO (CPU plugin)", suffix=".xml",
             precisions=(Precision.fp32, Precision.fp16, Precision.int8, Precision.int8_weights),
-            calibrated=(Precision.int8,), buckets="none",
+            calibrated=(Precision.int8,), buckets="one IR, reshaped per bucket",
             host="x86 / ARM CPU (Intel GPU/NPU devices untested)", extra="edgehmr[openvino]",
             converter="edgehmr.converters.openvino", runner="edgehmr.targets.openvino",
             requires=("openvino", "nncf"),
@@ -53,7 +53,7 @@ TARGETS: dict[str, TargetCaps] = {
         TargetCaps(
             id="tensorrt", runtime="TensorRT (NVIDIA GPU / Jetson)", suffix=".onnx",
             precisions=(Precision.fp32, Precision.fp16, Precision.int8), calibrated=(Precision.int8,),
-            buckets="none", host="Jetson Orin (TensorRT 10.x, JetPack 6), NVIDIA GPUs (TensorRT 10.x/11.x)",
+            buckets="one engine, a profile per bucket", host="Jetson Orin (TensorRT 10.x, JetPack 6), NVIDIA GPUs (TensorRT 10.x/11.x)",
             extra="edgehmr[tensorrt] on the device; the ONNX is built anywhere",
             converter="edgehmr.converters.tensorrt", runner="edgehmr.targets.tensorrt",
         ),
@@ -66,7 +66,7 @@ TARGETS: dict[str, TargetCaps] = {
         ),
         TargetCaps(
             id="executorch-coreml", runtime="ExecuTorch (Core ML delegate)", suffix=".pte",
-            precisions=(Precision.fp16, Precision.fp32), calibrated=(), buckets="multi-method .pte",
+            precisions=(Precision.fp16, Precision.fp32), calibrated=(), buckets="none (use coreml)",
             host="iOS / macOS only (built anywhere)", extra="edgehmr[executorch,coreml]",
             converter="edgehmr.converters.executorch_coreml", runner="edgehmr.targets.executorch",
             requires=("executorch", "coremltools"),

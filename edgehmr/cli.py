@@ -146,7 +146,8 @@ def convert(
                                                        "1288 (default 1288x1288; 1288x728 for 16:9 video)."),
     buckets: str = typer.Option(None, "--buckets", help="sat-hmr: bucket table HRxOTHER,... (high-res cells x "
                                                          "low-res/background tokens); default: fitted to --calib."),
-    bucket_count: int = typer.Option(4, "--bucket-count", help="sat-hmr: buckets fitted to the --calib frames."),
+    bucket_count: int = typer.Option(8, "--bucket-count", help="sat-hmr: buckets fitted to the --calib frames "
+                                                               "(more: less padding, more graphs to compile)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved spec and stop."),
     quiet: bool = QuietOpt,
 ):
@@ -278,11 +279,11 @@ def validate(
     """
     from edgehmr.artifact import read_metadata
     from edgehmr.reference import load_bundle
-    from edgehmr.validate import validate as run_validate
+    from edgehmr.sat.validate import validate_sat
+    from edgehmr.validate import validate as validate_crops
 
     count = load_bundle(reference_dir).count
-    if read_metadata(artifact)["model"].get("family") == "sat-hmr":
-        from edgehmr.sat.validate import validate_sat as run_validate
+    run_validate = validate_sat if read_metadata(artifact)["model"].get("family") == "sat-hmr" else validate_crops
     with progress_bar("validate", count, quiet) as advance:
         report = run_validate(artifact, reference_dir, smpl, threads, advance)
     if as_json:

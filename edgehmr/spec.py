@@ -34,7 +34,7 @@ class ConvertSpec:
     recipe: QuantRecipe | None = None  # resolved for INT8 schemes only
     canvas: str | None = None  # full-frame models (SAT-HMR): WxH, multiples of 56
     buckets: str | None = None  # SAT-HMR: explicit bucket table "HRxOTHER,..."; else fitted to --calib frames
-    bucket_count: int = 4  # SAT-HMR: buckets fitted to the calibration frames
+    bucket_count: int = 8  # SAT-HMR: buckets fitted to the calibration frames
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -47,7 +47,7 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
                  out_dir: str = "runs", seed: int = 0, calib: str | None = None, calib_count: int = DEFAULT_COUNT,
                  calib_boxes: str | None = None, recipe: str = "default", keep_float: tuple[str, ...] = (),
                  quantize: tuple[str, ...] = (), canvas: str | None = None, buckets: str | None = None,
-                 bucket_count: int = 4) -> ConvertSpec:
+                 bucket_count: int = 8) -> ConvertSpec:
     info = get_model_info(model)
     if info.family == "sat-hmr":
         return _resolve_sat_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, batch, out_dir,
@@ -86,8 +86,6 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
                        calib, calib_count, calib_boxes, quant)
 
 
-SAT_PRECISIONS = (Precision.fp32, Precision.fp16)
-
 
 def _resolve_sat_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, batch, out_dir, seed, calib,
                       calib_count, calib_boxes, canvas, buckets, bucket_count) -> ConvertSpec:
@@ -98,9 +96,18 @@ def _resolve_sat_spec(model, target, precision, checkpoint, trust_checkpoint, wi
     caps = get_target(target)
     prec = caps.precisions[0] if precision is None else parse_precision(precision, caps)
     check_available(caps)
-    if prec not in SAT_PRECISIONS:
-        raise SpecError(f"sat-hmr converts at {' or '.join(p.value for p in SAT_PRECISIONS)} so far; {prec.value} "
-                        f"(per-bucket INT8 calibration) is not implemented yet.")
+    from edgehmr.converters.multishape import MULTISHAPE_PRECISIONS
+
+    supported = MULTISHAPE_PRECISIONS.get(caps.id, ())
+    if not supported:
+        raise SpecError(f"sat-hmr needs multi-bucket artifacts, which target {caps.id} cannot hold; targets that "
+                        f"can: {', '.join(MULTISHAPE_PRECISIONS)}.")
+    if prec not in supported:
+        raise SpecError(f"sat-hmr on {caps.id} converts at {', '.join(p.value for p in supported)}; not "
+                        f"{prec.value}.")
+    if prec in caps.calibrated and not calib:
+        raise SpecError(f"{prec.value} sat-hmr on {caps.id} needs calibration frames (every bucket is calibrated on "
+                        f"the frames it holds): pass --calib with an image folder or a video.")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise InputError(f"Checkpoint not found: {checkpoint}")
     if with_mesh:

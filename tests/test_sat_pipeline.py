@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from edgehmr.calibration.sources import synthetic_samples
@@ -93,3 +92,20 @@ def test_cli_refuses_bad_sat_options_with_one_line(tmp_path, capsys):
         code = main(["convert", *args, "--dry-run", "-o", str(tmp_path)])
         err = capsys.readouterr().err
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def test_int8_calibrates_every_bucket_and_validates(setup):
+    root, loaded, bundle = setup
+    spec = resolve_spec("sat-hmr", "openvino", "int8", out_dir=str(root / "int8"), canvas=CANVAS,
+                        buckets=BUCKETS, calib="synthetic", calib_count=6)
+    artifact = convert_sat(spec, loaded)
+    meta = json.loads((artifact / "metadata.json").read_text())
+    samples = {b["name"]: b["calibration_samples"] for b in meta["buckets"]["buckets"]}
+    # b8x48 holds no synthetic frame (they all need > 48 other tokens); the others are calibrated on their own.
+    assert samples["b8x48"] == 0 and samples["b24x80"] > 0 and samples["b48x96"] > 0
+    assert meta["stages"]["stage2"]["details"]["calibration_samples"]["b24x80"] == samples["b24x80"]
+    report = validate_sat(artifact, bundle)
+    assert report.task["mpjpe_mm"]["ok"], report.task
+    # INT8 moves some scale-map values across the thresholds: reported per bucket and in a note, never hidden.
+    changed = sum(b["selection_changed"] for b in report.buckets.values())
+    assert changed == 0 or any("selected other tokens" in n for n in report.notes)

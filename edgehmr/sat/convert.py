@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from edgehmr.artifact import METADATA, SCHEMA_VERSION, staged_dir, write_json
-from edgehmr.bucketing import Bucket, BucketTable, pack_into
+from edgehmr.bucketing import Bucket, BucketTable, Selection, buckets_from_counts, pack_into
 from edgehmr.calibration.sources import open_source
 from edgehmr.converters.capabilities import get_target
 from edgehmr.converters.multishape import MultiShapeJob, convert_multishape, part_metadata
@@ -31,33 +31,39 @@ from edgehmr.models.sat_hmr import (FOCAL_PX, FOV_DEGREES, STAGE1_INPUTS, STAGE1
 from edgehmr.sat.bundle import unique_frames
 from edgehmr.sat.frame import Canvas, prepare_frame, preprocessing_json
 from edgehmr.sat.runner import STAGE1_ENTRY
-from edgehmr.sat.tables import default_table, fitted_table, parse_buckets, table_json
+from edgehmr.sat.calibration import sat_calibration
+from edgehmr.sat.tables import HR_STEP, OTHER_STEP, default_table, parse_buckets, selections_of, table_json
 from edgehmr.spec import ConvertSpec
 
 
 
+def calibration_frames(spec: ConvertSpec, canvas: Canvas) -> list[np.ndarray]:
+    frames = unique_frames(open_source(spec.calib, spec.calib_count, spec.calib_boxes, spec.seed))
+    return [prepare_frame(f.image, canvas).image for f in frames[:spec.calib_count]]
+
+
 def resolve_table(spec: ConvertSpec, loaded: LoadedModel, canvas: Canvas,
-                  progress=None) -> tuple[BucketTable, dict]:
-    """``--buckets`` wins; else buckets fitted to the calibration frames; else the canvas default."""
+                  images: list[np.ndarray] | None) -> tuple[BucketTable, dict, list[Selection]]:
+    """``--buckets`` wins; else buckets fitted to the calibration frames; else the canvas default.
+    Also returns the calibration frames' selections (empty without frames)."""
     grid = canvas.grid
+    selections = selections_of(loaded.module, images) if images else []
+    hits = None
     if spec.buckets:
-        table = parse_buckets(spec.buckets, grid)
-        return table, table_json(table, "--buckets")
-    if spec.calib:
-        frames = unique_frames(open_source(spec.calib, spec.calib_count, spec.calib_boxes, spec.seed))
-        images = [prepare_frame(f.image, canvas).image for f in frames[:spec.calib_count]]
-        table, selections = fitted_table(loaded.module, images, grid, spec.bucket_count)
-        hits = Counter(table.choose(s)[0].name for s in selections)
-        return table, table_json(table, f"fitted to {len(images)} frames of {spec.calib}", dict(hits))
-    table = default_table(grid)
-    return table, table_json(table, "canvas default (not fitted to data: pass --calib or --buckets)")
+        table, origin = parse_buckets(spec.buckets, grid), "--buckets"
+    elif selections:
+        table = buckets_from_counts(selections, grid, spec.bucket_count, HR_STEP, OTHER_STEP)
+        origin = f"fitted to {len(images)} frames of {spec.calib}"
+    else:
+        table, origin = default_table(grid), "canvas default (not fitted to data: pass --calib or --buckets)"
+    if selections:
+        hits = dict(Counter(table.choose(s)[0].name for s in selections))
+    return table, table_json(table, origin, hits), selections
 
 
 def stage2_example(image: torch.Tensor, tokens: torch.Tensor, cls: torch.Tensor, bucket: Bucket,
                    grid: tuple[int, int]) -> tuple[torch.Tensor, ...]:
     """Inputs of ``bucket``'s static shape (an empty selection: every slot padding; values do not matter)."""
-    from edgehmr.bucketing import Selection
-
     empty = Selection(np.zeros(grid, bool), np.zeros(grid, bool), np.zeros((grid[0] // 2, grid[1] // 2), bool),
                       np.zeros(grid, np.float32))
     packed = pack_into(empty, bucket, grid)
@@ -68,18 +74,24 @@ def convert_sat(spec: ConvertSpec, loaded: LoadedModel | None = None) -> Path:
     caps = get_target(spec.target)
     loaded = loaded or load_model(spec.model, spec.checkpoint, trust_checkpoint=spec.trust_checkpoint, seed=spec.seed)
     canvas = Canvas.parse(spec.canvas)
-    table, table_meta = resolve_table(spec, loaded, canvas)
+    images = calibration_frames(spec, canvas) if spec.calib else None
+    table, table_meta, selections = resolve_table(spec, loaded, canvas, images)
     model = loaded.module
+    calib1 = calib2 = None
+    if spec.precision in caps.calibrated:
+        calib1, calib2 = sat_calibration(model, images, selections, table)
+        for entry in table_meta["buckets"]:  # 0: no calibration frame fits it; it uses the shared scales
+            entry["calibration_samples"] = len(calib2.get(entry["name"], []))
     gen = torch.Generator().manual_seed(spec.seed)
     image = torch.randn(1, 3, canvas.height, canvas.width, generator=gen)
     with torch.no_grad():
         _, tokens, cls = model.stage1(image)
     jobs = {
         "stage1": MultiShapeJob(Stage1Graph(model).eval(), {STAGE1_ENTRY: (image,)}, STAGE1_INPUTS, STAGE1_OUTPUTS,
-                                spec.precision, f"{spec.model} stage 1"),
+                                spec.precision, f"{spec.model} stage 1", calib1),
         "stage2": MultiShapeJob(Stage2Graph(model).eval(),
                                 {b.name: stage2_example(image, tokens, cls, b, canvas.grid) for b in table.buckets},
-                                STAGE2_INPUTS, STAGE2_OUTPUTS, spec.precision, f"{spec.model} stage 2"),
+                                STAGE2_INPUTS, STAGE2_OUTPUTS, spec.precision, f"{spec.model} stage 2", calib2),
     }
     final = Path(spec.out_dir) / f"{spec.model}-{caps.id}-{spec.precision.value}-{canvas}"
     start = time.perf_counter()

@@ -6,11 +6,10 @@ import numpy as np
 import torch
 
 from edgehmr.bucketing import (CONF_THRESHOLD, HR_TOKENS_PER_CELL, MASK_PAD, SCALE_THRESHOLD, Bucket, BucketTable,
-                               Selection, buckets_from_counts, classify)
+                               Selection, classify)
 from edgehmr.errors import SpecError
 from edgehmr.models.sat_hmr import SatHmr
 
-DEFAULT_BUCKETS = 4
 HR_STEP, OTHER_STEP = 4, 32
 
 
@@ -55,12 +54,6 @@ def selections_of(model: SatHmr, images: list[np.ndarray]) -> list[Selection]:
         scale_map = model.stage1(torch.from_numpy(image[None]))[0][0].numpy()
         out.append(classify(scale_map[0], scale_map[1]))
     return out
-
-
-def fitted_table(model: SatHmr, images: list[np.ndarray], grid: tuple[int, int],
-                 count: int = DEFAULT_BUCKETS) -> tuple[BucketTable, list[Selection]]:
-    selections = selections_of(model, images)
-    return buckets_from_counts(selections, grid, count, HR_STEP, OTHER_STEP), selections
 
 
 def table_json(table: BucketTable, origin: str, hits: dict[str, int] | None = None) -> dict:
