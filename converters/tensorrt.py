@@ -45,7 +45,7 @@ BUILD_SCRIPT = "build_engine.sh"
 
 def write_build_script(out_dir, precision: Precision, profiles: list[Profile] | None = None) -> str:
     command = trtexec_command(precision, profiles=profiles)
-    python_way = ("edgehmr.converters.tensorrt.build_multishape_engine(<this folder>, <part metadata>)" if profiles
+    python_way = ("edgehmr build-engine <the artifact folder, one level up> (builds every stage)" if profiles
                   else "edgehmr build-engine <this folder>")
     (out_dir / BUILD_SCRIPT).write_text(
         "#!/bin/sh\n# Build the TensorRT engine on the device (TensorRT 10.x or 11.x), from this folder.\n"
@@ -193,3 +193,13 @@ def build_multishape_engine(artifact_dir, part: dict, options: EngineOptions = E
     part["details"]["engine"] = info
     part["details"]["trtexec"] = trtexec_command(precision, options, profiles=profiles)
     return info
+
+
+def build_sat_engines(artifact_dir, options: EngineOptions = EngineOptions()) -> dict[str, dict]:
+    """Both stages of a SAT-HMR tensorrt artifact (stage 2: one profile per bucket); metadata.json updated once
+    both engines are built."""
+    artifact_dir = Path(artifact_dir)
+    meta = read_metadata(artifact_dir)
+    infos = {name: build_multishape_engine(artifact_dir, part, options) for name, part in meta["stages"].items()}
+    write_json(artifact_dir / METADATA, meta)
+    return infos

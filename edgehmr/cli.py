@@ -214,9 +214,12 @@ def _print_next_step(path: Path) -> None:
     from edgehmr.artifact import read_metadata
 
     meta = read_metadata(path)
-    if meta["target"] == "tensorrt" and not meta.get("target_details", {}).get("engine"):
+    parts = meta["stages"].values() if "stages" in meta else [{"details": meta["target_details"]}]
+    if meta["target"] == "tensorrt" and not all(p["details"].get("engine") for p in parts):
+        scripts = " and ".join(f"sh {path}/{name}/build_engine.sh" for name in meta["stages"]) \
+            if "stages" in meta else f"sh {path}/build_engine.sh"
         err.print(f"[yellow]note:[/] no TensorRT engine built here (needs TensorRT and an NVIDIA GPU). On the "
-                  f"device: edgehmr build-engine {path}  (or: sh {path}/build_engine.sh)")
+                  f"device: edgehmr build-engine {path}  (or: {scripts})")
 
 
 @app.command()
@@ -343,12 +346,21 @@ def build_engine(
     artifact's build_engine.sh (trtexec) instead. Examples:
       edgehmr build-engine runs/hmr2-vit-s-tensorrt-int8
       edgehmr build-engine runs/hmr2-vit-s-tensorrt-fp16 --dla-core 0 --timing-cache trt.cache
+      edgehmr build-engine runs/sat-hmr-tensorrt-fp16-1288x728    (both stages; a profile per bucket)
     """
-    from edgehmr.converters.tensorrt import build_artifact_engine
+    from edgehmr.artifact import read_metadata
+    from edgehmr.converters.tensorrt import build_artifact_engine, build_sat_engines
     from edgehmr.converters.tensorrt_engine import EngineOptions
 
+    options = EngineOptions(workspace_mb, dla_core, timing_cache)
+    if read_metadata(artifact)["model"].get("family") == "sat-hmr":
+        with stage("built TensorRT engines (stage 1, stage 2 with one profile per bucket)"):
+            infos = build_sat_engines(artifact, options)
+        for name, info in infos.items():
+            out.print(f"{name}: {artifact / name / info['file']}  (TensorRT {info['tensorrt']}, {info['build_seconds']} s)")
+        return
     with stage("built TensorRT engine"):
-        info = build_artifact_engine(artifact, EngineOptions(workspace_mb, dla_core, timing_cache))
+        info = build_artifact_engine(artifact, options)
     out.print(f"{artifact / info['file']}  (TensorRT {info['tensorrt']}, {info['build_seconds']} s)")
 
 

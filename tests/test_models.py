@@ -17,7 +17,7 @@ PUBLISHED_PARAMS_M = {
 
 
 def test_registry_names():
-    assert list_models() == sorted([f"hmr2-vit-{s}" for s in "sblh"] + [f"vitpose-{s}" for s in "sblh"])
+    assert list_models() == sorted([f"hmr2-vit-{s}" for s in "sblh"] + [f"vitpose-{s}" for s in "sblh"] + ["sat-hmr"])
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS_M))

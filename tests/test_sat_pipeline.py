@@ -39,6 +39,8 @@ def test_fp32_artifact_matches_the_dynamic_reference_per_bucket(setup, target):
     meta = json.loads((artifact / "metadata.json").read_text())
     assert [b["name"] for b in meta["buckets"]["buckets"]] == ["b8x48", "b24x80", "b48x96"]
     assert set(meta["stages"]["stage2"]["entries"]) == {"b8x48", "b24x80", "b48x96"}
+    if target == "tensorrt":  # engines are built on the device: one trtexec profile per bucket
+        assert (artifact / "stage2" / "build_engine.sh").read_text().count("--profile=") == 3
     report = validate_sat(artifact, bundle)
     assert report.passed, report.to_json()
     assert len(report.buckets) >= 2  # the frames exercise more than one bucket
@@ -60,11 +62,15 @@ def test_overflow_is_reported_by_validate(setup):
     assert any("overflowed" in n for n in report.notes)
 
 
-def test_int8_is_refused_with_a_reason():
+def test_spec_refuses_what_sat_artifacts_cannot_be():
     from edgehmr.errors import SpecError
 
-    with pytest.raises(SpecError, match="INT8"):
+    with pytest.raises(SpecError, match="calibration frames"):
         resolve_spec("sat-hmr", "openvino", "int8", canvas=CANVAS)
+    with pytest.raises(SpecError, match="cannot hold"):
+        resolve_spec("sat-hmr", "executorch-coreml", canvas=CANVAS)
+    with pytest.raises(SpecError, match="not int8"):
+        resolve_spec("sat-hmr", "coreml", "int8", canvas=CANVAS, calib="synthetic")
 
 
 def test_coreml_artifact_has_one_function_per_bucket_with_integer_index_inputs(setup):
