@@ -54,19 +54,26 @@ def open_runner(artifact_dir: Path, metadata: dict, threads: int | None = None) 
 
 
 class OpenVINOMultiShapeRunner(MultiShapeRunner):
-    """One static CompiledModel per entry, all compiled at load so no entry pays compilation on first use."""
+    """One static CompiledModel per entry, all compiled at load so no entry pays compilation on first use; or,
+    with ``shared_weights``, one CompiledModel of the bounded-dynamic IR with an infer request per entry (weights
+    held once; each request keeps its entry's shapes)."""
 
-    def __init__(self, model_path: Path, part: dict, threads: int | None = None, device: str = "CPU"):
+    def __init__(self, model_path: Path, part: dict, threads: int | None = None, device: str = "CPU",
+                 shared_weights: bool = False):
         super().__init__(part)
         ov = _openvino()
         core = ov.Core()
         model = core.read_model(str(model_path))
         config = _compile_config(part.get("details", {}).get("runtime_config"), threads)
         self._compiled = {}
+        shared = core.compile_model(model, device, config) if shared_weights else None
         for entry, shapes in part["entries"].items():
-            static = model.clone()
-            static.reshape({name: ov.PartialShape(shape) for name, shape in shapes.items()})
-            compiled = core.compile_model(static, device, config)
+            if shared is None:
+                static = model.clone()
+                static.reshape({name: ov.PartialShape(shape) for name, shape in shapes.items()})
+                compiled = core.compile_model(static, device, config)
+            else:
+                compiled = shared
             self._compiled[entry] = (compiled, compiled.create_infer_request())
 
     def _run(self, entry: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -77,5 +84,5 @@ class OpenVINOMultiShapeRunner(MultiShapeRunner):
 
 
 def open_multishape_runner(artifact_dir: Path, part: dict, threads: int | None = None,
-                           simulation_module=None) -> OpenVINOMultiShapeRunner:
-    return OpenVINOMultiShapeRunner(artifact_dir / part["file"], part, threads)
+                           simulation_module=None, shared_weights: bool = False) -> OpenVINOMultiShapeRunner:
+    return OpenVINOMultiShapeRunner(artifact_dir / part["file"], part, threads, shared_weights=shared_weights)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from edgehmr.calibration.sources import synthetic_samples
@@ -47,6 +48,19 @@ def test_fp32_artifact_matches_the_dynamic_reference_per_bucket(setup, target):
     for bucket in report.buckets.values():
         assert bucket["selection_changed"] == 0 and bucket["demoted_cells"] == 0
         assert bucket["max_abs"] < 1e-4
+
+
+def test_openvino_shared_weights_mode_gives_the_same_outputs(setup):
+    from edgehmr.sat.runner import SatPipeline
+
+    root, loaded, bundle = setup
+    artifact = _convert(root / "shared", loaded, "openvino")
+    per_bucket, shared = SatPipeline(artifact), SatPipeline(artifact, shared_weights=True)
+    image = np.load(bundle / "inputs.npz")["image"][:1]
+    a, b = per_bucket.run(image), shared.run(image)
+    assert a.bucket == b.bucket
+    for name in a.outputs:
+        assert np.abs(a.outputs[name] - b.outputs[name]).max() < 1e-5
 
 
 def test_fp16_openvino_passes_at_its_tolerance(setup):
@@ -115,3 +129,15 @@ def test_int8_calibrates_every_bucket_and_validates(setup):
     # INT8 moves some scale-map values across the thresholds: reported per bucket and in a note, never hidden.
     changed = sum(b["selection_changed"] for b in report.buckets.values())
     assert changed == 0 or any("selected other tokens" in n for n in report.notes)
+
+
+def test_demo_runs_sat_hmr_end_to_end_at_published_size(tmp_path, capsys):
+    """The published-size model (222 M parameters): reference -> ONNX and OpenVINO multi-bucket artifacts ->
+    per-bucket validation, through the CLI."""
+    from edgehmr.cli import main
+
+    code = main(["demo", "-m", "sat-hmr", "-o", str(tmp_path), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and out.count("PASS") == 2, out
+    report = json.loads((tmp_path / "sat-hmr-openvino-fp32-448x336" / "validation.json").read_text())
+    assert report["passed"] and len(report["buckets"]) >= 2
