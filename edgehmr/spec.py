@@ -50,6 +50,9 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
                  bucket_count: int = 8) -> ConvertSpec:
     info = get_model_info(model)
     if info.family == "sat-hmr":
+        if keep_float or quantize or recipe != "default":
+            raise SpecError("--recipe/--keep-float/--quantize are not available for sat-hmr yet: its INT8 keeps "
+                            "softmax and LayerNorm float and quantizes every linear, conv and matmul.")
         return _resolve_sat_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, batch, out_dir,
                                  seed, calib, calib_count, calib_boxes, canvas, buckets, bucket_count)
     if canvas or buckets:
@@ -86,18 +89,16 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
                        calib, calib_count, calib_boxes, quant)
 
 
-
 def _resolve_sat_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, batch, out_dir, seed, calib,
                       calib_count, calib_boxes, canvas, buckets, bucket_count) -> ConvertSpec:
     """SAT-HMR: one frame per inference, a canvas, a bucket table; calibration frames size the buckets."""
+    from edgehmr.converters.multishape import MULTISHAPE_PRECISIONS
     from edgehmr.sat.frame import Canvas
     from edgehmr.sat.tables import parse_buckets
 
     caps = get_target(target)
     prec = caps.precisions[0] if precision is None else parse_precision(precision, caps)
     check_available(caps)
-    from edgehmr.converters.multishape import MULTISHAPE_PRECISIONS
-
     supported = MULTISHAPE_PRECISIONS.get(caps.id, ())
     if not supported:
         raise SpecError(f"sat-hmr needs multi-bucket artifacts, which target {caps.id} cannot hold; targets that "

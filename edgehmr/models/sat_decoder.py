@@ -47,7 +47,7 @@ class MLP(nn.Module):
 
 def sine_embed(coord: torch.Tensor, width: int, temperature: float = SINE_TEMPERATURE) -> torch.Tensor:
     """``[...] in [0, 1] -> [..., width]``: DETR's sine encoding of one coordinate, sin/cos interleaved."""
-    i = torch.arange(width, dtype=torch.float32, device=coord.device)
+    i = torch.arange(width, dtype=coord.dtype, device=coord.device)  # the input's dtype: fp16 graphs stay fp16
     dim_t = temperature ** (2 * torch.div(i, 2, rounding_mode="floor") / width)
     x = coord[..., None] * (2 * math.pi) / dim_t
     return torch.stack((x[..., 0::2].sin(), x[..., 1::2].cos()), dim=-1).flatten(-2)

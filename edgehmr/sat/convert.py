@@ -30,14 +30,14 @@ from edgehmr.models.sat_hmr import (FOCAL_PX, FOV_DEGREES, STAGE1_INPUTS, STAGE1
                                     STAGE2_OUTPUTS, Stage1Graph, Stage2Graph)
 from edgehmr.sat.bundle import unique_frames
 from edgehmr.sat.frame import Canvas, prepare_frame, preprocessing_json
-from edgehmr.sat.runner import STAGE1_ENTRY
 from edgehmr.sat.calibration import sat_calibration
+from edgehmr.sat.runner import STAGE1_ENTRY
 from edgehmr.sat.tables import HR_STEP, OTHER_STEP, default_table, parse_buckets, selections_of, table_json
 from edgehmr.spec import ConvertSpec
 
 
-
 def calibration_frames(spec: ConvertSpec, canvas: Canvas) -> list[np.ndarray]:
+    """The --calib source's frames on the canvas (sources list a frame once per person box: taken once)."""
     frames = unique_frames(open_source(spec.calib, spec.calib_count, spec.calib_boxes, spec.seed))
     return [prepare_frame(f.image, canvas).image for f in frames[:spec.calib_count]]
 
