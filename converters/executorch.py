@@ -82,6 +82,15 @@ def quantize_int8_dynamic(job: ExportJob) -> torch.nn.Module:
     return convert_pt2e(prepared)
 
 
+def quantized_or_fail(job: ExportJob, what: str) -> torch.nn.Module:
+    """:func:`quantize_int8_dynamic` with any failure turned into one line naming ``what`` was quantized."""
+    try:
+        with torch.no_grad(), vendor_quiet():
+            return quantize_int8_dynamic(job)
+    except Exception as e:
+        raise ConversionError(f"ExecuTorch INT8 quantization of {what} failed: {str(e).splitlines()[0]}") from e
+
+
 def quantized_linears(module: torch.nn.Module) -> tuple[int, int]:
     """(linear/conv ops with quantized weights, all linear/conv ops) of a converted PT2E graph."""
     total = quantized = 0
@@ -120,12 +129,7 @@ def torch2pte(job: ExportJob, out_path: Path, delegate: str = "xnnpack") -> dict
     details: dict = {"delegate": delegate, "methods": [DEFAULT_METHOD]}
     module = job.module
     if job.precision == Precision.int8:
-        try:
-            with torch.no_grad(), vendor_quiet():
-                module = quantize_int8_dynamic(job)
-        except Exception as e:
-            raise ConversionError(f"ExecuTorch INT8 quantization of {job.model_name} failed: "
-                                  f"{str(e).splitlines()[0]}") from e
+        module = quantized_or_fail(job, job.model_name)
         done, total = quantized_linears(module)
         details |= {"weights": "int8 per-channel symmetric", "activations": "int8 dynamic (per row, at run time)",
                     "quantized_linear_conv": done, "linear_conv": total}
@@ -185,12 +189,7 @@ def _quantize_methods(job: MultiShapeJob):
     for entry, inputs in job.entries.items():
         single = ExportJob(job.module, inputs, job.input_names, job.output_names, job.precision, job.model_name,
                            recipe=job.recipe)
-        try:
-            with torch.no_grad(), vendor_quiet():
-                module = quantize_int8_dynamic(single)
-        except Exception as e:
-            raise ConversionError(f"ExecuTorch INT8 quantization of {job.model_name} ({entry}) failed: "
-                                  f"{str(e).splitlines()[0]}") from e
+        module = quantized_or_fail(single, f"{job.model_name} ({entry})")
         methods[entry] = (module, inputs)
         done, total = quantized_linears(module)
         counts[entry] = {"quantized": done, "total": total}

@@ -55,6 +55,18 @@ def write_build_script(out_dir, precision: Precision, profiles: list[Profile] | 
     return command
 
 
+def checked_onnx(path, precision: Precision, what: str, details: dict, profiles: list | None = None) -> None:
+    """The structural TensorRT check of a written ONNX (one line naming the first problem), and its Q/DQ summary
+    into ``details`` for INT8."""
+    model = onnx.load(str(path))
+    problems = check_tensorrt_onnx(model, profiles)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConversionError(f"The {precision.value} {what} is not TensorRT-ready: {problems[0]}{more}.")
+    if precision == Precision.int8:
+        details["qdq"] = qdq_summary(model)
+
+
 def fp16_range_or_fail(job: ExportJob) -> dict:
     """Measured float16 headroom (largest activation, largest attention logit); refuses a model that overflows."""
     peaks = activation_peaks(job.module, [job.example_inputs]) | {"measured_on": "the export example crop"}
@@ -84,14 +96,7 @@ def convert(job: ExportJob, out_dir) -> ConvertResult:
             kept = quant["kept_float_nodes"]
             details |= {"scheme": quant["scheme"], "quantized_compute_ops": quant["quantized_compute_ops"]}
         fp32.unlink()
-    model = onnx.load(str(out))
-    problems = check_tensorrt_onnx(model)
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ConversionError(f"The {job.precision.value} ONNX of {job.model_name} is not TensorRT-ready: "
-                              f"{problems[0]}{more}.")
-    if job.precision == Precision.int8:
-        details["qdq"] = qdq_summary(model)
+    checked_onnx(out, job.precision, f"ONNX of {job.model_name}", details)
     details |= {
         "tensorrt_check": "passed (structural: opset, operators, Q/DQ form, static shapes; no TensorRT needed)",
         "build": "strongly typed" if job.precision != Precision.fp32 else "fp32, TF32 off",
@@ -152,14 +157,8 @@ def convert_multishape(job: MultiShapeJob, out_dir: Path) -> ConvertResult:
         fp32.unlink()
     else:  # prepare() refused every other precision
         raise ConversionError(f"TensorRT multi-shape has no {job.precision.value} path.")
-    model = onnx.load(str(out))
-    problems = check_tensorrt_onnx(model, [p["shapes"] for p in profiles])
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ConversionError(f"The {job.precision.value} multi-shape ONNX of {job.model_name} is not TensorRT-ready: "
-                              f"{problems[0]}{more}.")
-    if job.precision == Precision.int8:
-        details["qdq"] = qdq_summary(model)
+    checked_onnx(out, job.precision, f"multi-shape ONNX of {job.model_name}", details,
+                 [p["shapes"] for p in profiles])
     shape_profiles = multishape_profiles(details)
     details |= {
         "tensorrt_check": "passed (structural: opset, operators, Q/DQ form, dynamic dims covered by the profiles)",

@@ -92,6 +92,14 @@ def make_bundle(loaded: LoadedModel, samples: list[Sample], out: Path, device: s
                 batch_size: int = 8, progress: Callable[[int], None] | None = None) -> Path:
     inputs = crops_from_samples(samples, loaded)
     outputs = run_reference(loaded, inputs["image"], device, batch_size, progress)
+    return save_bundle(out, loaded, inputs, outputs, loaded.info.crop.to_json(), source, [s.name for s in samples],
+                       device)
+
+
+def save_bundle(out: Path, loaded: LoadedModel, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+                preprocessing: dict, source: str, sample_names: list[str], device: str,
+                extra: dict | None = None) -> Path:
+    """Write a bundle folder atomically (nothing half-written on error)."""
     with staged_dir(out) as stage:
         np.savez(stage / "inputs.npz", **inputs)
         np.savez(stage / "outputs.npz", **outputs)
@@ -99,13 +107,13 @@ def make_bundle(loaded: LoadedModel, samples: list[Sample], out: Path, device: s
             "kind": BUNDLE_KIND,
             "schema_version": 1,
             "model": loaded.describe() | {"family": loaded.info.family},
-            "preprocessing": loaded.info.crop.to_json(),
+            "preprocessing": preprocessing,
             "source": source,
-            "samples": [s.name for s in samples],
+            "samples": sample_names,
             "tf32": False,
             "environment": environment(device),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        })
+        } | (extra or {}))
     return out
 
 

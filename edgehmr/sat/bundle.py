@@ -10,20 +10,17 @@ Same folder layout and ``bundle.json`` as :mod:`edgehmr.reference` (``family: sa
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from edgehmr.artifact import staged_dir, write_json
 from edgehmr.calibration.sources import Sample
-from edgehmr.environment import environment
 from edgehmr.errors import SpecError
 from edgehmr.models import LoadedModel
 from edgehmr.models.sat_hmr import STAGE2_OUTPUTS
 from edgehmr.models.sat_reference import reference_forward
-from edgehmr.reference import BUNDLE_JSON, BUNDLE_KIND, strict_fp32
+from edgehmr.reference import save_bundle, strict_fp32
 from edgehmr.sat.frame import Canvas, prepare_frame, preprocessing_json
 
 SELECTION_KEYS = ("small", "low_res", "background")
@@ -64,19 +61,6 @@ def make_sat_bundle(loaded: LoadedModel, samples: list[Sample], canvas: Canvas, 
               "scale": np.array([f.scale for f in frames], np.float32),
               "resized_hw": np.array([f.resized_hw for f in frames], np.int64)}
     outputs = run_sat_reference(loaded, inputs["image"], device, progress)
-    with staged_dir(out) as stage:
-        np.savez(stage / "inputs.npz", **inputs)
-        np.savez(stage / "outputs.npz", **outputs)
-        write_json(stage / BUNDLE_JSON, {
-            "kind": BUNDLE_KIND,
-            "schema_version": 1,
-            "model": loaded.describe() | {"family": loaded.info.family},
-            "preprocessing": preprocessing_json(canvas),
-            "source": source,
-            "samples": [s.name.split("#")[0] for s in unique_frames(samples)],
-            "tf32": False,
-            "reference": "dynamic-shape SAT-HMR (boolean token selection, unpadded sequences)",
-            "environment": environment(device),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        })
-    return out
+    return save_bundle(out, loaded, inputs, outputs, preprocessing_json(canvas), source,
+                       [s.name.split("#")[0] for s in unique_frames(samples)], device,
+                       {"reference": "dynamic-shape SAT-HMR (boolean token selection, unpadded sequences)"})
