@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -295,6 +296,51 @@ def validate(
         print_report(report)
     if not report.passed:
         raise typer.Exit(1)
+
+
+@app.command()
+def profile(
+    artifact: Path = typer.Argument(..., help="Artifact folder from 'edgehmr convert'."),
+    runs: int = typer.Option(50, "--runs", help="Timed inferences (after warm-up)."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed inferences first."),
+    threads: int = typer.Option(None, "--threads", help="Runtime threads (default: runtime's choice)."),
+    out_path: Path = typer.Option(None, "--out", "-o", help="Report file (default ARTIFACT/profile.json)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    quiet: bool = QuietOpt,
+):
+    """Measure an artifact on this machine: load time, first inference, latency percentiles, memory, size.
+
+    Run it on the device (a Jetson, a Mac, an x86 box). SAT-HMR artifacts are timed per frame, for stage 1 and for
+    every bucket. Examples:
+      edgehmr profile runs/hmr2-vit-s-openvino-int8 --runs 100
+      edgehmr profile runs/sat-hmr-onnx-fp32-1288x728 --threads 4
+    """
+    from edgehmr.artifact import read_metadata
+    from edgehmr.profile import profile as run_profile
+    from edgehmr.profile import progress_steps, save_profile
+
+    meta = read_metadata(artifact)
+    with progress_bar("profile", progress_steps(meta, warmup, runs), quiet) as advance:
+        report = run_profile(artifact, runs, warmup, threads, advance)
+    path = save_profile(report, out_path)
+    if as_json:
+        out.print_json(json.dumps(report.to_json()))
+        return
+    lat = report.latency
+    table = Table(title=f"{report.model} · {report.target} · {report.precision} · {report.device['cpu']}")
+    for col in ("", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "runs (clipped)"):
+        table.add_column(col, justify="left" if not col else "right")
+    rows = [("inference" if not report.per_entry else "whole frame", asdict(lat))]
+    rows += list(report.per_entry.items())
+    for name, s in rows:
+        table.add_row(name, f"{s['p50_ms']:.2f}", f"{s['p90_ms']:.2f}", f"{s['p99_ms']:.2f}",
+                      f"{s['mean_ms']:.2f} ± {s['std_ms']:.2f}", f"{s['runs']} ({s['clipped']})")
+    out.print(table)
+    out.print(f"load {report.load_s:.2f} s · first inference {report.first_inference_ms:.1f} ms · "
+              f"peak RSS {report.peak_rss_mb:.0f} MB (+{report.rss_growth_mb:.0f} MB) · size {report.size_mb:.1f} MB")
+    for note in report.notes:
+        out.print(f"[dim]note: {note}[/]")
+    out.print(f"[dim]{path}[/]")
 
 
 def print_report(report) -> None:

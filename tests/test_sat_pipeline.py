@@ -147,3 +147,12 @@ def test_demo_runs_sat_hmr_end_to_end_at_published_size(tmp_path, capsys):
     assert code == 0 and out.count("PASS") == 2, out
     report = json.loads((tmp_path / "sat-hmr-openvino-fp32-448x336" / "validation.json").read_text())
     assert report["passed"] and len(report["buckets"]) >= 2
+
+
+def test_profile_times_the_frame_stage1_and_every_bucket(setup):
+    from edgehmr.profile import profile
+
+    root, loaded, _ = setup
+    report = profile(_convert(root / "profile", loaded, "onnx"), runs=2, warmup=0)
+    assert set(report.per_entry) == {"stage1", "b8x48", "b24x80", "b48x96"}
+    assert report.per_entry["b48x96"]["memory_tokens"] == 4 * 48 + 96 and report.latency.p50_ms > 0

@@ -1,0 +1,206 @@
+"""``edgehmr profile``: how fast, how much memory and how big an artifact is on the machine it runs on.
+
+Measured with the same runners ``validate`` uses: load time (runner construction: reading, compiling), the first
+inference (lazy initialisation, kernel selection), then ``runs`` timed inferences after ``warmup`` untimed ones:
+p50/p90/p99 and mean ± std after clipping outliers (beyond 3 scaled median absolute deviations, e.g. a
+scheduler hiccup; from 10 runs on), peak resident memory of the process and its growth over loading and running,
+and the artifact's size on disk. Per bucket (and stage 1) for SAT-HMR. Simulated runs (Core ML off macOS, TensorRT
+without an engine) are refused: their timings would describe the simulation, not the device.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgehmr.artifact import read_metadata, write_json
+from edgehmr.environment import environment
+from edgehmr.errors import InputError, TargetUnavailableError
+
+PROFILE_FILE = "profile.json"
+MAD_CLIP = 3.0  # outliers: further than this many scaled MADs from the median
+MIN_RUNS_TO_CLIP = 10
+
+
+@dataclass
+class LatencyStats:
+    runs: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float  # after clipping outliers
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    clipped: int  # runs left out of mean/std as outliers
+
+    @classmethod
+    def of(cls, samples_ms: list[float]) -> LatencyStats:
+        a = np.asarray(samples_ms, np.float64)
+        median = float(np.median(a))
+        mad = 1.4826 * float(np.median(np.abs(a - median)))
+        # Too few runs to tell an outlier from the spread: nothing is clipped below MIN_RUNS_TO_CLIP.
+        clip = mad > 0 and len(a) >= MIN_RUNS_TO_CLIP
+        kept = a[np.abs(a - median) <= MAD_CLIP * mad] if clip else a
+        p50, p90, p99 = (float(np.percentile(a, q)) for q in (50, 90, 99))
+        return cls(len(a), p50, p90, p99, float(kept.mean()), float(kept.std()), float(a.min()), float(a.max()),
+                   int(len(a) - len(kept)))
+
+
+@dataclass
+class ProfileReport:
+    artifact: str
+    model: str
+    target: str
+    precision: str
+    execution: str
+    device: dict
+    size_mb: float
+    load_s: float
+    first_inference_ms: float
+    latency: LatencyStats  # one whole inference (SAT-HMR: a frame through both stages; stages alone: per_entry)
+    peak_rss_mb: float  # of this process, at the end
+    rss_growth_mb: float  # peak resident memory added by loading and running the artifact
+    threads: int | None
+    per_entry: dict[str, dict] = field(default_factory=dict)  # SAT-HMR: stage 1 and every bucket
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def device_info() -> dict:
+    """What the numbers were measured on: CPU, cores, OS, accelerator hints, Jetson power mode where readable."""
+    info = {"cpu": environment()["device_name"], "cores": os.cpu_count(), "os": platform.platform(),
+            "machine": platform.machine()}
+    nvpmodel = Path("/etc/nvpmodel.conf")
+    if nvpmodel.exists():  # Jetson: the power mode changes latency by 2-3x, so it belongs to every number
+        info["jetson_power_mode"] = _read_first(Path("/var/lib/nvpmodel/status")) or "unknown"
+    if sys.platform == "darwin":
+        info["apple_silicon"] = platform.machine() == "arm64"
+    return info
+
+
+def _read_first(path: Path) -> str | None:
+    try:
+        return path.read_text().strip().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def _dir_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
+def _timed(fn: Callable[[], object], warmup: int, runs: int, progress: Callable[[int], None] | None) -> list[float]:
+    for _ in range(warmup):
+        fn()
+        if progress:
+            progress(1)
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+        if progress:
+            progress(1)
+    return samples
+
+
+def _refuse_simulation(execution: str) -> None:
+    if execution.startswith("simulated"):
+        raise TargetUnavailableError(f"This artifact cannot run natively here ({execution}); profiling measures the "
+                                     f"device, so run 'edgehmr profile' on it (or import its native tool's output "
+                                     f"with 'edgehmr profile --import', when available).")
+
+
+def progress_steps(meta: dict, warmup: int, runs: int) -> int:
+    """Progress-bar length: SAT-HMR times the whole frame, stage 1 and every bucket; other artifacts one graph."""
+    timed = 2 + len(meta["stages"]["stage2"]["entries"]) if "stages" in meta else 1
+    return timed * (warmup + runs)
+
+
+def profile(artifact_dir: str | Path, runs: int = 50, warmup: int = 5, threads: int | None = None,
+            progress: Callable[[int], None] | None = None) -> ProfileReport:
+    if runs < 1 or warmup < 0:
+        raise InputError(f"--runs must be at least 1 and --warmup at least 0 (got {runs}, {warmup}).")
+    artifact_dir = Path(artifact_dir)
+    meta = read_metadata(artifact_dir)
+    rss_before = _rss_mb()
+    if meta["model"].get("family") == "sat-hmr":
+        return _profile_sat(artifact_dir, meta, runs, warmup, threads, progress, rss_before)
+    from edgehmr.targets.base import open_artifact_runner
+
+    start = time.perf_counter()
+    runner = open_artifact_runner(artifact_dir, meta, threads)
+    load_s = time.perf_counter() - start
+    _refuse_simulation(runner.execution)
+    rng = np.random.default_rng(0)
+    feeds = {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in meta["inputs"]}
+    start = time.perf_counter()
+    runner.run(feeds)
+    first_ms = (time.perf_counter() - start) * 1e3
+    samples = _timed(lambda: runner.run(feeds), warmup, runs, progress)
+    return ProfileReport(str(artifact_dir), meta["model"]["model"], meta["target"], meta["precision"],
+                         runner.execution, device_info(), round(_dir_mb(artifact_dir), 2), load_s, first_ms,
+                         LatencyStats.of(samples), _rss_mb(), _rss_mb() - rss_before, threads,
+                         notes=_notes(meta))
+
+
+def _profile_sat(artifact_dir: Path, meta: dict, runs: int, warmup: int, threads: int | None,
+                 progress: Callable[[int], None] | None, rss_before: float) -> ProfileReport:
+    """The whole frame (stage 1, host bucketing, stage 2 in the bucket this frame picks), then stage 1 and every
+    bucket of stage 2 on their own (fixed shapes: the timing does not depend on which slots are padding)."""
+    from edgehmr.bucketing import Selection, pack_into
+    from edgehmr.sat.runner import STAGE1_ENTRY, SatPipeline
+
+    start = time.perf_counter()
+    pipe = SatPipeline(artifact_dir, threads)
+    load_s = time.perf_counter() - start
+    _refuse_simulation(pipe.execution)
+    image = np.random.default_rng(0).standard_normal(pipe.input_shape).astype(np.float32)
+    start = time.perf_counter()
+    chosen = pipe.run(image).bucket
+    first_ms = (time.perf_counter() - start) * 1e3
+    frame = LatencyStats.of(_timed(lambda: pipe.run(image), warmup, runs, progress))
+    first = pipe.stage1.run(STAGE1_ENTRY, {"image": image})
+    per_entry = {"stage1": asdict(LatencyStats.of(_timed(lambda: pipe.stage1.run(STAGE1_ENTRY, {"image": image}),
+                                                         warmup, runs, progress)))}
+    grid = pipe.table.grid
+    nothing = Selection(np.zeros(grid, bool), np.zeros(grid, bool), np.zeros((grid[0] // 2, grid[1] // 2), bool),
+                        np.zeros(grid, np.float32))
+    for bucket in pipe.table.buckets:
+        feeds = {"image": image, "low_res_tokens": first["low_res_tokens"], "cls": first["cls"]}
+        feeds |= pack_into(nothing, bucket, grid).feeds()
+        stats = LatencyStats.of(_timed(lambda: pipe.stage2.run(bucket.name, feeds), warmup, runs, progress))
+        per_entry[bucket.name] = asdict(stats) | {"memory_tokens": bucket.memory}
+    notes = _notes(meta) + [f"whole-frame latency: a random frame, which picked bucket {chosen}; stage 1 and every "
+                            f"bucket alone are in per_entry"]
+    return ProfileReport(str(artifact_dir), meta["model"]["model"], meta["target"], meta["precision"], pipe.execution,
+                         device_info(), round(_dir_mb(artifact_dir), 2), load_s, first_ms, frame, _rss_mb(),
+                         _rss_mb() - rss_before, threads, per_entry, notes)
+
+
+def _notes(meta: dict) -> list[str]:
+    return ["untrained (seeded) weights: latency is real, accuracy is not"] if meta["model"]["weights"] == "untrained" \
+        else []
+
+
+def save_profile(report: ProfileReport, out: Path | None = None) -> Path:
+    path = out or Path(report.artifact) / PROFILE_FILE
+    write_json(path, report.to_json())
+    return path
