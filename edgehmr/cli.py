@@ -343,6 +343,24 @@ def profile(
     out.print(f"[dim]{path}[/]")
 
 
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="Artifact folders, or folders holding them."),
+    out_dir: Path = typer.Option(Path("runs/report"), "--out", "-o", help="Where report.{json,md,html} go."),
+):
+    """Merge validation and profile results into report.json, report.md and a self-contained report.html.
+
+    Examples:
+      edgehmr report runs/                       (every artifact folder under runs/)
+      edgehmr report runs/a runs/b -o docs/report
+    """
+    from edgehmr.report import make_report
+
+    paths = make_report(run_dirs, out_dir)
+    out.print((paths["md"]).read_text())
+    out.print(f"[dim]{paths['html']}  ·  {paths['json']}[/]")
+
+
 def print_report(report) -> None:
     title = f"{report.model} · {report.target} · {report.precision} · {report.samples} samples · {report.weights}"
     table = Table(title=title)
