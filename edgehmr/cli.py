@@ -361,6 +361,37 @@ def report(
     out.print(f"[dim]{paths['html']}  ·  {paths['json']}[/]")
 
 
+@app.command("bench")
+def bench_matrix(
+    models: str = typer.Option("hmr2-vit-s", "--models", help="Comma-separated model ids."),
+    targets: str = typer.Option("onnx,openvino,executorch", "--targets", help="Comma-separated target ids."),
+    precisions: str = typer.Option("fp32,fp16,int8", "--precisions", help="Comma-separated precisions."),
+    runs: int = typer.Option(20, "--runs", help="Timed inferences per artifact."),
+    warmup: int = typer.Option(3, "--warmup", help="Untimed inferences first."),
+    inputs: str = typer.Option("synthetic", "--inputs", "-i", help="Crops for the bundle and INT8 calibration: "
+                                                                   "image folder, video, or 'synthetic'."),
+    count: int = typer.Option(8, "--count", help="Reference samples per model."),
+    threads: int = typer.Option(None, "--threads", help="Runtime threads (default: runtime's choice)."),
+    out_dir: Path = typer.Option(Path("runs/bench"), "--out", "-o", help="Artifacts, bundles and the report."),
+):
+    """Convert, validate and profile every model x target x precision; one report (how the README table is made).
+
+    Run it alone on the machine: other load skews the timings. Example:
+      edgehmr bench --models hmr2-vit-s,vitpose-s --targets onnx,openvino --precisions fp32,fp16,int8
+    """
+    from edgehmr.matrix import run_matrix
+
+    def split(text: str) -> list[str]:
+        return [t.strip() for t in text.split(",") if t.strip()]
+
+    cells, paths = run_matrix(split(models), split(targets), split(precisions), out_dir, runs, warmup, inputs, count,
+                              threads, log=lambda line: err.print(f"[dim]{escape(line)}[/]"))
+    out.print(paths["md"].read_text())
+    out.print(f"[dim]{paths['html']}[/]")
+    if any(c.status == "failed" for c in cells):
+        raise typer.Exit(1)
+
+
 def print_report(report) -> None:
     title = f"{report.model} · {report.target} · {report.precision} · {report.samples} samples · {report.weights}"
     table = Table(title=title)

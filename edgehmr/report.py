@@ -92,7 +92,7 @@ def _fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
-def markdown(rows: list[Row]) -> str:
+def markdown(rows: list[Row], notes: list[str] = ()) -> str:
     lines = ["| artifact | target | precision | size MB | p50 ms | p90 ms | worst rel L2 | task drift | verdict |",
              "|---|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
@@ -103,6 +103,8 @@ def markdown(rows: list[Row]) -> str:
     devices = sorted({r.device for r in rows if r.device})
     if devices:
         lines += ["", f"Measured on: {'; '.join(devices)}."]
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -158,7 +160,7 @@ def plots(rows: list[Row]) -> dict[str, str]:
     return out
 
 
-def html_page(rows: list[Row], images: dict[str, str]) -> str:
+def html_page(rows: list[Row], images: dict[str, str], notes: list[str] = ()) -> str:
     head = ["artifact", "target", "precision", "size MB", "p50 ms", "p90 ms", "worst rel L2", "task drift", "verdict"]
     body = []
     for r in rows:
@@ -184,16 +186,18 @@ figure {{ display: inline-block; margin: 1rem; }} img {{ max-width: 640px; }}
 <h1>edgehmr report</h1>
 <p>{len(rows)} artifact(s); measured on: {html.escape(devices)}</p>
 <table><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead><tbody>{"".join(body)}</tbody></table>
+<ul>{"".join(f"<li>{html.escape(n)}</li>" for n in notes)}</ul>
 {figures}
 </body></html>
 """
 
 
-def make_report(run_dirs: list[Path], out_dir: Path) -> dict[str, Path]:
+def make_report(run_dirs: list[Path], out_dir: Path, notes: list[str] = ()) -> dict[str, Path]:
+    """``notes``: lines shown under the table (e.g. combinations ``edgehmr bench`` skipped, with the reason)."""
     rows = [row_for(a) for a in find_artifacts(run_dirs)]
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
-    write_json(paths["json"], {"rows": [asdict(r) for r in rows]})
-    paths["md"].write_text(markdown(rows))
-    paths["html"].write_text(html_page(rows, plots(rows)))
+    write_json(paths["json"], {"rows": [asdict(r) for r in rows], "notes": list(notes)})
+    paths["md"].write_text(markdown(rows, notes))
+    paths["html"].write_text(html_page(rows, plots(rows), notes))
     return paths
