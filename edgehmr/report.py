@@ -85,7 +85,13 @@ def row_for(artifact: Path) -> Row:
                (prof or {}).get("execution") or execution, (prof or {}).get("size_mb"),
                (prof or {}).get("latency", {}).get("p50_ms"), (prof or {}).get("latency", {}).get("p90_ms"),
                worst, metric if task is not None else None, task, verdict, buckets,
-               ((prof or {}).get("device") or {}).get("cpu"))
+               _device_label((prof or {}).get("device")))
+
+
+def _device_label(device: dict | None) -> str | None:
+    if not device:
+        return None
+    return f"{device['cpu']}, {device['cores']} cores, {device['os']}"
 
 
 def _fmt(v, spec: str) -> str:
