@@ -392,6 +392,38 @@ def bench_matrix(
         raise typer.Exit(1)
 
 
+debug_app = typer.Typer(help="Debugging tools: where an artifact departs from FP32.", no_args_is_help=True)
+app.add_typer(debug_app, name="debug")
+
+
+@debug_app.command("drift")
+def debug_drift_command(
+    artifact: Path = typer.Argument(..., help="Artifact folder (targets onnx, tensorrt)."),
+    reference_dir: Path = typer.Option(..., "--reference", "-r", help="Bundle from 'edgehmr reference'."),
+    samples: int = typer.Option(4, "--samples", help="Bundle samples to compare on (worst case per layer)."),
+    top: int = typer.Option(10, "--top", help="Layers to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Rank the layers where the artifact first departs from FP32 (error added per layer, not inherited).
+
+    Example:
+      edgehmr debug drift runs/hmr2-vit-s-onnx-int8 -r runs/reference-hmr2-vit-s --top 15
+    """
+    from edgehmr.drift import debug_drift
+
+    with stage("compared every intermediate tensor with the FP32 export"):
+        result = debug_drift(artifact, reference_dir, samples, top)
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    table = Table(title=f"{artifact.name}: layers ranked by the drift they add ({result['samples']} samples)")
+    for col in ("#", "tensor", "op", "rel L2 vs FP32", "added here"):
+        table.add_column(col, justify="right" if col in ("#", "rel L2 vs FP32", "added here") else "left")
+    for i, layer in enumerate(result["layers"], 1):
+        table.add_row(str(i), escape(layer["tensor"]), layer["op"], f"{layer['rel_l2']:.2e}", f"{layer['added']:.2e}")
+    out.print(table)
+
+
 def print_report(report) -> None:
     title = f"{report.model} · {report.target} · {report.precision} · {report.samples} samples · {report.weights}"
     table = Table(title=title)
