@@ -104,8 +104,7 @@ def main() -> None:
 
     entries: dict[str, tuple[Selection, Bucket]] = {}
     for b in table.buckets:
-        entries[b.name] = (Selection(*(np.zeros_like(a) for a in (dense.small, dense.low_res, dense.background)),
-                                     dense.confidence), b)
+        entries[b.name] = (Selection.empty((grid, grid)), b)
     for s in tests:
         entries.setdefault(f"exact-{exact_bucket(s).name}", (s, exact_bucket(s)))
     entries["all-high-res"] = (dense, exact_bucket(dense))

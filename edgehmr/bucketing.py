@@ -44,6 +44,13 @@ class Selection:
     background: np.ndarray  # [H/2, W/2] bool: one pooled token per block
     confidence: np.ndarray  # [H, W] float: decides who is demoted on overflow
 
+    @classmethod
+    def empty(cls, grid: tuple[int, int]) -> Selection:
+        """No token at all: packed, every slot of a bucket is padding (export examples, timing)."""
+        h, w = grid
+        return cls(np.zeros(grid, bool), np.zeros(grid, bool), np.zeros((h // 2, w // 2), bool),
+                   np.zeros(grid, np.float32))
+
     @property
     def hr_cells(self) -> int:
         return int(self.small.sum())

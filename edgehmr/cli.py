@@ -569,6 +569,7 @@ def demo(
 
 
 def _demo_sat(loaded, out_dir: Path, quiet: bool) -> None:
+    from edgehmr.artifact import read_metadata
     from edgehmr.calibration.sources import open_source
     from edgehmr.sat.bundle import make_sat_bundle
     from edgehmr.sat.convert import convert_sat
@@ -592,7 +593,7 @@ def _demo_sat(loaded, out_dir: Path, quiet: bool) -> None:
             path = convert_sat(spec, loaded)
         rep = validate_sat(path, bundle)
         passed &= rep.passed
-        table = read_json(path / "metadata.json")["buckets"]["buckets"]
+        table = read_metadata(path)["buckets"]["buckets"]
         summary.add_row(path.name, f"{_size_mb(path):.1f}", " ".join(b["name"] for b in table),
                         " ".join(f"{k}:{v['frames']}" for k, v in rep.buckets.items()),
                         f"{max(o['rel_l2'] for o in rep.outputs.values()):.2e}",
@@ -602,10 +603,6 @@ def _demo_sat(loaded, out_dir: Path, quiet: bool) -> None:
     out.print("[dim]note: seeded untrained weights and synthetic frames; drift numbers are real, accuracy is not.[/]")
     if not passed:
         raise typer.Exit(1)
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 # ------------------------------------------------------------------------------------------------- entry point

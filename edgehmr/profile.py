@@ -181,8 +181,7 @@ def _profile_sat(artifact_dir: Path, meta: dict, runs: int, warmup: int, threads
     per_entry = {"stage1": asdict(LatencyStats.of(_timed(lambda: pipe.stage1.run(STAGE1_ENTRY, {"image": image}),
                                                          warmup, runs, progress)))}
     grid = pipe.table.grid
-    nothing = Selection(np.zeros(grid, bool), np.zeros(grid, bool), np.zeros((grid[0] // 2, grid[1] // 2), bool),
-                        np.zeros(grid, np.float32))
+    nothing = Selection.empty(grid)
     for bucket in pipe.table.buckets:
         feeds = {"image": image, "low_res_tokens": first["low_res_tokens"], "cls": first["cls"]}
         feeds |= pack_into(nothing, bucket, grid).feeds()

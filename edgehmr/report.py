@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,8 +57,6 @@ def find_artifacts(run_dirs: list[Path]) -> list[Path]:
 
 
 def _read(path: Path) -> dict | None:
-    import json
-
     return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -64,9 +64,7 @@ def resolve_table(spec: ConvertSpec, loaded: LoadedModel, canvas: Canvas,
 def stage2_example(image: torch.Tensor, tokens: torch.Tensor, cls: torch.Tensor, bucket: Bucket,
                    grid: tuple[int, int]) -> tuple[torch.Tensor, ...]:
     """Inputs of ``bucket``'s static shape (an empty selection: every slot padding; values do not matter)."""
-    empty = Selection(np.zeros(grid, bool), np.zeros(grid, bool), np.zeros((grid[0] // 2, grid[1] // 2), bool),
-                      np.zeros(grid, np.float32))
-    packed = pack_into(empty, bucket, grid)
+    packed = pack_into(Selection.empty(grid), bucket, grid)
     return (image, tokens, cls, *(torch.from_numpy(v) for v in packed.feeds().values()))
 
 
