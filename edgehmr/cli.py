@@ -304,6 +304,9 @@ def profile(
     runs: int = typer.Option(50, "--runs", help="Timed inferences (after warm-up)."),
     warmup: int = typer.Option(5, "--warmup", help="Untimed inferences first."),
     threads: int = typer.Option(None, "--threads", help="Runtime threads (default: runtime's choice)."),
+    imported: list[Path] = typer.Option(None, "--import", help="Instead of running: read a native tool's timing file "
+                                        "(or folder) made on the device; repeatable."),
+    device: str = typer.Option(None, "--device", help="With --import: label for the device the files came from."),
     out_path: Path = typer.Option(None, "--out", "-o", help="Report file (default ARTIFACT/profile.json)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     quiet: bool = QuietOpt,
@@ -311,36 +314,63 @@ def profile(
     """Measure an artifact on this machine: load time, first inference, latency percentiles, memory, size.
 
     Run it on the device (a Jetson, a Mac, an x86 box). SAT-HMR artifacts are timed per frame, for stage 1 and for
-    every bucket. Examples:
+    every bucket. On devices without Python, time the artifact with the vendor's tool and import its output:
+    trtexec --exportTimes/--exportProfile JSON, OpenVINO benchmark_app's report folder, an ExecuTorch ETDump, or
+    the Core ML timings JSON (see the README). Examples:
       edgehmr profile runs/hmr2-vit-s-openvino-int8 --runs 100
       edgehmr profile runs/sat-hmr-onnx-fp32-1288x728 --threads 4
+      edgehmr profile runs/hmr2-vit-s-tensorrt-fp16 --import times.json --import layers.json --device "Orin NX 25W"
+      edgehmr profile runs/hmr2-vit-s-openvino-int8 --import bench_report/
     """
     from edgehmr.artifact import read_metadata
+    from edgehmr.profile import import_profile, progress_steps, save_profile
     from edgehmr.profile import profile as run_profile
-    from edgehmr.profile import progress_steps, save_profile
 
-    meta = read_metadata(artifact)
-    with progress_bar("profile", progress_steps(meta, warmup, runs), quiet) as advance:
-        report = run_profile(artifact, runs, warmup, threads, advance)
+    if imported:
+        report = import_profile(artifact, imported, device)
+    else:
+        meta = read_metadata(artifact)
+        with progress_bar("profile", progress_steps(meta, warmup, runs), quiet) as advance:
+            report = run_profile(artifact, runs, warmup, threads, advance)
     path = save_profile(report, out_path)
     if as_json:
         out.print_json(json.dumps(report.to_json()))
         return
-    lat = report.latency
-    table = Table(title=f"{report.model} · {report.target} · {report.precision} · {report.device['cpu']}")
+    print_profile(report)
+    out.print(f"[dim]{path}[/]")
+
+
+def print_profile(report) -> None:
+    device = report.device.get("label") or report.device.get("cpu") or report.device.get("device") or "device"
+    table = Table(title=f"{report.model} · {report.target} · {report.precision} · {device}")
     for col in ("", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "runs (clipped)"):
         table.add_column(col, justify="left" if not col else "right")
-    rows = [("inference" if not report.per_entry else "whole frame", asdict(lat))]
+    rows = [("inference" if not report.per_entry else "whole frame", asdict(report.latency))] if report.latency else []
     rows += list(report.per_entry.items())
     for name, s in rows:
-        table.add_row(name, f"{s['p50_ms']:.2f}", f"{s['p90_ms']:.2f}", f"{s['p99_ms']:.2f}",
-                      f"{s['mean_ms']:.2f} ± {s['std_ms']:.2f}", f"{s['runs']} ({s['clipped']})")
+        table.add_row(name, _ms(s["p50_ms"]), _ms(s["p90_ms"]), _ms(s["p99_ms"]),
+                      f"{_ms(s['mean_ms'])} ± {_ms(s['std_ms'])}", f"{s['runs'] or '-'} ({s['clipped']})")
     out.print(table)
-    out.print(f"load {report.load_s:.2f} s · first inference {report.first_inference_ms:.1f} ms · "
-              f"peak RSS {report.peak_rss_mb:.0f} MB (+{report.rss_growth_mb:.0f} MB) · size {report.size_mb:.1f} MB")
+    facts = [f"load {report.load_s:.2f} s" if report.load_s is not None else None,
+             f"first inference {report.first_inference_ms:.1f} ms" if report.first_inference_ms is not None else None,
+             f"peak RSS {report.peak_rss_mb:.0f} MB (+{report.rss_growth_mb:.0f} MB)"
+             if report.peak_rss_mb is not None else None, f"size {report.size_mb:.1f} MB", report.source]
+    out.print(" · ".join(f for f in facts if f))
+    if report.layers:
+        layers = Table(title="slowest layers")
+        for col in ("layer", "type", "ms", "share"):
+            layers.add_column(col, justify="left" if col in ("layer", "type") else "right")
+        for layer in report.layers[:10]:
+            ms = layer.get("ms")
+            layers.add_row(layer["name"][:70], layer.get("type", ""), _ms(ms),
+                           f"{layer['share']:.1%}" if "share" in layer else f"cost {layer.get('estimated_cost', 0):.3f}")
+        out.print(layers)
     for note in report.notes:
         out.print(f"[dim]note: {note}[/]")
-    out.print(f"[dim]{path}[/]")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 @app.command()

@@ -32,14 +32,14 @@ MIN_RUNS_TO_CLIP = 10
 
 @dataclass
 class LatencyStats:
-    runs: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float  # after clipping outliers
-    std_ms: float
-    min_ms: float
-    max_ms: float
+    runs: int | None
+    p50_ms: float | None
+    p90_ms: float | None  # None: imported from a tool that reports only a median/average (benchmark_app)
+    p99_ms: float | None
+    mean_ms: float | None  # after clipping outliers
+    std_ms: float | None
+    min_ms: float | None
+    max_ms: float | None
     clipped: int  # runs left out of mean/std as outliers
 
     @classmethod
@@ -54,6 +54,12 @@ class LatencyStats:
         return cls(len(a), p50, p90, p99, float(kept.mean()), float(kept.std()), float(a.min()), float(a.max()),
                    int(len(a) - len(kept)))
 
+    @classmethod
+    def of_summary(cls, summary: dict[str, float], runs: int | None) -> LatencyStats:
+        """A tool's own summary (no samples): what it did not report stays None rather than being guessed."""
+        return cls(runs, summary.get("p50_ms"), summary.get("p90_ms"), summary.get("p99_ms"), summary.get("mean_ms"),
+                   None, summary.get("min_ms"), summary.get("max_ms"), 0)
+
 
 @dataclass
 class ProfileReport:
@@ -64,14 +70,16 @@ class ProfileReport:
     execution: str
     device: dict
     size_mb: float
-    load_s: float
-    first_inference_ms: float
-    latency: LatencyStats  # one whole inference (SAT-HMR: a frame through both stages; stages alone: per_entry)
-    peak_rss_mb: float  # of this process, at the end
-    rss_growth_mb: float  # peak resident memory added by loading and running the artifact
+    load_s: float | None
+    first_inference_ms: float | None
+    latency: LatencyStats | None  # one whole inference (SAT-HMR: a frame through both stages; stages: per_entry)
+    peak_rss_mb: float | None  # of this process, at the end (None: imported, the tool does not report it)
+    rss_growth_mb: float | None  # peak resident memory added by loading and running the artifact
     threads: int | None
     per_entry: dict[str, dict] = field(default_factory=dict)  # SAT-HMR: stage 1 and every bucket
     notes: list[str] = field(default_factory=list)
+    source: str = "edgehmr profile"  # or the native tool whose output was imported
+    layers: list[dict] = field(default_factory=list)  # imported per-layer times, slowest first
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -125,7 +133,7 @@ def _refuse_simulation(execution: str) -> None:
     if execution.startswith("simulated"):
         raise TargetUnavailableError(f"This artifact cannot run natively here ({execution}); profiling measures the "
                                      f"device, so run 'edgehmr profile' on it (or import its native tool's output "
-                                     f"with 'edgehmr profile --import', when available).")
+                                     f"with 'edgehmr profile ARTIFACT --import FILE').")
 
 
 def progress_steps(meta: dict, warmup: int, runs: int) -> int:
@@ -197,6 +205,50 @@ def _profile_sat(artifact_dir: Path, meta: dict, runs: int, warmup: int, threads
 def _notes(meta: dict) -> list[str]:
     return ["untrained (seeded) weights: latency is real, accuracy is not"] if meta["model"]["weights"] == "untrained" \
         else []
+
+
+def import_profile(artifact_dir: str | Path, files: list[Path], device: str | None = None) -> ProfileReport:
+    """A profile from native tools' outputs (see :mod:`edgehmr.native_profiles`) for the artifact they timed.
+
+    Several files combine: latency from one (samples beat a summary), per-layer times from another (trtexec
+    ``--exportTimes`` + ``--exportProfile``, or benchmark_app's report folder). ``device`` labels the machine
+    when the files do not say (trtexec and ETDump do not).
+    """
+    from edgehmr.native_profiles import read_native
+
+    artifact_dir = Path(artifact_dir)
+    meta = read_metadata(artifact_dir)
+    if "stages" in meta:
+        raise InputError("Importing native timings for two-stage SAT-HMR artifacts is not supported yet: run "
+                         "'edgehmr profile' on the device.")
+    timings = [t for f in files for t in read_native(Path(f))]
+    for t in timings:
+        if t.target != meta["target"]:
+            raise InputError(f"{t.tool} timings describe a {t.target} artifact, but {artifact_dir} is "
+                             f"{meta['target']}: import them for the artifact the tool ran.")
+    with_latency = sorted((t for t in timings if t.has_latency), key=lambda t: t.samples_ms is None)
+    if not with_latency and not any(t.layers for t in timings):
+        raise InputError("The imported files hold neither latency nor per-layer times.")
+    notes = _notes(meta) + [n for t in timings for n in t.notes]
+    latency = None
+    if with_latency:
+        best = with_latency[0]
+        latency = LatencyStats.of(best.samples_ms) if best.samples_ms else \
+            LatencyStats.of_summary(best.summary_ms, best.runs)
+        if len(with_latency) > 1:
+            notes.append(f"latency from {best.tool}; the other files' latency was not used")
+    else:
+        notes.append("no end-to-end latency in the imported files (per-layer times only)")
+    layers = next((t.layers for t in timings if t.layers), [])
+    info = {"label": device} if device else {}
+    for t in timings:
+        info = t.device | info
+    first = next((t.first_inference_ms for t in timings if t.first_inference_ms is not None), None)
+    load = next((t.load_s for t in timings if t.load_s is not None), None)
+    tools = " + ".join(dict.fromkeys(t.tool for t in timings))
+    return ProfileReport(str(artifact_dir), meta["model"]["model"], meta["target"], meta["precision"],
+                         "device (imported)", info, round(_dir_mb(artifact_dir), 2), load, first, latency, None,
+                         None, None, notes=notes, source=f"imported: {tools}", layers=layers)
 
 
 def save_profile(report: ProfileReport, out: Path | None = None) -> Path:

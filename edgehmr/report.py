@@ -4,7 +4,8 @@ Every artifact folder found under the given run directories (the folder itself, 
 becomes one row: model, target, precision, what executed it, size, latency (p50/p90 from ``profile.json``),
 drift (worst output relative L2 and task drift from ``validation.json``) and a one-line verdict against the
 tolerances. Written as ``report.json`` (machines), ``report.md`` (READMEs, pull requests) and a self-contained
-``report.html`` with the plots inline (latency per artifact, drift against latency, SAT-HMR latency per bucket).
+``report.html`` with the plots inline (latency per artifact, drift against latency, SAT-HMR latency per bucket,
+drift per joint).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Row:
     verdict: str  # pass | fail (which check) | not validated
     buckets: dict[str, dict] = field(default_factory=dict)  # SAT-HMR: latency and drift per bucket
     device: str | None = None
+    per_joint: dict | None = None  # validation.json's per-joint drift
 
 
 def find_artifacts(run_dirs: list[Path]) -> list[Path]:
@@ -82,14 +84,16 @@ def row_for(artifact: Path) -> Row:
         buckets.setdefault(name, {})["p50_ms"] = stats["p50_ms"]
     return Row(artifact.name, meta["model"]["model"], meta["target"], meta["precision"],
                (prof or {}).get("execution") or execution, (prof or {}).get("size_mb"),
-               (prof or {}).get("latency", {}).get("p50_ms"), (prof or {}).get("latency", {}).get("p90_ms"),
+               ((prof or {}).get("latency") or {}).get("p50_ms"), ((prof or {}).get("latency") or {}).get("p90_ms"),
                worst, metric if task is not None else None, task, verdict, buckets,
-               _device_label((prof or {}).get("device")))
+               _device_label((prof or {}).get("device")), (val or {}).get("per_joint"))
 
 
 def _device_label(device: dict | None) -> str | None:
     if not device:
         return None
+    if "cpu" not in device:  # imported from a native tool: what the files (or --device) said
+        return ", ".join(str(v) for v in device.values()) or None
     return f"{device['cpu']}, {device['cores']} cores, {device['os']}"
 
 
@@ -131,7 +135,9 @@ def plots(rows: list[Row]) -> dict[str, str]:
     if timed:
         fig, ax = plt.subplots(figsize=(7, 0.45 * len(timed) + 1.2))
         ax.barh([r.artifact for r in timed], [r.p50_ms for r in timed], color="#4c78a8")
-        ax.errorbar([r.p90_ms for r in timed], range(len(timed)), fmt="|", color="#333", label="p90")
+        # Imports from tools that report no p90 (benchmark_app) get no tick.
+        ax.errorbar([r.p90_ms if r.p90_ms is not None else float("nan") for r in timed], range(len(timed)), fmt="|",
+                    color="#333", label="p90")
         ax.set_xlabel("latency p50 (ms); tick: p90")
         ax.invert_yaxis()
         out["Latency per artifact"] = _png(fig)
@@ -161,6 +167,29 @@ def plots(rows: list[Row]) -> dict[str, str]:
         ax.set_title(f"{r.artifact}: stage 2 per bucket")
         ax.tick_params(axis="x", rotation=30)
         out[f"Latency per bucket: {r.artifact}"] = _png(fig)
+        plt.close(fig)
+    out |= _per_joint_plots(rows, plt)
+    return out
+
+
+def _per_joint_plots(rows: list[Row], plt) -> dict[str, str]:
+    """One plot per joint set (SMPL joints in mm, COCO keypoints in px): mean drift per joint, a line per artifact,
+    so a target that breaks the hands or the feet shows at a glance."""
+    out = {}
+    metrics = dict.fromkeys(r.per_joint["metric"] for r in rows if r.per_joint)
+    for metric in metrics:
+        same = [r for r in rows if r.per_joint and r.per_joint["metric"] == metric]
+        names = same[0].per_joint["names"]
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * len(names) + 1.5), 3.8))
+        for r in same:
+            ax.plot(range(len(names)), r.per_joint["mean"], marker="o", markersize=3,
+                    label=f"{r.target} {r.precision}" if len({x.model for x in same}) == 1 else r.artifact)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel(f"mean drift ({same[0].per_joint['unit']})")
+        ax.set_yscale("symlog", linthresh=1e-3)  # fp32 sits near zero, INT8 orders of magnitude above
+        ax.set_title(f"per-joint drift vs FP32 ({metric})")
+        ax.legend(fontsize=7)
+        out[f"Per-joint drift ({metric})"] = _png(fig)
         plt.close(fig)
     return out
 

@@ -12,10 +12,10 @@ import torch
 from edgehmr import tolerances
 from edgehmr.artifact import read_metadata, write_json
 from edgehmr.errors import InputError
-from edgehmr.metrics import error_stats, mpjpe_mm, pa_mpjpe_mm, point_error, pve_mm
+from edgehmr.metrics import M_TO_MM, error_stats, mpjpe_mm, pa_mpjpe_mm, point_error, pve_mm, root_aligned
 from edgehmr.models.geometry import project_to_crop_pixels
-from edgehmr.models.keypoints import decode_heatmaps
-from edgehmr.models.smpl import SMPLLayer, load_smpl
+from edgehmr.models.keypoints import COCO_KEYPOINT_NAMES, decode_heatmaps
+from edgehmr.models.smpl import SMPL_JOINT_NAMES, SMPLLayer, load_smpl
 from edgehmr.preprocess import INPUT_HW
 from edgehmr.reference import Bundle, load_bundle
 from edgehmr.targets.base import Runner, open_artifact_runner
@@ -46,6 +46,8 @@ class ValidationReport:
     outputs: dict[str, dict] = field(default_factory=dict)  # name -> error_stats + tolerance + ok
     task: dict[str, dict] = field(default_factory=dict)  # metric -> value, tolerance, ok, unit
     notes: list[str] = field(default_factory=list)
+    # Where the drift sits on the body: {"metric", "unit", "names", "mean", "max"} per joint over the samples.
+    per_joint: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -92,6 +94,20 @@ def _smpl_forward(smpl: SMPLLayer, outputs: dict[str, np.ndarray]) -> tuple[np.n
     return v.numpy(), j.numpy()
 
 
+def per_joint_errors(errors: np.ndarray, names: tuple[str, ...], metric: str, unit: str) -> dict:
+    """``errors [N, J]`` -> mean and max per joint over the samples."""
+    return {"metric": metric, "unit": unit, "names": list(names), "mean": errors.mean(0).tolist(),
+            "max": errors.max(0).tolist()}
+
+
+def hmr2_joint_drift(out: dict, ref: dict, smpl: SMPLLayer) -> dict:
+    """Root-aligned 3D error per SMPL joint (the per-joint terms of MPJPE), mm."""
+    _, joints = _smpl_forward(smpl, out)
+    _, ref_joints = _smpl_forward(smpl, ref)
+    errors = np.linalg.norm(root_aligned(joints) - root_aligned(ref_joints), axis=-1) * M_TO_MM
+    return per_joint_errors(errors, SMPL_JOINT_NAMES, "joint_3d_mm", "mm")
+
+
 def hmr2_task_drift(out: dict, ref: dict, smpl: SMPLLayer) -> dict[str, tuple[float, str]]:
     verts, joints = _smpl_forward(smpl, out)
     ref_verts, ref_joints = _smpl_forward(smpl, ref)
@@ -108,6 +124,16 @@ def hmr2_task_drift(out: dict, ref: dict, smpl: SMPLLayer) -> dict[str, tuple[fl
 
 
 def vitpose_task_drift(out: dict, ref: dict) -> dict[str, tuple[float, str]]:
+    kp, ref_kp = _decoded_keypoints(out), _decoded_keypoints(ref)
+    return {"kp2d_px": (float(point_error(kp, ref_kp).mean()), "crop px")}
+
+
+def vitpose_joint_drift(out: dict, ref: dict) -> dict:
+    errors = np.linalg.norm(_decoded_keypoints(out) - _decoded_keypoints(ref), axis=-1)
+    return per_joint_errors(errors, COCO_KEYPOINT_NAMES, "kp2d_px", "crop px")
+
+
+def _decoded_keypoints(out: dict) -> np.ndarray:
     """Keypoints decoded as apps do (DARK-UDP), in model-input pixels (heatmap px x 191/47, 255/63)."""
     n = out["heatmaps"].shape[0]
     hm_h, hm_w = out["heatmaps"].shape[-2:]
@@ -115,9 +141,7 @@ def vitpose_task_drift(out: dict, ref: dict) -> dict[str, tuple[float, str]]:
     center = np.tile([(hm_w - 1) / 2.0, (hm_h - 1) / 2.0], (n, 1))
     scale = np.tile([(hm_w - 1) / 200.0, (hm_h - 1) / 200.0], (n, 1))
     to_input = np.array([(INPUT_HW[1] - 1) / (hm_w - 1), (INPUT_HW[0] - 1) / (hm_h - 1)])
-    kp = decode_heatmaps(out["heatmaps"], center, scale)[..., :2] * to_input
-    ref_kp = decode_heatmaps(ref["heatmaps"], center, scale)[..., :2] * to_input
-    return {"kp2d_px": (float(point_error(kp, ref_kp).mean()), "crop px")}
+    return decode_heatmaps(out["heatmaps"], center, scale)[..., :2] * to_input
 
 
 def mesh_references(meta: dict, ref: dict, smpl_path: str | None) -> tuple[dict[str, np.ndarray], SMPLLayer]:
@@ -158,8 +182,10 @@ def validate(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: str | 
         if smpl.source == "synthetic":
             report.notes.append("task drift measured through the synthetic SMPL stand-in; pass --smpl for real mm")
         task = hmr2_task_drift(out, ref, smpl)
+        report.per_joint = hmr2_joint_drift(out, ref, smpl)
     else:
         task = vitpose_task_drift(out, ref)
+        report.per_joint = vitpose_joint_drift(out, ref)
     for metric, (value, unit) in task.items():
         t = tolerances.task_tolerance(precision, metric)
         report.task[metric] = {"value": value, "tolerance": t, "unit": unit, "ok": Check(value, t).ok}

@@ -36,6 +36,11 @@ def test_rows_merge_validation_and_profile(reported):
         row = rows[path.name]
         assert row["verdict"] == "pass" and row["p50_ms"] > 0 and row["task_metric"] == "mpjpe_mm"
     assert rows[a.name]["worst_rel_l2"] < rows[b.name]["worst_rel_l2"]  # fp32 drifts less than fp16
+    joints = rows[b.name]["per_joint"]
+    assert joints["names"][0] == "pelvis" and len(joints["mean"]) == 24 and joints["mean"][0] == 0.0
+    # MPJPE is the mean of the per-joint terms over joints (and samples).
+    assert sum(joints["mean"]) / 24 == pytest.approx(rows[b.name]["task_value"], rel=1e-9)
+    assert all(hi >= mean for hi, mean in zip(joints["max"], joints["mean"]))
     md = (out / "report.md").read_text()
     assert f"| {a.name} | onnx | fp32 |" in md and "Measured on:" in md
 
@@ -43,7 +48,8 @@ def test_rows_merge_validation_and_profile(reported):
 def test_html_is_self_contained_with_plots(reported):
     out, _, _ = reported
     page = (out / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') >= 2 and "http" not in page.split("<body>")[1]
+    assert page.count('src="data:image/png;base64,') >= 3 and "http" not in page.split("<body>")[1]
+    assert "Per-joint drift (joint_3d_mm)" in page
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt-get install chromium)")

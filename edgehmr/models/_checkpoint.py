@@ -63,9 +63,13 @@ def _torch_load(path: Path, trust: bool):
 
 
 def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
-    """Lightning and mmcv files keep weights under ``state_dict``; a bare state dict is used as is."""
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
+    """Lightning and mmcv files keep weights under ``state_dict``, the Swin/GroupMixFormer/VMamba classification
+    releases under ``model``; a bare state dict is used as is."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
     if not isinstance(obj, dict) or not obj:
         raise InputError(f"Checkpoint {path} holds no state dict (found {type(obj).__name__}).")
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}

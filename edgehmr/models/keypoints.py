@@ -11,6 +11,10 @@ import numpy as np
 
 from edgehmr.models.vitpose_head import COCO_FLIP_PAIRS
 
+COCO_KEYPOINT_NAMES = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+                       "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+                       "right_knee", "left_ankle", "right_ankle")
+
 DARK_KERNEL = 11
 
 

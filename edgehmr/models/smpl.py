@@ -18,6 +18,12 @@ from torch import nn
 
 from edgehmr.errors import InputError
 
+# The 24 SMPL joints in kinematic-tree order (the order of ``joints`` outputs and of the pose rotations).
+SMPL_JOINT_NAMES = ("pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle",
+                    "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head",
+                    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+                    "left_hand", "right_hand")
+
 NUM_VERTICES = 6890
 NUM_JOINTS = 24
 NUM_BETAS = 10
