@@ -68,6 +68,23 @@ DEFAULT_RECIPES = {
     "vitpose": QuantRecipe("vitpose-default", ("backbone.patch_embed", "keypoint_head.final_layer"),
                            ("softmax", "layernorm")),
 }
+
+# Truncated hierarchical encoders (edgehmr.models.hierarchical): the same head choices as above, the family's
+# image stem in float (the patch-embedding reasoning), plus
+# - VMamba: the selective scan (its matmuls multiply activations by exp-decay and 0/1 running-sum matrices);
+# - GroupMixFormer: the depthwise convs (position conv, aggregators, conv relative positions): per-tensor INT8
+#   activations on them gave 8.6 mm MPJPE drift on hmr2-gmf-t-s3 (OpenVINO, seeded weights), 3.7 mm kept float,
+#   for ~2% of the MACs.
+_HMR2_HEAD = tuple(s for s in DEFAULT_RECIPES["hmr2"].keep_float_scopes if not s.startswith("backbone."))
+_GMF_BLOCKS = "backbone.groupmixformer_backbone.*"
+_STEMS = {"swin": ("backbone.patch_embed",),
+          "gmf": ("backbone.conv_stem", f"{_GMF_BLOCKS}.cpe", f"{_GMF_BLOCKS}.att.aggregator", f"{_GMF_BLOCKS}.att.crpe"),
+          "vmamba": ("backbone.patch_embed", "backbone.layers.*.blocks.*.op.scan")}
+for _family, _float in _STEMS.items():
+    DEFAULT_RECIPES[f"hmr2-{_family}"] = QuantRecipe(f"hmr2-{_family}-default", _float + _HMR2_HEAD,
+                                                     ("softmax", "layernorm"))
+    DEFAULT_RECIPES[f"vitpose-{_family}"] = QuantRecipe(f"vitpose-{_family}-default",
+                                                        _float + ("keypoint_head.final_layer",), ("softmax", "layernorm"))
 NO_EXCLUSIONS = QuantRecipe("none")
 
 

@@ -58,6 +58,8 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
     if canvas or buckets:
         raise SpecError(f"--canvas/--buckets apply to full-frame SAT-HMR, not {model} (person crops).")
     caps = get_target(target)
+    if caps.id in info.unsupported_targets:
+        raise SpecError(f"{model} cannot run on {caps.id}: {info.unsupported_targets[caps.id]}")
     prec = caps.precisions[0] if precision is None else parse_precision(precision, caps)
     check_available(caps)
     if checkpoint is not None and not Path(checkpoint).is_file():
@@ -80,7 +82,7 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
         raise SpecError(f"--calib-count must be at least 1 (got {calib_count}).")
     quant = None
     if prec in (Precision.int8, Precision.int8_weights):
-        quant = resolve_recipe(info.family, recipe, tuple(keep_float), tuple(quantize))
+        quant = resolve_recipe(info.recipe or info.family, recipe, tuple(keep_float), tuple(quantize))
         with torch.device("meta"):  # module names only: no memory, no time
             check_scopes(quant, info.build())
     elif keep_float or quantize or recipe != "default":

@@ -56,6 +56,9 @@ def model_cost(name: str) -> tuple[int, float]:
     with torch.device("meta"):
         module = info.build()
         params = sum(p.numel() for p in module.parameters())
+        # The counter's module tracker hooks inputs that require grad; parameters passed into a submodule's
+        # forward as inputs (VMamba's scan) would have none under no_grad.
+        module.requires_grad_(False)
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():
             if info.cost_forward is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -34,6 +34,10 @@ class ModelInfo:
     # Runs one representative forward for `edgehmr models`' GMACs where ``module(image)`` is not the model's
     # whole computation (two-stage models); None: ``module(inputs[0])``.
     cost_forward: Callable[[nn.Module], object] | None = None
+    # Key of the default INT8 recipe (calibration.recipes.DEFAULT_RECIPES); None: the family's.
+    recipe: str | None = None
+    # target id -> why this model cannot run there (convert refuses with that reason)
+    unsupported_targets: dict[str, str] = field(default_factory=dict)
 
     @property
     def output_names(self) -> list[str]:
@@ -66,4 +70,4 @@ def get_model_info(name: str) -> ModelInfo:
 
 def _ensure_loaded() -> None:
     # Importing the family modules registers their variants.
-    from edgehmr.models import hmr2, sat_registry, vitpose  # noqa: F401
+    from edgehmr.models import hierarchical, hmr2, sat_registry, vitpose  # noqa: F401

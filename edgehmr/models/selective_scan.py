@@ -13,7 +13,8 @@ unrolls into an L-long graph, 3072 steps per block at stage 1 of a 256x192 input
 * inside a chunk, the decay from step s to step t is ``exp(sum_{s<r<=t} dt_r A)``, a T x T lower-triangular
   matrix per channel and state index, so the chunk's states (started from zero) are one batched matmul;
 * the chunk ends are chained by the same matrix form over the G chunks of a step (a G x G "second small scan"),
-  and each chunk's states get the state entering it times ``exp(cumsum(dt A))``;
+  and each chunk's states get the state entering it times ``exp(cumsum(dt A))`` (running sums are matmuls with
+  a constant triangular ones matrix: OpenVINO's CPU CumSum is slow);
 * a Python loop runs over steps of G*T ~ ``STEP`` = 256 timesteps (12 at stage 1, 3 at stage 2, 1 at stage 3),
   carrying the state between steps. Nothing loops over timesteps.
 
@@ -36,7 +37,7 @@ dt = softplus(0.5*N(0,1) + inverse-softplus(log-uniform[1e-3, 0.1])), L = 3072; 
 
 float64 shows the chunked form equals the recurrence (error is rounding only); in float32 it differs from the
 float32 loop by no more than the loop differs from float64, so it adds no error of its own, for any T. That needs
-the segment sums accumulated directly (a cumsum of masked column copies): the shorter ``S_t - S_s`` of one cumsum
+the segment sums accumulated directly (a running sum of masked column copies): the shorter ``S_t - S_s`` of one cumsum
 loses ~eps*|S_t| and measured 3.4e-06 (N=1) / 1.4e-05 (N=16) relative at T=64 in the strong-decay case.
 Above the diagonal those sums are exactly 0 and -1e4 is added before exp (never -inf, representable in float16),
 so the upper triangle is exactly 0 and nothing overflows.
@@ -147,14 +148,30 @@ def selective_scan_chunked(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
     return y.reshape(batch, k * d, length).to(u.dtype)
 
 
-def _tril_masks(size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(strictly-lower 0/1 mask, upper fill: 0 on and below the diagonal, MASK_FILL above) as float ``[T, T]``.
+def _tril_masks(size: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(strictly-lower 0/1 mask, upper fill: 0 on and below the diagonal, MASK_FILL above, lower-inclusive 0/1
+    ``L``) as float ``[T, T]``.
 
     Built from Python ints, so exporters fold them to constants; float so masking is a broadcast Mul/Add (ONNX
-    Runtime's broadcast Where was 37% of VMamba-T's CPU time).
+    Runtime's broadcast Where was 37% of VMamba-T's CPU time). Running sums are matmuls with ``L`` instead of
+    CumSum: OpenVINO's CPU CumSum took 70-115 ms per call on VMamba-T stage-3 tensors (most of the model's time),
+    a [T, T] matmul is a few microseconds on every target and sums the same terms.
     """
     ones = torch.ones(size, size, device=device)
-    return ones.tril(-1), (1.0 - ones.tril()) * MASK_FILL
+    lower = ones.tril()
+    return ones.tril(-1), (1.0 - lower) * MASK_FILL, lower
+
+
+def _running_sum(x: torch.Tensor, lower: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x.cumsum(dim)`` for dim -1 or -2 of size T, as a matmul with the lower-inclusive ones ``[T, T]``.
+
+    Written as one 2-D mm with the constant on the right: a batched matmul with the constant (``lower @ x``, or
+    any non-contiguous left operand) is exported as an expand of ``lower`` to the batch shape, which OpenVINO
+    folds into a constant of that size (+80 MB on VMamba-T)."""
+    rows = x.transpose(-1, -2) if dim == -2 else x
+    shape = rows.shape
+    out = torch.mm(rows.reshape(-1, shape[-1]), lower.transpose(0, 1)).reshape(shape)
+    return out.transpose(-1, -2) if dim == -2 else out
 
 
 def _decay_matrix(log_decay: torch.Tensor, masks: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -165,9 +182,9 @@ def _decay_matrix(log_decay: torch.Tensor, masks: tuple[torch.Tensor, torch.Tens
     ~eps*|segment|. Above the diagonal the sums are exactly 0, and MASK_FILL is added there before exp, so those
     entries are exactly 0 and nothing can overflow to inf.
     """
-    strict, upper_fill = masks
+    strict, upper_fill, lower = masks
     # Masking by multiply assumes finite log-decays (A = -exp(A_logs) is finite for any sane A_logs).
-    seg = (log_decay[..., :, None] * strict.to(log_decay.dtype)).cumsum(-2)
+    seg = _running_sum(log_decay[..., :, None] * strict.to(log_decay.dtype), lower.to(log_decay.dtype), -2)
     return torch.exp(seg + upper_fill.to(log_decay.dtype))
 
 
@@ -175,12 +192,12 @@ def _scan_step(log_decay, inp, state, masks_t, masks_g):
     """One step of G chunks of T timesteps: ``log_decay``/``inp`` ``[B, K, D, N, G, T]``, ``state`` ``[B, K, D, N]``
     or None (zero). Returns the states ``[B, K, D, N, G, T]`` and the state after the step."""
     local = torch.matmul(_decay_matrix(log_decay, masks_t), inp[..., None])[..., 0]  # each chunk from zero
-    cum = log_decay.cumsum(-1)  # decay from each chunk's start, inclusive
+    cum = _running_sum(log_decay, masks_t[2].to(log_decay.dtype), -1)  # decay from each chunk's start, inclusive
     chunk_decay = cum[..., -1]  # [..., G] whole-chunk log-decay
     # Second, small scan over the G chunk ends (same matrix form, G x G), plus the state entering the step.
     ends = torch.matmul(_decay_matrix(chunk_decay, masks_g), local[..., -1, None])[..., 0]  # [..., G]
     if state is not None:
-        ends = ends + torch.exp(chunk_decay.cumsum(-1)) * state[..., None]
+        ends = ends + torch.exp(_running_sum(chunk_decay, masks_g[2].to(chunk_decay.dtype), -1)) * state[..., None]
     entering = _shift_in(ends, state)  # state entering each chunk, [..., G] or None
     states = local if entering is None else local + torch.exp(cum) * entering[..., None]
     return states, ends[..., -1]
