@@ -58,6 +58,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgehmr.models._init import init_linear_or_norm
+
 BLOCK_LN_EPS = 1e-6  # GroupMixFormer(norm_layer=partial(nn.LayerNorm, eps=1e-6))
 NUM_SEGMENTS = 5  # q/k/v channel segments: identity, 3x3, 5x5, 7x7 proxies for attention, and the agg0 branch
 AGG_KERNELS = (3, 5, 7)  # separable-conv group sizes of segments 1..3
@@ -348,13 +350,7 @@ def init_gmf_weights(module: nn.Module) -> None:
     LayerNorm 1/0. Convs keep PyTorch's constructor init (drawn under the caller's seed); BatchNorm keeps its
     defaults, running statistics included."""
     for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        init_linear_or_norm(m)
 
 
 _STAGE_KEY = re.compile(r"^(?:patch_embed_layers|groupmixformer_backbone)\.(\d+)\.")

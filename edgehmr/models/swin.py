@@ -40,7 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgehmr.models._init import init_linear_or_norm
 from edgehmr.models.attention import attend_heads, merge_heads, split_fused, split_heads
+from edgehmr.models.vit import Mlp  # fc1 -> exact GELU -> fc2, the same names as Swin's
 
 PATCH_SIZE = 4
 # reason: the published code fills cross-region logits with -100.0 (not -inf); kept so outputs match the published
@@ -217,17 +219,6 @@ class WindowAttention(nn.Module):
         return self.proj(merge_heads(out, windows))
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()  # exact erf GELU, as published
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class SwinBlock(nn.Module):
     """Pre-norm (shifted-)window attention block on a static ``resolution`` map, ``[B, H, W, C] -> same``.
 
@@ -394,12 +385,7 @@ def init_swin_weights(module: nn.Module) -> None:
     """Untrained initialisation (the published recipe; seed with ``torch.manual_seed`` first): truncated-normal
     0.02 linears and bias tables, zero biases, unit LayerNorms. The patch conv keeps PyTorch's default."""
     for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, WindowAttention):
+        if init_linear_or_norm(m):
+            continue
+        if isinstance(m, WindowAttention):
             nn.init.trunc_normal_(m.relative_position_bias_table, std=0.02)

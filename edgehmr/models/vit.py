@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgehmr.models._init import init_linear_or_norm
 from edgehmr.models.attention import attend, split_fused
 
 IMAGE_SIZE = (256, 192)  # (H, W) the positional table was trained for
@@ -116,13 +117,7 @@ class ViT(nn.Module):
 def init_vit_weights(module: nn.Module) -> None:
     """Seeded initialisation used when no checkpoint is given (timm/ViTPose style)."""
     for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        init_linear_or_norm(m)
     if isinstance(module, ViT):
         nn.init.trunc_normal_(module.pos_embed, std=0.02)
 

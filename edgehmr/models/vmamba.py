@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgehmr.models._init import init_linear_or_norm
 from edgehmr.models.selective_scan import selective_scan_chunked, selective_scan_sequential
 
 K_DIRECTIONS = 4  # row-major, column-major, and both reversed
@@ -314,14 +315,9 @@ def init_vmamba_weights(module: nn.Module) -> None:
     """Seeded "untrained" weights as the published ``VSSM._init_weights`` + SS2D init: Linear (incl. 1x1)
     trunc_normal(0.02) with zero bias, LayerNorm 1/0, convs PyTorch default, SS2D parameters as published."""
     for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Conv2d):
+        if init_linear_or_norm(m):
+            continue
+        if isinstance(m, nn.Conv2d):
             m.reset_parameters()
         elif isinstance(m, SS2D):
             m.reset_ssm_parameters()
