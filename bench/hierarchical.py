@@ -13,6 +13,7 @@ running:
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -44,7 +45,7 @@ def prepare(name: str, args, work: Path) -> dict:
     convert_s = time.perf_counter() - start
     report = validate(path, bundle)
     metric = "mpjpe_mm" if "mpjpe_mm" in report.task else "kp2d_px"
-    meta = __import__("json").loads((path / "metadata.json").read_text())
+    meta = json.loads((path / "metadata.json").read_text())
     image = np.load(bundle / "inputs.npz")["image"][:1]
     print(f"  {name}: converted in {convert_s:.0f} s, {metric} drift {report.task[metric]['value']:.3f}", flush=True)
     return {"name": name, "params_m": params / 1e6, "gmacs": gmacs, "runner": open_artifact_runner(path, meta),

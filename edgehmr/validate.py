@@ -100,37 +100,29 @@ def per_joint_errors(errors: np.ndarray, names: tuple[str, ...], metric: str, un
             "max": errors.max(0).tolist()}
 
 
-def hmr2_joint_drift(out: dict, ref: dict, smpl: SMPLLayer) -> dict:
-    """Root-aligned 3D error per SMPL joint (the per-joint terms of MPJPE), mm."""
-    _, joints = _smpl_forward(smpl, out)
-    _, ref_joints = _smpl_forward(smpl, ref)
-    errors = np.linalg.norm(root_aligned(joints) - root_aligned(ref_joints), axis=-1) * M_TO_MM
-    return per_joint_errors(errors, SMPL_JOINT_NAMES, "joint_3d_mm", "mm")
-
-
-def hmr2_task_drift(out: dict, ref: dict, smpl: SMPLLayer) -> dict[str, tuple[float, str]]:
+def hmr2_task_drift(out: dict, ref: dict, smpl: SMPLLayer) -> tuple[dict[str, tuple[float, str]], dict]:
+    """Task metrics and the per-joint drift (root-aligned 3D error per SMPL joint, the terms of MPJPE), from one
+    SMPL pass per side."""
     verts, joints = _smpl_forward(smpl, out)
     ref_verts, ref_joints = _smpl_forward(smpl, ref)
     # 2D drift in model-input (crop) pixels: comparable across images whatever the person's size in the frame.
     kp = project_to_crop_pixels(joints, out["pred_cam_t"].astype(np.float64))
     ref_kp = project_to_crop_pixels(ref_joints, ref["pred_cam_t"].astype(np.float64))
+    per_joint = np.linalg.norm(root_aligned(joints) - root_aligned(ref_joints), axis=-1) * M_TO_MM
     return {
         "mpjpe_mm": (float(mpjpe_mm(joints, ref_joints).mean()), "mm"),
         "pa_mpjpe_mm": (float(pa_mpjpe_mm(joints, ref_joints).mean()), "mm"),
         "pve_mm": (float(pve_mm(verts, ref_verts, joints[:, 0], ref_joints[:, 0]).mean()), "mm"),
         "kp2d_px": (float(point_error(kp, ref_kp).mean()), "crop px"),
         "cam_t_mm": (float(np.linalg.norm(out["pred_cam_t"] - ref["pred_cam_t"], axis=-1).mean() * 1000), "mm"),
-    }
+    }, per_joint_errors(per_joint, SMPL_JOINT_NAMES, "joint_3d_mm", "mm")
 
 
-def vitpose_task_drift(out: dict, ref: dict) -> dict[str, tuple[float, str]]:
-    kp, ref_kp = _decoded_keypoints(out), _decoded_keypoints(ref)
-    return {"kp2d_px": (float(point_error(kp, ref_kp).mean()), "crop px")}
-
-
-def vitpose_joint_drift(out: dict, ref: dict) -> dict:
+def vitpose_task_drift(out: dict, ref: dict) -> tuple[dict[str, tuple[float, str]], dict]:
+    """2D keypoint drift and its per-keypoint terms, decoding each side once."""
     errors = np.linalg.norm(_decoded_keypoints(out) - _decoded_keypoints(ref), axis=-1)
-    return per_joint_errors(errors, COCO_KEYPOINT_NAMES, "kp2d_px", "crop px")
+    return ({"kp2d_px": (float(errors.mean()), "crop px")},
+            per_joint_errors(errors, COCO_KEYPOINT_NAMES, "kp2d_px", "crop px"))
 
 
 def _decoded_keypoints(out: dict) -> np.ndarray:
@@ -181,11 +173,9 @@ def validate(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: str | 
             smpl = SMPLLayer(load_smpl(smpl_path), dtype=torch.float64)
         if smpl.source == "synthetic":
             report.notes.append("task drift measured through the synthetic SMPL stand-in; pass --smpl for real mm")
-        task = hmr2_task_drift(out, ref, smpl)
-        report.per_joint = hmr2_joint_drift(out, ref, smpl)
+        task, report.per_joint = hmr2_task_drift(out, ref, smpl)
     else:
-        task = vitpose_task_drift(out, ref)
-        report.per_joint = vitpose_joint_drift(out, ref)
+        task, report.per_joint = vitpose_task_drift(out, ref)
     for metric, (value, unit) in task.items():
         t = tolerances.task_tolerance(precision, metric)
         report.task[metric] = {"value": value, "tolerance": t, "unit": unit, "ok": Check(value, t).ok}
