@@ -30,8 +30,14 @@ def staged_dir(final: Path):
     stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     try:
         yield stage
-    except BaseException:
+    except BaseException as e:
+        full = _out_of_disk(stage)
         shutil.rmtree(stage, ignore_errors=True)
+        if full and not isinstance(e, KeyboardInterrupt):
+            # Vendor writers report a full disk in their own words (OpenVINO: "basic_ios::clear: iostream error",
+            # protobuf: "Wire format was corrupt" on the read-back); say what happened instead.
+            raise InputError(f"the disk holding {final.parent} ran out of space while writing {final.name} "
+                             f"({type(e).__name__}: {e}); free some space or pass another --out-dir.") from e
         raise
     old = None
     if final.exists():
@@ -40,6 +46,17 @@ def staged_dir(final: Path):
     stage.rename(final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# Below this much free space at the moment a write failed, the failure is taken to be a full disk.
+_FULL_DISK_BYTES = 64 << 20
+
+
+def _out_of_disk(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(path).free < _FULL_DISK_BYTES
+    except OSError:
+        return False
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -68,4 +69,11 @@ def artifact(workdir, loaded_models):
             cache[key] = convert(spec, loaded_models(name))
         return cache[key]
 
+    def release(*names: str) -> None:
+        """Delete these models' artifacts: a module whose large artifacts nobody else uses frees the disk (CI
+        machines can be short of it) instead of holding them until the session ends."""
+        for key in [k for k in cache if k[0] in names]:
+            shutil.rmtree(cache.pop(key), ignore_errors=True)
+
+    get.release = release
     return get

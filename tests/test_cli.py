@@ -83,6 +83,21 @@ def test_missing_runtime_names_the_install_command(capsys, tmp_path, monkeypatch
     assert list(tmp_path.iterdir()) == []
 
 
+def test_full_disk_during_convert_is_one_line_and_leaves_nothing(capsys, tmp_path, monkeypatch):
+    import edgehmr.artifact
+    import edgehmr.converters.openvino
+
+    def full_disk(job, out_dir):  # what OpenVINO's save_model raises when the disk fills up
+        (out_dir / "model.bin").write_bytes(b"partial")
+        raise RuntimeError("basic_ios::clear: iostream error")
+
+    monkeypatch.setattr(edgehmr.converters.openvino, "convert", full_disk)
+    monkeypatch.setattr(edgehmr.artifact, "_out_of_disk", lambda path: True)
+    code, _, err = run(capsys, "convert", "-m", "vitpose-s", "-t", "openvino", "-o", str(tmp_path))
+    assert code == 2 and "ran out of space while writing vitpose-s-openvino-fp32" in err
+    assert sum(line.startswith("error") for line in err.splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
 def test_unreadable_image_and_empty_folder(capsys, tmp_path):
     (tmp_path / "empty").mkdir()
     code, _, err = run(capsys, "reference", "-m", "vitpose-s", "-i", str(tmp_path / "empty"))

@@ -25,6 +25,13 @@ TINY = {"swin": SwinConfig(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2
         "vmamba": VMambaConfig(dims=(8, 16, 32, 64), depths=(1, 1, 1, 1))}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_artifacts(artifact):
+    """The T-S3 artifacts (~100 MB each, a dozen of them) are used by this module only."""
+    yield
+    artifact.release(*(f"{head}-{family}-t-s3" for head in ("hmr2", "vitpose") for family in FAMILIES))
+
+
 def tiny_pose(family: str, stages: int) -> HierarchicalViTPose:
     fam = dataclasses.replace(_families()[family], sizes={"tiny": TINY[family]})
     torch.manual_seed(0)
