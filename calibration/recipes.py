@@ -85,6 +85,22 @@ for _family, _float in _STEMS.items():
                                                      ("softmax", "layernorm"))
     DEFAULT_RECIPES[f"vitpose-{_family}"] = QuantRecipe(f"vitpose-{_family}-default",
                                                         _float + ("keypoint_head.final_layer",), ("softmax", "layernorm"))
+
+# DeformableHMR (edgehmr.models.deformable_hmr): the HMR2.0 reasoning carried over. The 26 queries' own linears
+# (self-attention, feed-forward, the deformable attention's output projection) are memory-bound on 26 tokens, and
+# INT8 on the offset/weight predictors and the reference points would move where the decoder samples; the value
+# projection over every upsampled pixel (the decoder's MACs) and the level projections stay INT8. The JBU kernel
+# branch (small convs on the pooled RGB guidance that decide the filter weights) stays float.
+_DEFORMABLE_LAYERS = "head.layers.*"
+_DEFORMABLE_FLOAT = (
+    "backbone.patch_embed", "head.reference_points", f"{_DEFORMABLE_LAYERS}.self_attn",
+    f"{_DEFORMABLE_LAYERS}.cross_attn.sampling_offsets", f"{_DEFORMABLE_LAYERS}.cross_attn.attention_weights",
+    f"{_DEFORMABLE_LAYERS}.cross_attn.output_proj", f"{_DEFORMABLE_LAYERS}.linear1", f"{_DEFORMABLE_LAYERS}.linear2",
+    "head.decpose", "head.decshape", "head.deccam")
+DEFAULT_RECIPES["deformable-hmr"] = QuantRecipe("deformable-hmr-default", _DEFORMABLE_FLOAT + ("head.upsamplers",),
+                                                ("softmax", "layernorm"))
+DEFAULT_RECIPES["deformable-hmr-x1"] = QuantRecipe("deformable-hmr-x1-default", _DEFORMABLE_FLOAT,
+                                                   ("softmax", "layernorm"))
 NO_EXCLUSIONS = QuantRecipe("none")
 
 

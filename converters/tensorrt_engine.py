@@ -103,8 +103,17 @@ def _parse(trt, builder, logger, onnx_path: Path, flags: int):
     if not parser.parse_from_file(str(onnx_path)):
         err = parser.get_error(0)
         where = f"node '{err.node_name()}' ({err.node_operator()})" if hasattr(err, "node_name") else "the graph"
-        raise ConversionError(f"TensorRT {trt.__version__} cannot parse {where} of {onnx_path.name}: {err.desc()}")
+        raise ConversionError(f"TensorRT {trt.__version__} cannot parse {where} of {onnx_path.name}: {err.desc()}"
+                              f"{parse_failure_hint(where + ' ' + str(err.desc()))}")
     return network, parser
+
+
+def parse_failure_hint(message: str) -> str:
+    """What to do when the parser rejects an op edgehmr can export another way."""
+    if "GridSample" in message:
+        return (" (TensorRT imports GridSample from 8.5 on; JetPack 4.6 has 8.2. Reconvert with 'edgehmr convert "
+                "... --sampler gather', which writes deformable attention's bilinear sampling as Gather ops.)")
+    return ""
 
 
 def build_engine(onnx_path: Path, engine_path: Path, precision: Precision,

@@ -149,6 +149,10 @@ def convert(
                                                          "low-res/background tokens); default: fitted to --calib."),
     bucket_count: int = typer.Option(8, "--bucket-count", help="sat-hmr: buckets fitted to the --calib frames "
                                                                "(more: less padding, more graphs to compile)."),
+    sampler: str = typer.Option(None, "--sampler", help="deformable-hmr-*: how deformable attention samples: "
+                                                         "grid_sample (default; GridSample / resample) or gather "
+                                                         "(bilinear corners as Gather ops, for runtimes without a "
+                                                         "grid-sample kernel, e.g. TensorRT < 8.5)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved spec and stop."),
     quiet: bool = QuietOpt,
 ):
@@ -163,6 +167,7 @@ def convert(
       edgehmr convert -m hmr2-vit-b -t executorch -p int8     (XNNPACK .pte, dynamic INT8 activations)
       edgehmr convert -m sat-hmr -c sat_644.pth -t openvino --canvas 1288x728 --calib frames/
                                                               (two stages, one static graph per token bucket)
+      edgehmr convert -m deformable-hmr-vit-s-x2 -t tensorrt -p fp16 --sampler gather
     """
     from edgehmr.convert import calibration_for
     from edgehmr.convert import convert as run_convert
@@ -171,7 +176,7 @@ def convert(
 
     spec = resolve_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, smpl, batch, out_dir, seed,
                         calib, calib_count, calib_boxes, recipe, tuple(keep_float), tuple(quantize), canvas, buckets,
-                        bucket_count)
+                        bucket_count, sampler)
     if dry_run:
         out.print_json(spec.to_json())
         return

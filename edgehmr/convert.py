@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import time
@@ -61,6 +62,20 @@ def export_recipe(recipe: QuantRecipe | None, module: torch.nn.Module, with_mesh
     return recipe
 
 
+@contextlib.contextmanager
+def sampler_applied(module: torch.nn.Module, sampler: str | None):
+    """Export with the spec's deformable-attention sampler; the loaded model (shared by callers) is restored."""
+    if sampler is None:
+        yield
+        return
+    before = module.sampler
+    module.set_sampler(sampler)
+    try:
+        yield
+    finally:
+        module.set_sampler(before)
+
+
 def calibration_for(spec: ConvertSpec, loaded: LoadedModel, progress=None) -> CalibrationSet | None:
     if not spec.calib:
         return None
@@ -88,7 +103,7 @@ def convert(spec: ConvertSpec, loaded: LoadedModel | None = None, calibration: C
     converter = importlib.import_module(caps.converter)
     final = artifact_path(spec)
     start = time.perf_counter()
-    with staged_dir(final) as stage:
+    with staged_dir(final) as stage, sampler_applied(loaded.module, spec.sampler):
         result = converter.convert(job, stage)
         with torch.no_grad():
             shapes = [list(o.shape) for o in module(*example)]
@@ -112,7 +127,8 @@ def convert(spec: ConvertSpec, loaded: LoadedModel | None = None, calibration: C
                 "recipe": recipe.to_json(),
                 "calibration": calibration.describe() if calibration is not None else None,
             },
-            "spec": {"batch": spec.batch, "seed": spec.seed, "trust_checkpoint": spec.trust_checkpoint},
+            "spec": {"batch": spec.batch, "seed": spec.seed, "trust_checkpoint": spec.trust_checkpoint}
+            | ({"sampler": spec.sampler} if spec.sampler else {}),
             "environment": environment("cpu"),
             "convert_seconds": round(time.perf_counter() - start, 2),
         })

@@ -47,7 +47,14 @@ def procrustes_align(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 def pa_mpjpe_mm(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(procrustes_align(pred, ref) - ref, axis=-1).mean(-1) * M_TO_MM
+    """Per-sample error after Procrustes alignment, mm; NaN for samples with non-finite joints (an artifact that
+    overflowed must fail validation, not stop it: the SVD does not converge on them)."""
+    out = np.full(pred.shape[0], np.nan)
+    finite = np.isfinite(pred).all((1, 2)) & np.isfinite(ref).all((1, 2))
+    if finite.any():
+        aligned = procrustes_align(pred[finite], ref[finite])
+        out[finite] = np.linalg.norm(aligned - ref[finite], axis=-1).mean(-1) * M_TO_MM
+    return out
 
 
 def pve_mm(pred_verts: np.ndarray, ref_verts: np.ndarray, pred_root: np.ndarray, ref_root: np.ndarray) -> np.ndarray:

@@ -35,6 +35,7 @@ class ConvertSpec:
     canvas: str | None = None  # full-frame models (SAT-HMR): WxH, multiples of 56
     buckets: str | None = None  # SAT-HMR: explicit bucket table "HRxOTHER,..."; else fitted to --calib frames
     bucket_count: int = 8  # SAT-HMR: buckets fitted to the calibration frames
+    sampler: str | None = None  # deformable-attention models: grid_sample | gather; None: the model's default
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -47,8 +48,12 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
                  out_dir: str = "runs", seed: int = 0, calib: str | None = None, calib_count: int = DEFAULT_COUNT,
                  calib_boxes: str | None = None, recipe: str = "default", keep_float: tuple[str, ...] = (),
                  quantize: tuple[str, ...] = (), canvas: str | None = None, buckets: str | None = None,
-                 bucket_count: int = 8) -> ConvertSpec:
+                 bucket_count: int = 8, sampler: str | None = None) -> ConvertSpec:
     info = get_model_info(model)
+    if sampler is not None and sampler not in info.samplers:
+        if not info.samplers:
+            raise SpecError(f"--sampler applies to deformable-attention models (deformable-hmr-*), not {model}.")
+        raise SpecError(f"Unknown sampler '{sampler}'; {model} exports {', '.join(info.samplers)}.")
     if info.family == "sat-hmr":
         if keep_float or quantize or recipe != "default":
             raise SpecError("--recipe/--keep-float/--quantize are not available for sat-hmr yet: its INT8 keeps "
@@ -88,7 +93,7 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
     elif keep_float or quantize or recipe != "default":
         raise SpecError(f"--recipe/--keep-float/--quantize apply to int8 schemes, not {prec.value}.")
     return ConvertSpec(model, caps.id, prec, checkpoint, trust_checkpoint, with_mesh, smpl, batch, out_dir, seed,
-                       calib, calib_count, calib_boxes, quant)
+                       calib, calib_count, calib_boxes, quant, sampler=sampler or (info.samplers or (None,))[0])
 
 
 def _resolve_sat_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, batch, out_dir, seed, calib,

@@ -89,6 +89,9 @@ def rebuild_module(metadata: dict) -> torch.nn.Module:
     if loaded.weights_sha256 != model["weights_sha256"]:
         raise InputError("The rebuilt weights do not match the artifact's (weights_sha256 differs): the "
                          "checkpoint changed since conversion. Reconvert, or validate on a Mac.")
+    sampler = metadata.get("spec", {}).get("sampler")
+    if sampler:
+        loaded.module.set_sampler(sampler)
     if not metadata.get("with_mesh"):
         return loaded.module
     from edgehmr.models.hmr2 import HMR2WithMesh

@@ -24,6 +24,9 @@ def test_pa_mpjpe_removes_similarity_transform():
     pred = 1.7 * np.einsum("nij,nkj->nki", rot, ref) + rng.normal(size=(4, 1, 3))
     np.testing.assert_allclose(pa_mpjpe_mm(pred, ref), 0.0, atol=1e-6)
     assert (mpjpe_mm(pred, ref) > 100).all()
+    pred[2, 3, 1] = np.nan  # an overflowed sample: NaN for it, the others still measured
+    out = pa_mpjpe_mm(pred, ref)
+    assert np.isnan(out[2]) and np.allclose(np.delete(out, 2), 0.0, atol=1e-6)
 
 
 def test_pve_and_error_stats():

@@ -18,9 +18,10 @@ PUBLISHED_PARAMS_M = {
 
 def test_registry_names():
     hierarchical = {f"{head}-{fam}" for head in ("hmr2", "vitpose") for fam in ("swin-", "gmf-", "vmamba-")}
-    plain = [n for n in list_models() if not any(n.startswith(h) for h in hierarchical)]
+    plain = [n for n in list_models() if not any(n.startswith(h) for h in hierarchical | {"deformable-hmr-"})]
     assert plain == sorted([f"hmr2-vit-{s}" for s in "sblh"] + [f"vitpose-{s}" for s in "sblh"] + ["sat-hmr"])
-    assert len(list_models()) - len(plain) == 42  # see test_hierarchical for those
+    assert len([n for n in list_models() if any(n.startswith(h) for h in hierarchical)]) == 42  # test_hierarchical
+    assert len([n for n in list_models() if n.startswith("deformable-hmr-")]) == 16  # test_deformable_hmr
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS_M))
@@ -40,7 +41,7 @@ def test_unknown_model_suggests_close_name():
         get_model_info("vitpose-x")
 
 
-@pytest.mark.parametrize("name", ["hmr2-vit-s", "vitpose-s"])
+@pytest.mark.parametrize("name", ["hmr2-vit-s", "vitpose-s", "deformable-hmr-vit-s-x2"])
 def test_forward_shapes_and_export(name, loaded_models):
     loaded = loaded_models(name)
     x = torch.randn(2, 3, 256, 192)

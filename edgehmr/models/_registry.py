@@ -38,6 +38,9 @@ class ModelInfo:
     recipe: str | None = None
     # target id -> why this model cannot run there (convert refuses with that reason)
     unsupported_targets: dict[str, str] = field(default_factory=dict)
+    # Deformable-attention sampling formulations the module can export (first: default); ``--sampler`` picks one
+    # and the module's ``set_sampler(name)`` applies it.
+    samplers: tuple[str, ...] = ()
 
     @property
     def output_names(self) -> list[str]:
@@ -70,4 +73,4 @@ def get_model_info(name: str) -> ModelInfo:
 
 def _ensure_loaded() -> None:
     # Importing the family modules registers their variants.
-    from edgehmr.models import hierarchical, hmr2, sat_registry, vitpose  # noqa: F401
+    from edgehmr.models import deformable_hmr, hierarchical, hmr2, sat_registry, vitpose  # noqa: F401

@@ -136,6 +136,12 @@ def init_head_weights(head: SMPLTransformerDecoderHead) -> None:
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
     nn.init.trunc_normal_(head.transformer.pos_embedding, std=0.02)
+    init_smpl_readouts(head)
+
+
+def init_smpl_readouts(head: nn.Module) -> None:
+    """The readouts (``decpose``, ``decshape``, ``deccam``) and mean buffers (``init_*``) of an SMPL regression
+    head: see :func:`init_head_weights`."""
     nn.init.trunc_normal_(head.decpose.weight, std=0.005)
     nn.init.trunc_normal_(head.decshape.weight, std=0.02)
     nn.init.trunc_normal_(head.deccam.weight, std=0.002)

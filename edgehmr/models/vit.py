@@ -109,6 +109,18 @@ class ViT(nn.Module):
             x = blk(x)
         return self.last_norm(x)
 
+    def tapped_tokens(self, x: torch.Tensor, taps: tuple[int, ...]) -> list[torch.Tensor]:
+        """Tokens ``[B, 192, C]`` after each block count in ``taps`` (1-based, ascending). A tap at the last
+        block gets the last norm (the backbone's published output); earlier taps are the raw residual stream."""
+        x = self.patch_embed(x)
+        x = x + self.pos_embed[:, 1:] + self.pos_embed[:, :1]
+        out = []
+        for depth, blk in enumerate(self.blocks[:max(taps)], start=1):
+            x = blk(x)
+            if depth in taps:
+                out.append(self.last_norm(x) if depth == len(self.blocks) else x)
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self.tokens(x)
         return t.transpose(1, 2).reshape(t.shape[0], self.embed_dim, GRID[0], GRID[1])
