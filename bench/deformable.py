@@ -102,6 +102,13 @@ def main() -> None:
                 print(f"| {target} | {r['name']} | {r['sampler']} | {r['params_m']:.1f} | {r['gmacs']:.2f} | "
                       f"{r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {ratio} | {r['drift']:.3f} | "
                       f"{r['worst_rel_l2']:.1e} | {'pass' if r['passed'] else 'FAIL'} |", flush=True)
+            if len(args.samplers) > 1:
+                for f in args.factors:
+                    name = model_name(args.size, f)
+                    p50 = {r["sampler"]: r["p50_ms"] for r in rows if r["name"] == name}
+                    first = args.samplers[0]
+                    print(f"{target} {name}: " + ", ".join(f"{s} {p50[s] / p50[first]:.2f}x of {first}"
+                                                        for s in args.samplers[1:]), flush=True)
             for r in rows:
                 r.pop("runner")
 

@@ -30,6 +30,9 @@ class TargetCaps:
     converter: str  # module in edgehmr.converters with convert()
     runner: str  # module in edgehmr.targets with open_runner()
     requires: tuple[str, ...] = ()  # import names the converter needs beyond the core install
+    # How DeformableHMR's grid_sample and JBU ops (reflect/edge pads, shifted slices, fixed convs) run here,
+    # measured on deformable-hmr-vit-s (tests/test_deformable_hmr.py).
+    deformable_ops: str = ""
 
 
 TARGETS: dict[str, TargetCaps] = {
@@ -41,6 +44,7 @@ TARGETS: dict[str, TargetCaps] = {
             calibrated=(Precision.int8,), buckets="one graph, dynamic token axes",
             host="any (x86, ARM; CPU execution provider)", extra="edgehmr (core)",
             converter="edgehmr.converters.onnx", runner="edgehmr.targets.onnxruntime",
+            deformable_ops="GridSample (opset 16+), Pad reflect/edge: fp32, fp16, int8 validated",
         ),
         TargetCaps(
             id="openvino", runtime="OpenVINO (CPU plugin)", suffix=".xml",
@@ -48,6 +52,7 @@ TARGETS: dict[str, TargetCaps] = {
             calibrated=(Precision.int8,), buckets="one IR, reshaped per bucket",
             host="x86 / ARM CPU (Intel GPU/NPU devices untested)", extra="edgehmr[openvino]",
             converter="edgehmr.converters.openvino", runner="edgehmr.targets.openvino",
+            deformable_ops="GridSample-9, Pad reflect/edge: fp32, fp16, int8 validated",
             requires=("openvino", "nncf"),
         ),
         TargetCaps(
@@ -56,12 +61,16 @@ TARGETS: dict[str, TargetCaps] = {
             buckets="one engine, a profile per bucket", host="Jetson Orin (TensorRT 10.x, JetPack 6), NVIDIA GPUs (TensorRT 10.x/11.x)",
             extra="edgehmr[tensorrt] on the device; the ONNX is built anywhere",
             converter="edgehmr.converters.tensorrt", runner="edgehmr.targets.tensorrt",
+            deformable_ops="GridSample from TensorRT 8.5 (not in JetPack 4.6's 8.2: --sampler gather); ONNX checked with "
+                           "ONNX Runtime, engine untested here",
         ),
         TargetCaps(
             id="executorch", runtime="ExecuTorch (XNNPACK)", suffix=".pte",
             precisions=(Precision.fp32, Precision.int8), calibrated=(), buckets="multi-method .pte",
             host="Android / iOS / Linux (XNNPACK: ARM and x86 CPUs)", extra="edgehmr[executorch]",
             converter="edgehmr.converters.executorch", runner="edgehmr.targets.executorch",
+            deformable_ops="portable grid_sampler_2d (ExecuTorch 1.5; older runtimes: --sampler gather), reflect pad as "
+                           "portable index ops: fp32 validated; int8 refused (XNNPACK partition cycle)",
             requires=("executorch",),
         ),
         TargetCaps(
@@ -69,6 +78,7 @@ TARGETS: dict[str, TargetCaps] = {
             precisions=(Precision.fp16, Precision.fp32), calibrated=(), buckets="none (use coreml)",
             host="iOS / macOS only (built anywhere)", extra="edgehmr[executorch,coreml]",
             converter="edgehmr.converters.executorch_coreml", runner="edgehmr.targets.executorch",
+            deformable_ops="not measured",
             requires=("executorch", "coremltools"),
         ),
         TargetCaps(
@@ -77,6 +87,8 @@ TARGETS: dict[str, TargetCaps] = {
             calibrated=(Precision.int8,), buckets="multifunction .mlpackage",
             host="iOS / macOS (runs on macOS only; simulated in torch elsewhere)", extra="edgehmr[coreml]",
             converter="edgehmr.converters.coreml", runner="edgehmr.targets.coreml",
+            deformable_ops="grid_sample -> resample, pads -> pad reflect/replicate: fp16 program checked, numerics "
+                           "simulated off macOS",
             requires=("coremltools",),
         ),
     )

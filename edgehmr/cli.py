@@ -106,7 +106,8 @@ def targets(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
 
     rows = [{"target": c.id, "runtime": c.runtime, "suffix": c.suffix,
              "precisions": [p.value for p in c.precisions], "needs_calibration": [p.value for p in c.calibrated],
-             "buckets": c.buckets, "host": c.host, "install": c.extra} for c in TARGETS.values()]
+             "buckets": c.buckets, "host": c.host, "install": c.extra, "deformable_ops": c.deformable_ops}
+            for c in TARGETS.values()]
     if as_json:
         out.print_json(json.dumps(rows))
         return

@@ -66,6 +66,9 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
     if caps.id in info.unsupported_targets:
         raise SpecError(f"{model} cannot run on {caps.id}: {info.unsupported_targets[caps.id]}")
     prec = caps.precisions[0] if precision is None else parse_precision(precision, caps)
+    if f"{caps.id}/{prec.value}" in info.unsupported_targets:
+        raise SpecError(f"{model} cannot be converted to {caps.id} {prec.value}: "
+                        f"{info.unsupported_targets[f'{caps.id}/{prec.value}']}")
     check_available(caps)
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise InputError(f"Checkpoint not found: {checkpoint}")

@@ -36,7 +36,7 @@ class ModelInfo:
     cost_forward: Callable[[nn.Module], object] | None = None
     # Key of the default INT8 recipe (calibration.recipes.DEFAULT_RECIPES); None: the family's.
     recipe: str | None = None
-    # target id -> why this model cannot run there (convert refuses with that reason)
+    # "target" or "target/precision" -> why this model cannot be converted so (convert refuses with that reason)
     unsupported_targets: dict[str, str] = field(default_factory=dict)
     # Deformable-attention sampling formulations the module can export (first: default); ``--sampler`` picks one
     # and the module's ``set_sampler(name)`` applies it.

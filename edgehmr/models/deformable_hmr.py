@@ -35,7 +35,7 @@ from torch import nn
 
 from edgehmr.models._init import init_linear_or_norm
 from edgehmr.models._registry import ModelInfo, register
-from edgehmr.models.attention import attend
+from edgehmr.models.attention import attend, split_fused
 from edgehmr.models.deformable_attention import SAMPLERS, MSDeformAttn, init_msdeform_attn
 from edgehmr.models.geometry import cam_crop_to_translation, rot6d_to_rotmat
 from edgehmr.models.hmr2 import HMR2_OUTPUTS, IMAGE_INPUT, filter_4dhumans_checkpoint
@@ -44,6 +44,12 @@ from edgehmr.models.jbu import JBUStack
 from edgehmr.models.vit import GRID, VIT_SIZES, ViT, init_vit_weights
 from edgehmr.preprocess import HMR2_CROP
 
+# Measured with ExecuTorch 1.5.1 (converters/executorch.py's torchao PT2E + XNNPACK dynamic-INT8 path).
+UNSUPPORTED = {
+    "executorch/int8": "XNNPACK's partitioner finds a dependency cycle in the dynamically quantized graph "
+                       "(ExecuTorch 1.5.1; pytorch/executorch#18397 fixes one such cycle). Use executorch fp32, or "
+                       "INT8 on onnx / openvino / tensorrt.",
+}
 FACTORS = (1, 2, 4, 8)
 DEFAULT_FACTOR = 4  # the paper's best
 NUM_QUERIES = NUM_JOINTS + 2  # 24 joint rotations, shape, camera
@@ -73,10 +79,10 @@ class SelfAttention(nn.Module):
 
     def forward(self, qk: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         dim = v.shape[-1]
-        w, b = self.in_proj_weight, self.in_proj_bias
-        q = F.linear(qk, w[:dim], b[:dim])
-        k = F.linear(qk, w[dim:2 * dim], b[dim:2 * dim])
-        v = F.linear(v, w[2 * dim:], b[2 * dim:])
+        # reason: slicing the fused weight makes it a computed tensor, which XNNPACK does not delegate; projecting
+        # both inputs with the whole constant weight and slicing the outputs costs 26 tokens' worth of extra MACs.
+        q, k, _ = split_fused(F.linear(qk, self.in_proj_weight, self.in_proj_bias), 3)
+        v = split_fused(F.linear(v, self.in_proj_weight, self.in_proj_bias), 3)[2]
         return self.out_proj(attend(q, k, v, self.heads, (dim // self.heads) ** -0.5, scale_query=True))
 
 
@@ -225,6 +231,7 @@ def _register() -> None:
                                   "(see edgehmr.models.deformable_hmr)",
                 recipe="deformable-hmr" if factor > 1 else "deformable-hmr-x1",
                 samplers=SAMPLERS,
+                unsupported_targets=UNSUPPORTED,
             ))
 
 

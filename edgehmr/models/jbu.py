@@ -54,22 +54,28 @@ def _cubic_weights(t: float, a: float = -0.75) -> list[float]:
 _BICUBIC_X2 = (_cubic_weights(0.75) + [0.0], [0.0] + _cubic_weights(0.25))
 
 
-def bicubic_x2(x: torch.Tensor) -> torch.Tensor:
-    """``F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)`` as edge padding, a fixed
-    depthwise conv per axis and an interleave.
+class BicubicX2(nn.Module):
+    """``F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)`` as edge padding, a fixed conv per
+    axis and an interleave.
 
-    reason: Core ML (coremltools 9) and ExecuTorch's portable kernels have no bicubic upsample; Pad, Conv,
-    Reshape and Transpose run everywhere and give the same numbers."""
-    batch, channels, height, width = x.shape
-    taps = torch.tensor(_BICUBIC_X2, dtype=x.dtype, device=x.device)  # [2 phases, 5], a graph constant
-    # Channels folded into the batch, so the conv weight is the constant itself (XNNPACK delegates constant-weight
-    # convs only). Rows: [B*C, 1, H+4, W] -> [B*C, 2 phases, H, W] -> interleaved [B*C, 1, 2H, W]; then columns.
-    x = F.pad(x.reshape(batch * channels, 1, height, width), [0, 0, 2, 2], mode="replicate")
-    x = F.conv2d(x, taps.reshape(2, 1, 5, 1))
-    x = x.transpose(1, 2).reshape(batch * channels, 1, 2 * height, width)
-    x = F.pad(x, [2, 2, 0, 0], mode="replicate")
-    x = F.conv2d(x, taps.reshape(2, 1, 1, 5))  # [B*C, 2 phases, 2H, W]
-    return x.permute(0, 2, 3, 1).reshape(batch, channels, 2 * height, 2 * width)
+    reason: Core ML (coremltools 9) and ExecuTorch's portable kernels have no bicubic upsample; Pad, Conv, Reshape
+    and Transpose run everywhere and give the same numbers. The taps are (non-persistent) buffers, not tensors made
+    in ``forward``: XNNPACK delegates a conv only when its weight is a parameter or buffer."""
+
+    def __init__(self):
+        super().__init__()
+        taps = torch.tensor(_BICUBIC_X2)  # [2 phases, 5]
+        self.register_buffer("rows", taps.reshape(2, 1, 5, 1), persistent=False)
+        self.register_buffer("cols", taps.reshape(2, 1, 1, 5), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        # Channels folded into the batch: the weight stays the constant itself. Rows: [B*C, 1, H+4, W] -> [B*C, 2
+        # phases, H, W] -> interleaved [B*C, 1, 2H, W]; then the same along the columns.
+        x = F.pad(x.reshape(batch * channels, 1, height, width), [0, 0, 2, 2], mode="replicate")
+        x = F.conv2d(x, self.rows).transpose(1, 2).reshape(batch * channels, 1, 2 * height, width)
+        x = F.conv2d(F.pad(x, [2, 2, 0, 0], mode="replicate"), self.cols)  # [B*C, 2 phases, 2H, W]
+        return x.permute(0, 2, 3, 1).reshape(batch, channels, 2 * height, 2 * width)
 
 
 class JBULearnedRange(nn.Module):
@@ -83,6 +89,7 @@ class JBULearnedRange(nn.Module):
         self.fixup_proj = nn.Sequential(nn.Conv2d(GUIDANCE_DIM + DIAMETER**2, DIAMETER**2, 1), nn.GELU(),
                                         nn.Dropout2d(0.1), nn.Conv2d(DIAMETER**2, DIAMETER**2, 1))
         self.sigma_spatial = nn.Parameter(torch.tensor(1.0))
+        self.bicubic = BicubicX2()
         grid = torch.linspace(-1, 1, DIAMETER)
         dist_sq = (grid[:, None] ** 2 + grid[None, :] ** 2).reshape(1, DIAMETER**2, 1, 1)
         self.register_buffer("tap_dist_sq", dist_sq, persistent=False)
@@ -109,7 +116,7 @@ class JBULearnedRange(nn.Module):
         height, width = guidance.shape[-2:]
         if (height, width) != (2 * source.shape[-2], 2 * source.shape[-1]):
             raise ValueError(f"a JBU stage doubles the map: guidance {height}x{width} for source {source.shape}")
-        upsampled = bicubic_x2(source)
+        upsampled = self.bicubic(source)
         padded = F.pad(upsampled, [RADIUS] * 4, mode="reflect")
         out = shifted(padded, 0, 0, height, width) * kernel[:, 0:1]
         for t, (i, j) in enumerate(TAPS[1:], start=1):
