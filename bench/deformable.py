@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,8 @@ from edgehmr.reference import make_bundle
 from edgehmr.spec import resolve_spec
 from edgehmr.targets.base import open_artifact_runner
 from edgehmr.validate import validate
+
+from _timing import time_alternating  # bench/ is on sys.path when a script here runs
 
 
 def model_name(size: str, factor: int) -> str:
@@ -57,20 +58,6 @@ def prepare(name: str, sampler: str, target: str, args, work: Path, bundles: dic
             "runner": open_artifact_runner(path, meta), "feed": {"image": image},
             "drift": report.task["mpjpe_mm"]["value"], "passed": report.passed,
             "worst_rel_l2": max(o["rel_l2"] for o in report.outputs.values())}
-
-
-def time_alternating(rows: list[dict], warmup: int, runs: int) -> None:
-    samples: list[list[float]] = [[] for _ in rows]
-    for i in range(warmup + runs):
-        for k, row in enumerate(rows):
-            start = time.perf_counter()
-            row["runner"].run(row["feed"])
-            if i >= warmup:
-                samples[k].append((time.perf_counter() - start) * 1e3)
-    for row, s in zip(rows, samples):
-        s.sort()
-        row["p50_ms"] = statistics.median(s)
-        row["p90_ms"] = s[min(len(s) - 1, int(0.9 * len(s)))]
 
 
 def main() -> None:

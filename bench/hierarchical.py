@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,8 @@ from edgehmr.reference import make_bundle
 from edgehmr.spec import resolve_spec
 from edgehmr.targets.base import open_artifact_runner
 from edgehmr.validate import validate
+
+from _timing import time_alternating  # bench/ is on sys.path when a script here runs
 
 GOALS = {3: 1.3, 2: 2.0}  # S4 latency / Sx latency
 
@@ -52,20 +53,6 @@ def prepare(name: str, args, work: Path) -> dict:
             "feed": {"image": image}, "drift": report.task[metric]["value"], "metric": metric,
             "worst_rel_l2": max(o["rel_l2"] for o in report.outputs.values()), "passed": report.passed,
             "convert_s": convert_s}
-
-
-def time_alternating(rows: list[dict], warmup: int, runs: int) -> None:
-    samples: list[list[float]] = [[] for _ in rows]
-    for i in range(warmup + runs):
-        for k, row in enumerate(rows):
-            start = time.perf_counter()
-            row["runner"].run(row["feed"])
-            if i >= warmup:
-                samples[k].append((time.perf_counter() - start) * 1e3)
-    for row, s in zip(rows, samples):
-        s.sort()
-        row["p50_ms"] = statistics.median(s)
-        row["p90_ms"] = s[min(len(s) - 1, int(0.9 * len(s)))]
 
 
 def main() -> None:

@@ -1,0 +1,22 @@
+"""Alternating timing shared by the benchmark scripts: every round runs each contender once, so drift in machine
+speed (other load, thermal) hits all of them alike."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def time_alternating(rows: list[dict], warmup: int, runs: int) -> None:
+    """``rows[i]["runner"].run(rows[i]["feed"])`` timed; sets ``p50_ms`` and ``p90_ms`` on each row."""
+    samples: list[list[float]] = [[] for _ in rows]
+    for i in range(warmup + runs):
+        for k, row in enumerate(rows):
+            start = time.perf_counter()
+            row["runner"].run(row["feed"])
+            if i >= warmup:
+                samples[k].append((time.perf_counter() - start) * 1e3)
+    for row, s in zip(rows, samples):
+        s.sort()
+        row["p50_ms"] = statistics.median(s)
+        row["p90_ms"] = s[min(len(s) - 1, int(0.9 * len(s)))]
