@@ -56,8 +56,8 @@ def torch2onnx(job: ExportJob, out_path: Path, dynamic_shapes: tuple | None = No
     return out_path
 
 
-# onnxscript's SlicesSplit rewrite tries every pair of Slice nodes, so its cost grows with their square: 3 minutes of
-# a 3.5-minute export for DeformableHMR's ~700 Slices (the JBU's shifted windows), 14 s without it. Graphs with
+# onnxscript's SlicesSplit rewrite tries every pair of Slice nodes, so its cost grows with their square: 156-187 s of
+# the graph optimisation for DeformableHMR's ~700 Slices (the JBU's shifted windows), 14 s without it. Graphs with
 # more Slices than this skip that one rule (it only merges sibling Slices into a Split); others are untouched.
 SLICES_SPLIT_LIMIT = 256
 
