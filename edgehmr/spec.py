@@ -96,7 +96,7 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
     elif keep_float or quantize or recipe != "default":
         raise SpecError(f"--recipe/--keep-float/--quantize apply to int8 schemes, not {prec.value}.")
     return ConvertSpec(model, caps.id, prec, checkpoint, trust_checkpoint, with_mesh, smpl, batch, out_dir, seed,
-                       calib, calib_count, calib_boxes, quant, sampler=sampler or (info.samplers or (None,))[0])
+                       calib, calib_count, calib_boxes, quant, sampler=sampler or next(iter(info.samplers), None))
 
 
 def _resolve_sat_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, batch, out_dir, seed, calib,
