@@ -434,7 +434,7 @@ app.add_typer(debug_app, name="debug")
 
 @debug_app.command("drift")
 def debug_drift_command(
-    artifact: Path = typer.Argument(..., help="Artifact folder (targets onnx, tensorrt)."),
+    artifact: Path = typer.Argument(..., help="Artifact folder (targets onnx, tensorrt, openvino, executorch)."),
     reference_dir: Path = typer.Option(..., "--reference", "-r", help="Bundle from 'edgehmr reference'."),
     samples: int = typer.Option(4, "--samples", help="Bundle samples to compare on (worst case per layer)."),
     top: int = typer.Option(10, "--top", help="Layers to list."),
@@ -447,7 +447,7 @@ def debug_drift_command(
     """
     from edgehmr.drift import debug_drift
 
-    with stage("compared every intermediate tensor with the FP32 export"):
+    with stage("compared every intermediate tensor with the FP32 build"):
         result = debug_drift(artifact, reference_dir, samples, top)
     if as_json:
         out.print_json(json.dumps(result))
@@ -458,6 +458,7 @@ def debug_drift_command(
     for i, layer in enumerate(result["layers"], 1):
         table.add_row(str(i), escape(layer["tensor"]), layer["op"], f"{layer['rel_l2']:.2e}", f"{layer['added']:.2e}")
     out.print(table)
+    out.print(f"[dim]method: {result['method']}[/]")
 
 
 def print_report(report) -> None:

@@ -1,22 +1,31 @@
 """``edgehmr debug drift``: where a quantized or reduced-precision graph first departs from FP32, layer by layer.
 
-ONNX-based artifacts (targets onnx and tensorrt): the artifact's graph and an FP32 export of the same model and
-weights (rebuilt from the checkpoint the artifact records, its hash checked) run in ONNX Runtime on the reference
-bundle's inputs, with every intermediate tensor the two graphs share exposed as an output. Quantization keeps the
-float ops' output names (Q/DQ pairs are inserted around them), so shared names are the same layer in both graphs.
-For each shared tensor, in graph order:
+The artifact and an FP32 build of the same model and weights (rebuilt from the checkpoint the artifact records,
+its hash checked) run on the reference bundle's inputs with every intermediate tensor they share exposed. For each
+shared tensor, in graph order:
 
 - ``rel_l2``: its relative L2 error against FP32;
 - ``added``: that error minus the largest error among the tensors it was computed from, i.e. the error this
   layer introduced rather than inherited. The ranking is by ``added``: the first layer of a bad chain stands out,
   the ones after it (which only carry the error along) do not.
 
-Other targets say which tool to use instead (their runtimes do not expose intermediate tensors the same way).
+Per target:
+
+- ``onnx``, ``tensorrt`` (the Q/DQ ONNX): ONNX Runtime runs the artifact's graph and an FP32 ONNX export.
+  Quantization keeps the float ops' output names (Q/DQ pairs are inserted around them), so shared names are the
+  same layer in both graphs.
+- ``openvino``: the OpenVINO runtime runs the artifact's IR (with the runtime settings it was validated with) and
+  an FP32 IR converted the same way, every op's output added as a model output. NNCF keeps the float ops' friendly
+  names (FakeQuantize and weight-decompression ops are inserted around them), so shared names match.
+- ``executorch``: see :mod:`edgehmr.drift_executorch`.
+
+Core ML cannot run here; its artifacts are told to use coremltools' comparator on macOS.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +37,10 @@ from edgehmr.errors import InputError, SpecError
 from edgehmr.reference import load_bundle
 
 ONNX_TARGETS = ("onnx", "tensorrt")
+# ops whose outputs are the same tensor requantized or retyped: looked through to the float tensor behind
+ONNX_PASS_THROUGH = ("QuantizeLinear", "DequantizeLinear", "Cast")
+OPENVINO_PASS_THROUGH = ("FakeQuantize", "Convert")
+OPENVINO_NOT_LAYERS = ("Parameter", "Constant", "Result") + OPENVINO_PASS_THROUGH
 
 
 @dataclass
@@ -40,6 +53,35 @@ class LayerDrift:
     order: int  # position in the graph (topological)
 
 
+@dataclass
+class GraphTensor:
+    """One intermediate tensor the artifact and the FP32 graph share, and the float tensors it was computed from."""
+
+    name: str
+    op: str
+    node: str
+    inputs: list[str]
+
+
+def rank(tensors: list[GraphTensor], got: dict[str, np.ndarray], want: dict[str, np.ndarray],
+         top: int) -> list[LayerDrift]:
+    """Relative L2 error per shared tensor (graph order) and the part of it each layer added."""
+    errors: dict[str, float] = {}
+    layers = []
+    for i, t in enumerate(tensors):
+        a, r = got.get(t.name), want.get(t.name)
+        if a is None or r is None or a.shape != r.shape or not np.issubdtype(r.dtype, np.floating):
+            continue
+        a, r = a.astype(np.float64), r.astype(np.float64)
+        err = float(np.linalg.norm(a - r) / max(np.linalg.norm(r), 1e-12))
+        errors[t.name] = err
+        inherited = max((errors.get(n, 0.0) for n in t.inputs), default=0.0)
+        layers.append(LayerDrift(t.name, t.op, t.node, err, err - inherited, i))
+    return sorted(layers, key=lambda layer: -layer.added)[:top]
+
+
+# ONNX Runtime (targets onnx, tensorrt)
+
 def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
     return {out: node for node in model.graph.node for out in node.output}
 
@@ -49,8 +91,7 @@ def _float_inputs_of(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto])
     found = []
     for name in node.input:
         seen = 0
-        while name in producers and producers[name].op_type in ("QuantizeLinear", "DequantizeLinear", "Cast") \
-                and seen < 4:
+        while name in producers and producers[name].op_type in ONNX_PASS_THROUGH and seen < 4:
             name, seen = producers[name].input[0], seen + 1
         found.append(name)
     return found
@@ -66,7 +107,7 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return copy
 
 
-def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str], workdir: Path) -> dict:
+def _run_onnx(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str], workdir: Path) -> dict:
     import onnxruntime as ort
 
     path = workdir / "probe.onnx"
@@ -78,74 +119,159 @@ def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str],
     return dict(zip(wanted, session.run(wanted, feeds)))
 
 
-def rank_layers(model: onnx.ModelProto, reference: onnx.ModelProto, feeds: dict[str, np.ndarray],
-                top: int = 10) -> list[LayerDrift]:
-    """Shared float tensors of two graphs of one model, ranked by the error each layer added."""
+def onnx_tensors(model: onnx.ModelProto, reference: onnx.ModelProto) -> list[GraphTensor]:
     producers = _producers(model)
     ref_names = {out for node in reference.graph.node for out in node.output}
-    order = [out for node in model.graph.node if node.op_type not in ("QuantizeLinear", "DequantizeLinear")
-             for out in node.output if out in ref_names]
+    return [GraphTensor(out, node.op_type, node.name, _float_inputs_of(node, producers))
+            for node in model.graph.node if node.op_type not in ("QuantizeLinear", "DequantizeLinear")
+            for out in node.output if out in ref_names]
+
+
+def rank_layers(model: onnx.ModelProto, reference: onnx.ModelProto, feeds: dict[str, np.ndarray],
+                top: int = 10) -> list[LayerDrift]:
+    """Shared float tensors of two ONNX graphs of one model, ranked by the error each layer added."""
+    tensors = onnx_tensors(model, reference)
+    names = [t.name for t in tensors]
     with tempfile.TemporaryDirectory() as tmp:
-        got = _run(model, feeds, order, Path(tmp))
-        want = _run(reference, feeds, order, Path(tmp))
-    errors: dict[str, float] = {}
-    layers = []
-    for i, name in enumerate(order):
-        if name not in got or name not in want or got[name].shape != want[name].shape:
-            continue
-        a, r = got[name].astype(np.float64), want[name].astype(np.float64)
-        if not np.issubdtype(want[name].dtype, np.floating):
-            continue
-        err = float(np.linalg.norm(a - r) / max(np.linalg.norm(r), 1e-12))
-        errors[name] = err
-        node = producers[name]
-        inherited = max((errors.get(n, 0.0) for n in _float_inputs_of(node, producers)), default=0.0)
-        layers.append(LayerDrift(name, node.op_type, node.name, err, err - inherited, i))
-    return sorted(layers, key=lambda layer: -layer.added)[:top]
+        got = _run_onnx(model, feeds, names, Path(tmp))
+        want = _run_onnx(reference, feeds, names, Path(tmp))
+    return rank(tensors, got, want, top)
 
 
-def reference_onnx(meta: dict) -> onnx.ModelProto:
-    """FP32 ONNX of the model and weights the artifact was converted from (checkpoint hash checked)."""
+def _reference_job(meta: dict):
+    """The export job of the model and weights the artifact was converted from (checkpoint hash checked), FP32."""
     import torch
 
     from edgehmr.converters.base import ExportJob
     from edgehmr.converters.capabilities import Precision
-    from edgehmr.converters.onnx import torch2onnx
     from edgehmr.targets.coreml import rebuild_module
 
     module = rebuild_module(meta)
     example = tuple(torch.zeros(i["shape"]) for i in meta["inputs"])
-    job = ExportJob(module, example, [i["name"] for i in meta["inputs"]], [o["name"] for o in meta["outputs"]],
-                    Precision.fp32, meta["model"]["model"])
+    return ExportJob(module, example, [i["name"] for i in meta["inputs"]], [o["name"] for o in meta["outputs"]],
+                     Precision.fp32, meta["model"]["model"])
+
+
+def reference_onnx(meta: dict) -> onnx.ModelProto:
+    """FP32 ONNX of the model and weights the artifact was converted from."""
+    from edgehmr.converters.onnx import torch2onnx
+
     with tempfile.TemporaryDirectory() as tmp:
-        path = torch2onnx(job, Path(tmp) / "reference.onnx")
+        path = torch2onnx(_reference_job(meta), Path(tmp) / "reference.onnx")
         return onnx.load(str(path))
+
+
+def onnx_layer_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.ndarray]]) -> list[list[LayerDrift]]:
+    model = onnx.load(str(artifact_dir / meta["files"]["model"]))
+    reference = reference_onnx(meta)
+    return [rank_layers(model, reference, feeds, top=len(model.graph.node)) for feeds in batches]
+
+
+# OpenVINO
+
+def _output_key(port) -> str:
+    node = port.get_node()
+    return node.get_friendly_name() if node.get_output_size() == 1 else f"{node.get_friendly_name()}:{port.get_index()}"
+
+
+def _float_source(port, ref_names: set[str]) -> str:
+    """The layer output a value comes from, looking through FakeQuantize/Convert and through ops the FP32 graph
+    does not have (NNCF's smooth-quant scales, weight decompression) to the float tensor behind."""
+    for _ in range(8):
+        node = port.get_node()
+        if node.get_type_name() in OPENVINO_PASS_THROUGH:
+            port = node.input_value(0)
+        elif node.get_friendly_name() not in ref_names and node.get_type_name() not in OPENVINO_NOT_LAYERS:
+            varying = [node.input_value(i) for i in range(node.get_input_size())
+                       if node.input_value(i).get_node().get_type_name() != "Constant"]
+            if not varying:
+                break
+            port = varying[0]
+        else:
+            break
+    return _output_key(port)
+
+
+def openvino_tensors(model, reference) -> list[GraphTensor]:
+    ref_names = {op.get_friendly_name() for op in reference.get_ordered_ops()}
+    tensors = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in OPENVINO_NOT_LAYERS or op.get_friendly_name() not in ref_names:
+            continue
+        inputs = [_float_source(op.input_value(i), ref_names) for i in range(op.get_input_size())]
+        for port in op.outputs():
+            if port.get_element_type().is_real():
+                tensors.append(GraphTensor(_output_key(port), op.get_type_name(), op.get_friendly_name(), inputs))
+    return tensors
+
+
+def _run_openvino(model, config: dict, feeds: dict[str, np.ndarray], names: set[str]) -> dict[str, np.ndarray]:
+    """Run ``model`` with every op output named in ``names`` added as a model output (on a clone: ``add_outputs``
+    changes the model in place)."""
+    import openvino as ov
+
+    probe = model.clone()
+    ports = [port for op in probe.get_ordered_ops() if op.get_type_name() not in OPENVINO_NOT_LAYERS
+             for port in op.outputs() if _output_key(port) in names]
+    keys = [_output_key(port) for port in ports]
+    added = probe.add_outputs(ports)
+    compiled = ov.Core().compile_model(probe, "CPU", config)
+    result = compiled.create_infer_request().infer(feeds)
+    index = {p.get_any_name(): i for i, p in enumerate(compiled.outputs)}
+    out = {}
+    for key, port in zip(keys, added):
+        i = index.get(port.get_any_name())
+        if i is not None:
+            out[key] = np.array(result[compiled.outputs[i]], copy=True)
+    return out
+
+
+def openvino_layer_drift(artifact_dir: Path, meta: dict,
+                         batches: list[dict[str, np.ndarray]]) -> list[list[LayerDrift]]:
+    import openvino as ov
+
+    from edgehmr.converters.openvino import torch2openvino
+    from edgehmr.targets.openvino import compile_config
+
+    model = ov.Core().read_model(str(artifact_dir / meta["files"]["model"]))
+    reference, _ = torch2openvino(_reference_job(meta))
+    tensors = openvino_tensors(model, reference)
+    names = {t.name for t in tensors}
+    config = compile_config(meta.get("target_details", {}).get("runtime_config"), None)
+    reference_config = compile_config(None, None)
+    return [rank(tensors, _run_openvino(model, config, feeds, names),
+                 _run_openvino(reference, reference_config, feeds, names), top=len(tensors)) for feeds in batches]
+
+
+RunnerFn = Callable[[Path, dict, list[dict[str, np.ndarray]]], list[list[LayerDrift]]]
+METHODS: dict[str, tuple[str, RunnerFn]] = {
+    "onnx": ("ONNX Runtime, every shared intermediate tensor vs the FP32 export", onnx_layer_drift),
+    "tensorrt": ("ONNX Runtime on the Q/DQ ONNX the engine is built from, every shared intermediate tensor vs the "
+                 "FP32 export", onnx_layer_drift),
+    "openvino": ("OpenVINO CPU runtime, every shared op output vs the FP32 IR", openvino_layer_drift),
+}
 
 
 def debug_drift(artifact_dir: str | Path, bundle_dir: str | Path, samples: int = 4, top: int = 10) -> dict:
     artifact_dir = Path(artifact_dir)
     meta = read_metadata(artifact_dir)
-    if meta["target"] not in ONNX_TARGETS or "stages" in meta:
-        raise SpecError(f"debug drift reads ONNX graphs (targets {', '.join(ONNX_TARGETS)}; not multi-stage "
-                        f"SAT-HMR yet). For {meta['target']}: convert the same model with -t onnx at this precision "
-                        f"and debug that, or use the vendor tool (ExecuTorch Inspector, OpenVINO intermediate "
-                        f"outputs, coremltools' comparator on macOS).")
+    if meta["target"] not in METHODS or "stages" in meta:
+        raise SpecError(f"debug drift runs {', '.join(METHODS)} artifacts (not multi-stage SAT-HMR yet). For "
+                        f"{meta['target']}: convert the same model with -t onnx or -t openvino at this precision "
+                        f"and debug that, or use the vendor tool (coremltools' comparator on macOS).")
+    method, layer_drift = METHODS[meta["target"]]
     bundle = load_bundle(bundle_dir)
     name = meta["inputs"][0]["name"]
     batch = int(meta["inputs"][0]["shape"][0])
     images = bundle.inputs["image"][:max(batch, min(samples, bundle.count))]
     if len(images) < batch:
         raise InputError(f"the bundle has {len(images)} samples, the artifact takes batches of {batch}.")
-    model = onnx.load(str(artifact_dir / meta["files"]["model"]))
-    reference = reference_onnx(meta)
-    per_batch = [rank_layers(model, reference, {name: images[i:i + batch]}, top=len(model.graph.node))
-                 for i in range(0, len(images) - batch + 1, batch)]
+    batches = [{name: images[i:i + batch]} for i in range(0, len(images) - batch + 1, batch)]
     merged: dict[str, LayerDrift] = {}
-    for layers in per_batch:  # worst case over the samples, per layer
+    for layers in layer_drift(artifact_dir, meta, batches):  # worst case over the samples, per layer
         for layer in layers:
             if layer.tensor not in merged or layer.added > merged[layer.tensor].added:
                 merged[layer.tensor] = layer
     ranked = sorted(merged.values(), key=lambda layer: -layer.added)[:top]
     return {"artifact": str(artifact_dir), "target": meta["target"], "precision": meta["precision"],
-            "samples": len(images), "method": "ONNX Runtime, every shared intermediate tensor vs the FP32 export",
-            "layers": [asdict(layer) for layer in ranked]}
+            "samples": batch * len(batches), "method": method, "layers": [asdict(layer) for layer in ranked]}

@@ -25,7 +25,7 @@ def _openvino():
     return ov
 
 
-def _compile_config(runtime_config: dict | None, threads: int | None) -> dict:
+def compile_config(runtime_config: dict | None, threads: int | None) -> dict:
     config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"} | (runtime_config or {})
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
@@ -36,7 +36,7 @@ class OpenVINORunner(Runner):
     def __init__(self, model_path: Path, runtime_config: dict | None = None, threads: int | None = None,
                  device: str = "CPU"):
         ov = _openvino()
-        config = _compile_config(runtime_config, threads)
+        config = compile_config(runtime_config, threads)
         self.compiled = ov.Core().compile_model(str(model_path), device, config)
         self.request = self.compiled.create_infer_request()
         self.input_names = [p.get_any_name() for p in self.compiled.inputs]
@@ -64,7 +64,7 @@ class OpenVINOMultiShapeRunner(MultiShapeRunner):
         ov = _openvino()
         core = ov.Core()
         model = core.read_model(str(model_path))
-        config = _compile_config(part.get("details", {}).get("runtime_config"), threads)
+        config = compile_config(part.get("details", {}).get("runtime_config"), threads)
         self._compiled = {}
         shared = core.compile_model(model, device, config) if shared_weights else None
         for entry, shapes in part["entries"].items():

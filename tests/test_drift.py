@@ -32,6 +32,28 @@ def _degrade_one_matmul(src, dst, index: int) -> str:
     return node.output[0]
 
 
+def _degrade_one_openvino_matmul(src, dst, index: int) -> str:
+    """The same for an OpenVINO IR: the ``index``-th MatMul with constant weights gets them on a ~3-bit grid;
+    returns the MatMul's friendly name."""
+    import openvino as ov
+
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "metadata.json").read_text())
+    path = dst / meta["files"]["model"]
+    model = ov.Core().read_model(str(path))
+    matmuls = [op for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"
+               and op.input_value(1).get_node().get_type_name() == "Constant"]
+    node = matmuls[index]
+    w = node.input_value(1).get_node().get_data()
+    step = np.abs(w).max() / 3
+    node.input(1).replace_source_output(ov.op.Constant((np.round(w / step) * step).astype(w.dtype)).output(0))
+    ov.save_model(model, str(path.with_suffix(".tmp.xml")), compress_to_fp16=False)
+    del model
+    for suffix in (".xml", ".bin"):
+        path.with_suffix(".tmp" + suffix).replace(path.with_suffix(suffix))
+    return node.get_friendly_name()
+
+
 def test_injected_low_precision_layer_is_ranked_first(artifact, bundle, tmp_path):
     src = artifact("hmr2-vit-s")
     degraded = _degrade_one_matmul(src, tmp_path / "degraded", index=20)
@@ -46,9 +68,28 @@ def test_untouched_fp32_artifact_adds_no_drift(artifact, bundle):
     assert result["layers"][0]["rel_l2"] < 1e-5
 
 
+def test_openvino_runtime_finds_the_injected_layer(artifact, bundle, tmp_path):
+    degraded = _degrade_one_openvino_matmul(artifact("hmr2-vit-s", target="openvino"), tmp_path / "degraded", 20)
+    result = debug_drift(tmp_path / "degraded", bundle("hmr2-vit-s"), samples=1, top=5)
+    layers = result["layers"]
+    assert result["method"].startswith("OpenVINO")
+    assert layers[0]["node"] == degraded and layers[0]["op"] == "MatMul"
+    assert layers[0]["added"] > 2 * layers[1]["added"]
+
+
+def test_openvino_int8_drift_is_inherited_through_nncf_ops(artifact, bundle):
+    """NNCF inserts FakeQuantize and smooth-quant scales the FP32 IR lacks; the error a MatMul inherits is read
+    through them, so late layers do not all look like fresh sources of drift."""
+    result = debug_drift(artifact("hmr2-vit-s", "int8", target="openvino"), bundle("hmr2-vit-s"), samples=1,
+                         top=1000)
+    matmuls = [layer for layer in result["layers"] if layer["op"] == "MatMul"]
+    assert len(matmuls) > 40 and all(np.isfinite(layer["rel_l2"]) for layer in result["layers"])
+    assert sum(layer["added"] < 0.9 * layer["rel_l2"] for layer in matmuls) > len(matmuls) // 2
+
+
 def test_other_targets_are_told_what_to_use(artifact, bundle):
-    with pytest.raises(SpecError, match="ExecuTorch Inspector"):
-        debug_drift(artifact("hmr2-vit-s", target="openvino"), bundle("hmr2-vit-s"))
+    with pytest.raises(SpecError, match="coremltools"):
+        debug_drift(artifact("hmr2-vit-s", target="coreml", precision="fp16"), bundle("hmr2-vit-s"))
 
 
 def test_cli_lists_the_layers(artifact, bundle, capsys):
