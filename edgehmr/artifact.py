@@ -7,6 +7,7 @@ interrupted or failed conversion never leaves a half-written artifact.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import shutil
 import tempfile
@@ -63,6 +64,36 @@ def write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     tmp.replace(path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_hashes(artifact_dir: Path) -> dict[str, str]:
+    """sha256 of every file of a finished artifact folder but its metadata (``files_sha256`` in metadata.json):
+    apps check them before loading, so a truncated copy or a model file from another artifact is refused."""
+    return {p.relative_to(artifact_dir).as_posix(): _sha256(p)
+            for p in sorted(artifact_dir.rglob("*")) if p.is_file() and p.name != METADATA}
+
+
+def verify_file_hashes(artifact_dir: str | Path, meta: dict) -> None:
+    """Raise InputError when a recorded file is missing or differs from its hash in metadata.json (artifacts
+    that record none pass; files added later, such as an engine built on the device, are not covered)."""
+    artifact_dir = Path(artifact_dir)
+    for name, want in (meta.get("files_sha256") or {}).items():
+        path = artifact_dir / name
+        if not path.is_file():
+            raise InputError(f"{artifact_dir}: metadata.json records a hash for {name}, which is missing; "
+                             f"re-run 'edgehmr convert'.")
+        got = _sha256(path)
+        if got != want.lower():
+            raise InputError(f"{path} does not match metadata.json (sha256 {got[:12]}..., recorded {want[:12]}...): "
+                             f"the artifact was modified or mixed up; re-run 'edgehmr convert'.")
 
 
 def read_metadata(artifact_dir: str | Path) -> dict:

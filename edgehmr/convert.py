@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from edgehmr.artifact import METADATA, SCHEMA_VERSION, artifact_name, staged_dir, write_json
+from edgehmr.artifact import METADATA, SCHEMA_VERSION, artifact_name, file_hashes, staged_dir, write_json
 from edgehmr.calibration.dataset import CalibrationSet, build_calibration
 from edgehmr.calibration.recipes import QuantRecipe, check_scopes
 from edgehmr.converters.base import ExportJob
@@ -116,6 +116,7 @@ def convert(spec: ConvertSpec, loaded: LoadedModel | None = None, calibration: C
             "with_mesh": spec.with_mesh,
             "smpl": smpl_meta,
             "files": {"model": result.model_file},
+            "files_sha256": file_hashes(stage),
             "inputs": [{"name": t.name, "shape": [spec.batch, *t.shape[1:]], "dtype": "float32",
                         "meaning": t.meaning} for t in info.inputs],
             "outputs": [{"name": n, "shape": s, "dtype": "float32"} for n, s in zip(output_names, shapes)],

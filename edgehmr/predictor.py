@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgehmr.artifact import read_metadata
+from edgehmr.artifact import read_metadata, verify_file_hashes
 from edgehmr.errors import InputError
 from edgehmr.models.geometry import cam_crop_to_full
 from edgehmr.models.keypoints import decode_heatmaps
@@ -67,11 +67,15 @@ def project_full(points: np.ndarray, translation: np.ndarray, focal: float, widt
 
 
 class Predictor:
-    def __init__(self, artifact_dir: str | Path, threads: int | None = None, confidence: float = SAT_CONFIDENCE):
-        """``confidence``: SAT-HMR only, the threshold on its queries' person confidence."""
+    def __init__(self, artifact_dir: str | Path, threads: int | None = None, confidence: float = SAT_CONFIDENCE,
+                 verify: bool = True):
+        """``confidence``: SAT-HMR only, the threshold on its queries' person confidence. ``verify``: check the
+        files against the sha256 hashes metadata.json records (a modified or mixed-up artifact is refused)."""
         self.artifact_dir = Path(artifact_dir)
         self.confidence = confidence
         self.meta = read_metadata(self.artifact_dir)
+        if verify:
+            verify_file_hashes(self.artifact_dir, self.meta)
         self.family = self.meta["model"].get("family")
         if self.family == "sat-hmr":
             from edgehmr.sat.frame import Canvas

@@ -89,3 +89,16 @@ def test_sat_hmr_frame_gives_people_from_the_pipeline(tmp_path):
     assert all(p.outputs["confidence"] > 0.5 for p in confident.people)
     with pytest.raises(InputError, match="no boxes"):
         Predictor(path)(image, BOXES)
+
+
+def test_a_modified_artifact_is_refused(artifact, astronaut, tmp_path):
+    import json
+    import shutil
+
+    copy = shutil.copytree(artifact("hmr2-vit-s"), tmp_path / "copy")
+    meta = json.loads((copy / "metadata.json").read_text())
+    assert meta["files_sha256"]  # convert records every file's hash
+    model = copy / meta["files"]["model"]
+    model.write_bytes(model.read_bytes()[:-16])
+    with pytest.raises(InputError, match="does not match metadata.json"):
+        Predictor(copy)

@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgehmr.artifact import METADATA, SCHEMA_VERSION, staged_dir, write_json
+from edgehmr.artifact import METADATA, SCHEMA_VERSION, file_hashes, staged_dir, write_json
 from edgehmr.bucketing import Bucket, BucketTable, Selection, buckets_from_counts, pack_into
 from edgehmr.calibration.sources import open_source
 from edgehmr.converters.capabilities import get_target
 from edgehmr.converters.multishape import MultiShapeJob, convert_multishape, part_metadata
 from edgehmr.environment import environment
 from edgehmr.models import LoadedModel, load_model
-from edgehmr.models.sat_hmr import (FOCAL_PX, FOV_DEGREES, STAGE1_INPUTS, STAGE1_OUTPUTS, STAGE2_INPUTS,
+from edgehmr.models.sat_hmr import (CANVAS, FOCAL_PX, FOV_DEGREES, STAGE1_INPUTS, STAGE1_OUTPUTS, STAGE2_INPUTS,
                                     STAGE2_OUTPUTS, Stage1Graph, Stage2Graph)
 from edgehmr.sat.bundle import unique_frames
 from edgehmr.sat.frame import Canvas, prepare_frame, preprocessing_json
@@ -111,8 +111,12 @@ def convert_sat(spec: ConvertSpec, loaded: LoadedModel | None = None) -> Path:
             "preprocessing": preprocessing_json(canvas),
             "buckets": table_meta,
             "stages": parts,
+            "files_sha256": file_hashes(stage),
             "postprocessing": {
                 "keep": "confidence > 0.3 (no NMS)",
+                "boxes": {"format": "cxcywh", "normalised_by_px": CANVAS,
+                          "meaning": "box * normalised_by_px = canvas pixels (the canvas is a part of the 1288 "
+                                     "reference frame)"},
                 "camera": {"fov_degrees": FOV_DEGREES, "focal_px_on_1288_canvas": FOCAL_PX,
                            "principal_point": "centre of the resized (unpadded) frame on the canvas",
                            "translation": "inside the graph: s = 2 sigmoid(c_s) + 1e-6, t = (c_x/s, c_y/s, 2f/(1288 s))"},

@@ -69,15 +69,18 @@ def prepare_frame(image_rgb: np.ndarray, canvas: Canvas) -> Frame:
     h, w = image_rgb.shape[:2]
     scale = min(canvas.width / w, canvas.height / h)
     rw, rh = min(int(w * scale), canvas.width), min(int(h * scale), canvas.height)
-    resized = cv2.resize(image_rgb, (rw, rh), interpolation=cv2.INTER_LINEAR)
-    padded = np.zeros((canvas.height, canvas.width, 3), np.uint8)
+    # reason: resized in float, not uint8: OpenCV's uint8 bilinear path is fixed-point with SIMD-dependent
+    # rounding, which apps in other languages cannot reproduce; the float path is plain two-tap interpolation
+    # (targets/cpp/src/sat_frame.cpp gives the same values) and skips a rounding to whole pixel levels.
+    resized = cv2.resize(image_rgb.astype(np.float32), (rw, rh), interpolation=cv2.INTER_LINEAR)
+    padded = np.zeros((canvas.height, canvas.width, 3), np.float32)
     padded[:rh, :rw] = resized
-    normalised = (padded.astype(np.float32) / 255.0 - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
+    normalised = (padded / 255.0 - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
     return Frame(np.ascontiguousarray(normalised.transpose(2, 0, 1)), scale, (rh, rw))
 
 
 def preprocessing_json(canvas: Canvas) -> dict:
-    return {"name": "sat-canvas", "canvas": [canvas.width, canvas.height], "resize": "fit the canvas, bilinear "
-            "(long side to the canvas, short side int(side*scale))", "pad": "bottom/right, black pixels",
+    return {"name": "sat-canvas", "canvas": [canvas.width, canvas.height], "resize": "fit the canvas, bilinear on float "
+            "pixels (OpenCV INTER_LINEAR; long side to the canvas, short side int(side*scale))", "pad": "bottom/right, black pixels",
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "layout": "NCHW RGB float32, (pixel/255 - mean)/std"}

@@ -1,0 +1,29 @@
+// Image + person box -> SMPL parameters and cameras: preprocess, infer, decode, timed per stage.
+#pragma once
+
+#include <array>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "edgehmr/backend.h"
+#include "edgehmr/preprocess.h"
+
+namespace edgehmr {
+
+struct PersonResult {
+  Box box{};
+  Crop crop;
+  std::vector<Tensor> outputs;            // raw network outputs, metadata order
+  std::vector<std::array<float, 9>> global_orient;  // 1 rotation matrix, row-major
+  std::vector<std::array<float, 9>> body_pose;      // 23 rotation matrices
+  std::vector<float> betas;
+  std::array<float, 3> pred_cam{};        // (s, tx, ty)
+  std::array<double, 3> cam_t_full{};     // translation in the full image's camera, metres
+  double preprocess_ms = 0, infer_ms = 0, decode_ms = 0;
+};
+
+// HMR2-family artifacts (outputs global_orient, body_pose, betas, pred_cam): one person per call.
+PersonResult predict_person(Backend& backend, const Metadata& meta, const Image& image, const Box& box);
+
+}  // namespace edgehmr

@@ -1,0 +1,72 @@
+#include "edgehmr/pipeline.h"
+
+#include <chrono>
+
+#include "edgehmr/decode.h"
+#include "edgehmr/errors.h"
+
+namespace edgehmr {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+const Tensor& output(const std::vector<Tensor>& outs, const std::string& name) {
+  for (const Tensor& t : outs)
+    if (t.name == name) return t;
+  throw BackendError("the artifact has no output '" + name + "'; is it an HMR2-family model?");
+}
+
+// Rotation output -> row-major 3x3 matrices; converts 6D when the artifact leaves that to the host.
+std::vector<std::array<float, 9>> rotations(const Tensor& t) {
+  std::vector<std::array<float, 9>> out;
+  const size_t last = t.shape.empty() ? 0 : size_t(t.shape.back());
+  const bool matrices = t.shape.size() >= 2 && last == 3 && t.shape[t.shape.size() - 2] == 3;
+  const size_t per = matrices ? 9 : last == 6 ? 6 : 0;
+  if (per == 0 || t.data.size() % per != 0)
+    throw BackendError("output '" + t.name + "' is neither rotation matrices (...,3,3) nor 6D (...,6).");
+  for (size_t i = 0; i < t.data.size(); i += per) {
+    std::array<float, 9> R{};
+    if (matrices) std::copy(t.data.begin() + i, t.data.begin() + i + 9, R.begin());
+    else rot6d_to_rotmat(t.data.data() + i, R.data());
+    out.push_back(R);
+  }
+  return out;
+}
+}  // namespace
+
+PersonResult predict_person(Backend& backend, const Metadata& meta, const Image& image, const Box& box) {
+  if (meta.inputs.size() != 1)
+    throw BackendError("expected one image input, the artifact has " + std::to_string(meta.inputs.size()) + ".");
+  if (meta.inputs[0].shape.size() != 4 || meta.inputs[0].shape[0] != 1)
+    throw BackendError("this app feeds one crop per inference; the artifact's input '" + meta.inputs[0].name +
+                       "' is not [1, 3, H, W] (convert with --batch 1).");
+  PersonResult r;
+  r.box = box;
+  auto t0 = Clock::now();
+  r.crop = prepare_crop(image, box, meta.crop);
+  r.preprocess_ms = ms_since(t0);
+
+  t0 = Clock::now();
+  std::vector<Tensor> inputs(1);
+  inputs[0].name = meta.inputs[0].name;
+  inputs[0].shape = meta.inputs[0].shape;
+  inputs[0].data = r.crop.input;
+  r.outputs = backend.run(inputs);
+  r.infer_ms = ms_since(t0);
+
+  t0 = Clock::now();
+  r.global_orient = rotations(output(r.outputs, "global_orient"));
+  r.body_pose = rotations(output(r.outputs, "body_pose"));
+  r.betas = output(r.outputs, "betas").data;
+  const Tensor& cam = output(r.outputs, "pred_cam");
+  if (cam.data.size() != 3) throw BackendError("output 'pred_cam' should hold 3 values (s, tx, ty).");
+  r.pred_cam = {cam.data[0], cam.data[1], cam.data[2]};
+  // The box side the camera refers to is the square crop's side: size[1] for the hmr2 rule.
+  r.cam_t_full = cam_crop_to_full({cam.data[0], cam.data[1], cam.data[2]}, r.crop.center, r.crop.size[1],
+                                  r.crop.image_size, meta.camera.focal_length_px, meta.camera.crop_size_px);
+  r.decode_ms = ms_since(t0);
+  return r;
+}
+
+}  // namespace edgehmr
