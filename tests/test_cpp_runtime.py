@@ -165,6 +165,20 @@ def test_cpp_matches_python_runner(backend, app, artifact, astronaut, tmp_path):
     print(f"\n{backend}: worst C++ vs Python differences (input: abs; outputs: rel to max): {worst}")
 
 
+def test_cpp_projects_smpl_joints_of_mesh_artifacts_like_python(app, artifact, astronaut):
+    from edgehmr.predictor import Predictor
+
+    art = artifact(MODEL, "fp32", with_mesh=True, target="openvino")
+    result = run_app(app, art, astronaut, *box_args(BOXES[:2]))
+    assert result.returncode == 0, result.stderr[-3000:]
+    people = Predictor(art)(read_image_rgb(astronaut), BOXES[:2]).people
+    for got, want in zip(json.loads(result.stdout)["people"], people):
+        keypoints = np.asarray(got["keypoints"])
+        assert keypoints.shape == (24, 3) and {"vertices", "joints"} <= set(got["outputs"])
+        assert rel_err(keypoints, want.keypoints) <= OUTPUT_RTOL
+        assert got["camera"]["focal_length_full_image_px"] == pytest.approx(want.focal_length_px)
+
+
 @pytest.fixture(scope="module")
 def ov_artifact(artifact) -> Path:
     return artifact(MODEL, "fp32", target="openvino")

@@ -172,8 +172,6 @@ int run(int argc, char** argv) {
     if (!dump_dir.empty()) dump(dump_dir, "input_" + std::to_string(i) + ".f32", r.crop.input);
     json outputs = json::object();
     for (const edgehmr::Tensor& t : r.outputs) outputs[t.name] = {{"shape", t.shape}, {"data", t.data}};
-    const double focal_full = meta.camera.focal_length_px / meta.camera.crop_size_px *
-                              std::max(r.crop.image_size[0], r.crop.image_size[1]);
     people.push_back({
         {"box", {r.box.x1, r.box.y1, r.box.x2, r.box.y2}},
         {"crop", {{"center", r.crop.center}, {"size", r.crop.size}}},
@@ -181,8 +179,9 @@ int run(int argc, char** argv) {
         {"camera",
          {{"pred_cam", r.pred_cam},
           {"translation_full_image", r.cam_t_full},
-          {"focal_length_full_image_px", focal_full},
+          {"focal_length_full_image_px", r.focal_full},
           {"principal_point_px", {r.crop.image_size[0] / 2.0, r.crop.image_size[1] / 2.0}}}},
+        {"keypoints", r.keypoints},
         {"outputs", outputs},
         {"timings_ms", {{"preprocess", r.preprocess_ms}, {"infer", r.infer_ms}, {"decode", r.decode_ms}}},
     });

@@ -1,6 +1,8 @@
 #include "edgehmr/pipeline.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "edgehmr/decode.h"
 #include "edgehmr/errors.h"
@@ -65,6 +67,18 @@ PersonResult predict_person(Backend& backend, const Metadata& meta, const Image&
   // The box side the camera refers to is the square crop's side: size[1] for the hmr2 rule.
   r.cam_t_full = cam_crop_to_full({cam.data[0], cam.data[1], cam.data[2]}, r.crop.center, r.crop.size[1],
                                   r.crop.image_size, meta.camera.focal_length_px, meta.camera.crop_size_px);
+  r.focal_full = meta.camera.focal_length_px / meta.camera.crop_size_px *
+                 std::max(r.crop.image_size[0], r.crop.image_size[1]);
+  for (const Tensor& t : r.outputs) {
+    if (t.name != "joints") continue;  // [1, J, 3] body frame, metres (artifacts converted --with-mesh)
+    for (size_t j = 0; j + 2 < t.data.size(); j += 3) {
+      const double x = t.data[j] + r.cam_t_full[0], y = t.data[j + 1] + r.cam_t_full[1];
+      double z = t.data[j + 2] + r.cam_t_full[2];
+      if (std::abs(z) < 1e-9) z = 1e-9;
+      r.keypoints.push_back({r.focal_full * x / z + r.crop.image_size[0] / 2.0,
+                             r.focal_full * y / z + r.crop.image_size[1] / 2.0, 1.0});
+    }
+  }
   r.decode_ms = ms_since(t0);
   return r;
 }

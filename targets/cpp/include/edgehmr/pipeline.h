@@ -20,6 +20,8 @@ struct PersonResult {
   std::vector<float> betas;
   std::array<float, 3> pred_cam{};        // (s, tx, ty)
   std::array<double, 3> cam_t_full{};     // translation in the full image's camera, metres
+  double focal_full = 0;                  // that camera's focal length, px (principal point: the image centre)
+  std::vector<std::array<double, 3>> keypoints;  // mesh-baked artifacts: SMPL joints projected, (x, y, 1) image px
   double preprocess_ms = 0, infer_ms = 0, decode_ms = 0;
 };
 
