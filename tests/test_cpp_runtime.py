@@ -179,6 +179,22 @@ def test_cpp_projects_smpl_joints_of_mesh_artifacts_like_python(app, artifact, a
         assert got["camera"]["focal_length_full_image_px"] == pytest.approx(want.focal_length_px)
 
 
+def test_cpp_decodes_vitpose_heatmaps_like_python(app, artifact, astronaut):
+    """The vitpose-udp crop and DARK-UDP decoding (11x11 blur, Newton step, UDP inverse) against the Predictor."""
+    from edgehmr.predictor import Predictor
+
+    art = artifact("vitpose-s", "fp32", target="openvino")
+    result = run_app(app, art, astronaut, *box_args(BOXES[:3]))
+    assert result.returncode == 0, result.stderr[-3000:]
+    people = Predictor(art)(read_image_rgb(astronaut), BOXES[:3]).people
+    for got, want in zip(json.loads(result.stdout)["people"], people):
+        assert "smpl" not in got
+        keypoints = np.asarray(got["keypoints"])
+        assert keypoints.shape == (17, 3)
+        np.testing.assert_allclose(keypoints[:, 2], want.keypoints[:, 2], rtol=1e-5)  # peak values
+        np.testing.assert_allclose(keypoints[:, :2], want.keypoints[:, :2], atol=1e-3)  # pixels
+
+
 @pytest.fixture(scope="module")
 def ov_artifact(artifact) -> Path:
     return artifact(MODEL, "fp32", target="openvino")

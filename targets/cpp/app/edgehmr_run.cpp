@@ -1,4 +1,4 @@
-// edgehmr-run: run an HMR2-family artifact on an image and person boxes, or a SAT-HMR artifact on a whole frame;
+// edgehmr-run: run an HMR2.0-family or ViTPose artifact on an image and person boxes, or a SAT-HMR artifact on a whole frame;
 // JSON on stdout.
 //
 //   edgehmr-run ARTIFACT_DIR IMAGE --box x1,y1,x2,y2 [--box ...] [--backend openvino|executorch|tensorrt]
@@ -172,19 +172,22 @@ int run(int argc, char** argv) {
     if (!dump_dir.empty()) dump(dump_dir, "input_" + std::to_string(i) + ".f32", r.crop.input);
     json outputs = json::object();
     for (const edgehmr::Tensor& t : r.outputs) outputs[t.name] = {{"shape", t.shape}, {"data", t.data}};
-    people.push_back({
+    json person = {
         {"box", {r.box.x1, r.box.y1, r.box.x2, r.box.y2}},
         {"crop", {{"center", r.crop.center}, {"size", r.crop.size}}},
-        {"smpl", {{"global_orient", matrices(r.global_orient)}, {"body_pose", matrices(r.body_pose)}, {"betas", r.betas}}},
-        {"camera",
-         {{"pred_cam", r.pred_cam},
-          {"translation_full_image", r.cam_t_full},
-          {"focal_length_full_image_px", r.focal_full},
-          {"principal_point_px", {r.crop.image_size[0] / 2.0, r.crop.image_size[1] / 2.0}}}},
         {"keypoints", r.keypoints},
         {"outputs", outputs},
         {"timings_ms", {{"preprocess", r.preprocess_ms}, {"infer", r.infer_ms}, {"decode", r.decode_ms}}},
-    });
+    };
+    if (meta.family != "vitpose") {
+      person["smpl"] = {{"global_orient", matrices(r.global_orient)}, {"body_pose", matrices(r.body_pose)},
+                        {"betas", r.betas}};
+      person["camera"] = {{"pred_cam", r.pred_cam},
+                          {"translation_full_image", r.cam_t_full},
+                          {"focal_length_full_image_px", r.focal_full},
+                          {"principal_point_px", {r.crop.image_size[0] / 2.0, r.crop.image_size[1] / 2.0}}};
+    }
+    people.push_back(person);
   }
   const json result = {
       {"model", meta.model},

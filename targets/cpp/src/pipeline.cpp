@@ -6,6 +6,7 @@
 
 #include "edgehmr/decode.h"
 #include "edgehmr/errors.h"
+#include "edgehmr/keypoints.h"
 
 namespace edgehmr {
 
@@ -16,7 +17,7 @@ double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std
 const Tensor& output(const std::vector<Tensor>& outs, const std::string& name) {
   for (const Tensor& t : outs)
     if (t.name == name) return t;
-  throw BackendError("the artifact has no output '" + name + "'; is it an HMR2-family model?");
+  throw BackendError("the artifact has no output '" + name + "'; is it an HMR2.0 or ViTPose model?");
 }
 
 // Rotation output -> row-major 3x3 matrices; converts 6D when the artifact leaves that to the host.
@@ -58,6 +59,14 @@ PersonResult predict_person(Backend& backend, const Metadata& meta, const Image&
   r.infer_ms = ms_since(t0);
 
   t0 = Clock::now();
+  if (meta.family == "vitpose") {  // heatmaps [1, K, H, W] -> keypoints in image pixels
+    const Tensor& hm = output(r.outputs, "heatmaps");
+    if (hm.shape.size() != 4) throw BackendError("output 'heatmaps' should be [1, K, H, W].");
+    r.keypoints = decode_heatmaps(hm.data.data(), int(hm.shape[1]), int(hm.shape[2]), int(hm.shape[3]),
+                                  r.crop.center, r.crop.size);
+    r.decode_ms = ms_since(t0);
+    return r;
+  }
   r.global_orient = rotations(output(r.outputs, "global_orient"));
   r.body_pose = rotations(output(r.outputs, "body_pose"));
   r.betas = output(r.outputs, "betas").data;

@@ -21,11 +21,13 @@ struct PersonResult {
   std::array<float, 3> pred_cam{};        // (s, tx, ty)
   std::array<double, 3> cam_t_full{};     // translation in the full image's camera, metres
   double focal_full = 0;                  // that camera's focal length, px (principal point: the image centre)
-  std::vector<std::array<double, 3>> keypoints;  // mesh-baked artifacts: SMPL joints projected, (x, y, 1) image px
+  // ViTPose: COCO keypoints (x, y, confidence); mesh-baked HMR2.0: SMPL joints projected, (x, y, 1); image px
+  std::vector<std::array<double, 3>> keypoints;
   double preprocess_ms = 0, infer_ms = 0, decode_ms = 0;
 };
 
-// HMR2-family artifacts (outputs global_orient, body_pose, betas, pred_cam): one person per call.
+// HMR2.0-family artifacts (outputs global_orient, body_pose, betas, pred_cam) or ViTPose ones (heatmaps): one
+// person per call. ViTPose results have keypoints only.
 PersonResult predict_person(Backend& backend, const Metadata& meta, const Image& image, const Box& box);
 
 }  // namespace edgehmr
