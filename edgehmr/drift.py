@@ -17,7 +17,8 @@ Per target:
 - ``openvino``: the OpenVINO runtime runs the artifact's IR (with the runtime settings it was validated with) and
   an FP32 IR converted the same way, every op's output added as a model output. NNCF keeps the float ops' friendly
   names (FakeQuantize and weight-decompression ops are inserted around them), so shared names match.
-- ``executorch``: see :mod:`edgehmr.drift_executorch`.
+- ``executorch``: the ExecuTorch runtime's own intermediate outputs (ETDump, read with the Inspector) of the model
+  lowered again with one XNNPACK call per op; see :mod:`edgehmr.drift_executorch`.
 
 Core ML cannot run here; its artifacts are told to use coremltools' comparator on macOS.
 """
@@ -36,7 +37,6 @@ from edgehmr.artifact import read_metadata
 from edgehmr.errors import InputError, SpecError
 from edgehmr.reference import load_bundle
 
-ONNX_TARGETS = ("onnx", "tensorrt")
 # ops whose outputs are the same tensor requantized or retyped: looked through to the float tensor behind
 ONNX_PASS_THROUGH = ("QuantizeLinear", "DequantizeLinear", "Cast")
 OPENVINO_PASS_THROUGH = ("FakeQuantize", "Convert")
@@ -161,10 +161,20 @@ def reference_onnx(meta: dict) -> onnx.ModelProto:
         return onnx.load(str(path))
 
 
-def onnx_layer_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.ndarray]]) -> list[list[LayerDrift]]:
+def onnx_layer_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.ndarray]]) -> list[LayerDrift]:
     model = onnx.load(str(artifact_dir / meta["files"]["model"]))
     reference = reference_onnx(meta)
-    return [rank_layers(model, reference, feeds, top=len(model.graph.node)) for feeds in batches]
+    return worst_per_layer([rank_layers(model, reference, feeds, top=len(model.graph.node)) for feeds in batches])
+
+
+def worst_per_layer(per_batch: list[list[LayerDrift]]) -> list[LayerDrift]:
+    """One entry per layer, the one where it added the most error, ranked."""
+    merged: dict[str, LayerDrift] = {}
+    for layers in per_batch:
+        for layer in layers:
+            if layer.tensor not in merged or layer.added > merged[layer.tensor].added:
+                merged[layer.tensor] = layer
+    return sorted(merged.values(), key=lambda layer: -layer.added)
 
 
 # OpenVINO
@@ -226,8 +236,7 @@ def _run_openvino(model, config: dict, feeds: dict[str, np.ndarray], names: set[
     return out
 
 
-def openvino_layer_drift(artifact_dir: Path, meta: dict,
-                         batches: list[dict[str, np.ndarray]]) -> list[list[LayerDrift]]:
+def openvino_layer_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.ndarray]]) -> list[LayerDrift]:
     import openvino as ov
 
     from edgehmr.converters.openvino import torch2openvino
@@ -239,27 +248,37 @@ def openvino_layer_drift(artifact_dir: Path, meta: dict,
     names = {t.name for t in tensors}
     config = compile_config(meta.get("target_details", {}).get("runtime_config"), None)
     reference_config = compile_config(None, None)
-    return [rank(tensors, _run_openvino(model, config, feeds, names),
-                 _run_openvino(reference, reference_config, feeds, names), top=len(tensors)) for feeds in batches]
+    return worst_per_layer([rank(tensors, _run_openvino(model, config, feeds, names),
+                                 _run_openvino(reference, reference_config, feeds, names), top=len(tensors))
+                            for feeds in batches])
 
 
-RunnerFn = Callable[[Path, dict, list[dict[str, np.ndarray]]], list[list[LayerDrift]]]
+def executorch_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.ndarray]]) -> tuple[str, list]:
+    """The ExecuTorch runtime's per-op intermediate outputs (see :mod:`edgehmr.drift_executorch`); its method
+    description carries how far the per-op re-lowering's outputs are from the artifact's own."""
+    from edgehmr.drift_executorch import executorch_layer_drift as per_op
+
+    images = np.concatenate([next(iter(feeds.values())) for feeds in batches])
+    return per_op(artifact_dir, meta, images, top=10**6)
+
+
+RunnerFn = Callable[[Path, dict, list[dict[str, np.ndarray]]], list[LayerDrift]]
 METHODS: dict[str, tuple[str, RunnerFn]] = {
     "onnx": ("ONNX Runtime, every shared intermediate tensor vs the FP32 export", onnx_layer_drift),
     "tensorrt": ("ONNX Runtime on the Q/DQ ONNX the engine is built from, every shared intermediate tensor vs the "
                  "FP32 export", onnx_layer_drift),
     "openvino": ("OpenVINO CPU runtime, every shared op output vs the FP32 IR", openvino_layer_drift),
 }
+TARGETS = (*METHODS, "executorch")
 
 
 def debug_drift(artifact_dir: str | Path, bundle_dir: str | Path, samples: int = 4, top: int = 10) -> dict:
     artifact_dir = Path(artifact_dir)
     meta = read_metadata(artifact_dir)
-    if meta["target"] not in METHODS or "stages" in meta:
-        raise SpecError(f"debug drift runs {', '.join(METHODS)} artifacts (not multi-stage SAT-HMR yet). For "
+    if meta["target"] not in TARGETS or "stages" in meta:
+        raise SpecError(f"debug drift runs {', '.join(TARGETS)} artifacts (not multi-stage SAT-HMR yet). For "
                         f"{meta['target']}: convert the same model with -t onnx or -t openvino at this precision "
                         f"and debug that, or use the vendor tool (coremltools' comparator on macOS).")
-    method, layer_drift = METHODS[meta["target"]]
     bundle = load_bundle(bundle_dir)
     name = meta["inputs"][0]["name"]
     batch = int(meta["inputs"][0]["shape"][0])
@@ -267,11 +286,10 @@ def debug_drift(artifact_dir: str | Path, bundle_dir: str | Path, samples: int =
     if len(images) < batch:
         raise InputError(f"the bundle has {len(images)} samples, the artifact takes batches of {batch}.")
     batches = [{name: images[i:i + batch]} for i in range(0, len(images) - batch + 1, batch)]
-    merged: dict[str, LayerDrift] = {}
-    for layers in layer_drift(artifact_dir, meta, batches):  # worst case over the samples, per layer
-        for layer in layers:
-            if layer.tensor not in merged or layer.added > merged[layer.tensor].added:
-                merged[layer.tensor] = layer
-    ranked = sorted(merged.values(), key=lambda layer: -layer.added)[:top]
+    if meta["target"] == "executorch":
+        method, layers = executorch_drift(artifact_dir, meta, batches)
+    else:
+        method, layer_drift = METHODS[meta["target"]]
+        layers = layer_drift(artifact_dir, meta, batches)
     return {"artifact": str(artifact_dir), "target": meta["target"], "precision": meta["precision"],
-            "samples": batch * len(batches), "method": method, "layers": [asdict(layer) for layer in ranked]}
+            "samples": batch * len(batches), "method": method, "layers": [asdict(layer) for layer in layers[:top]]}
