@@ -1,5 +1,6 @@
 """The C++ runtime (targets/cpp): configure + build with CMake, run its ctest unit tests, then check that
-``edgehmr-run`` gives the Python runners' numbers on the same artifact, image and boxes, per backend.
+``edgehmr-run`` gives the Python side's numbers on the same artifact, image and boxes (or frames), per backend:
+HMR2.0 crops, a mesh-baked artifact's keypoints, ViTPose keypoints, and SAT-HMR frames in two buckets.
 
 Measured here (hmr2-vit-s fp32, astronaut): the preprocessed input equals Python's bit for bit (blurred crops
 included), and so does every output — the runtimes are deterministic between the C++ app and the Python
