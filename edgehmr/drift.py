@@ -107,16 +107,16 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return copy
 
 
-def _run_onnx(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str], workdir: Path) -> dict:
+def _onnx_probe(model: onnx.ModelProto, names: list[str], path: Path):
+    """A function running ``model`` with every tensor in ``names`` exposed; the session is built once."""
     import onnxruntime as ort
 
-    path = workdir / "probe.onnx"
-    onnx.save(_with_outputs(model, names), str(path), save_as_external_data=True, location="probe.onnx.data")
+    onnx.save(_with_outputs(model, names), str(path), save_as_external_data=True, location=path.name + ".data")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor as named
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     wanted = [o.name for o in session.get_outputs() if o.name in set(names)]
-    return dict(zip(wanted, session.run(wanted, feeds)))
+    return lambda feeds: dict(zip(wanted, session.run(wanted, feeds)))
 
 
 def onnx_tensors(model: onnx.ModelProto, reference: onnx.ModelProto) -> list[GraphTensor]:
@@ -125,17 +125,6 @@ def onnx_tensors(model: onnx.ModelProto, reference: onnx.ModelProto) -> list[Gra
     return [GraphTensor(out, node.op_type, node.name, _float_inputs_of(node, producers))
             for node in model.graph.node if node.op_type not in ("QuantizeLinear", "DequantizeLinear")
             for out in node.output if out in ref_names]
-
-
-def rank_layers(model: onnx.ModelProto, reference: onnx.ModelProto, feeds: dict[str, np.ndarray],
-                top: int = 10) -> list[LayerDrift]:
-    """Shared float tensors of two ONNX graphs of one model, ranked by the error each layer added."""
-    tensors = onnx_tensors(model, reference)
-    names = [t.name for t in tensors]
-    with tempfile.TemporaryDirectory() as tmp:
-        got = _run_onnx(model, feeds, names, Path(tmp))
-        want = _run_onnx(reference, feeds, names, Path(tmp))
-    return rank(tensors, got, want, top)
 
 
 def _reference_job(meta: dict):
@@ -162,9 +151,16 @@ def reference_onnx(meta: dict) -> onnx.ModelProto:
 
 
 def onnx_layer_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.ndarray]]) -> list[LayerDrift]:
+    """Shared float tensors of the artifact's ONNX and the FP32 export, ranked by the error each layer added."""
     model = onnx.load(str(artifact_dir / meta["files"]["model"]))
     reference = reference_onnx(meta)
-    return worst_per_layer([rank_layers(model, reference, feeds, top=len(model.graph.node)) for feeds in batches])
+    tensors = onnx_tensors(model, reference)
+    names = [t.name for t in tensors]
+    with tempfile.TemporaryDirectory() as tmp:
+        run, run_reference = (_onnx_probe(m, names, Path(tmp) / f"{label}.onnx")
+                              for m, label in ((model, "artifact"), (reference, "reference")))
+        return worst_per_layer([rank(tensors, run(feeds), run_reference(feeds), top=len(tensors))
+                                for feeds in batches])
 
 
 def worst_per_layer(per_batch: list[list[LayerDrift]]) -> list[LayerDrift]:
@@ -215,9 +211,9 @@ def openvino_tensors(model, reference) -> list[GraphTensor]:
     return tensors
 
 
-def _run_openvino(model, config: dict, feeds: dict[str, np.ndarray], names: set[str]) -> dict[str, np.ndarray]:
-    """Run ``model`` with every op output named in ``names`` added as a model output (on a clone: ``add_outputs``
-    changes the model in place)."""
+def _openvino_probe(model, config: dict, names: set[str]):
+    """A function running ``model`` with every op output named in ``names`` added as a model output (on a clone:
+    ``add_outputs`` changes the model in place); compiled once."""
     import openvino as ov
 
     probe = model.clone()
@@ -226,14 +222,16 @@ def _run_openvino(model, config: dict, feeds: dict[str, np.ndarray], names: set[
     keys = [_output_key(port) for port in ports]
     added = probe.add_outputs(ports)
     compiled = ov.Core().compile_model(probe, "CPU", config)
-    result = compiled.create_infer_request().infer(feeds)
+    request = compiled.create_infer_request()
     index = {p.get_any_name(): i for i, p in enumerate(compiled.outputs)}
-    out = {}
-    for key, port in zip(keys, added):
-        i = index.get(port.get_any_name())
-        if i is not None:
-            out[key] = np.array(result[compiled.outputs[i]], copy=True)
-    return out
+    found = [(key, compiled.outputs[index[port.get_any_name()]]) for key, port in zip(keys, added)
+             if port.get_any_name() in index]
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = request.infer(feeds)
+        return {key: np.array(result[port], copy=True) for key, port in found}
+
+    return run
 
 
 def openvino_layer_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.ndarray]]) -> list[LayerDrift]:
@@ -246,11 +244,9 @@ def openvino_layer_drift(artifact_dir: Path, meta: dict, batches: list[dict[str,
     reference, _ = torch2openvino(_reference_job(meta))
     tensors = openvino_tensors(model, reference)
     names = {t.name for t in tensors}
-    config = compile_config(meta.get("target_details", {}).get("runtime_config"), None)
-    reference_config = compile_config(None, None)
-    return worst_per_layer([rank(tensors, _run_openvino(model, config, feeds, names),
-                                 _run_openvino(reference, reference_config, feeds, names), top=len(tensors))
-                            for feeds in batches])
+    run = _openvino_probe(model, compile_config(meta.get("target_details", {}).get("runtime_config"), None), names)
+    run_reference = _openvino_probe(reference, compile_config(None, None), names)
+    return worst_per_layer([rank(tensors, run(feeds), run_reference(feeds), top=len(tensors)) for feeds in batches])
 
 
 def executorch_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.ndarray]]) -> tuple[str, list]:

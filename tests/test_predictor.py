@@ -22,8 +22,9 @@ def astronaut():
 
 def test_outputs_are_the_runners_on_the_crops(artifact, astronaut):
     path = artifact("hmr2-vit-s")
-    prediction = Predictor(path)(astronaut, BOXES)
-    runner = open_artifact_runner(path, Predictor(path).meta)
+    predictor = Predictor(path)
+    prediction = predictor(astronaut, BOXES)
+    runner = open_artifact_runner(path, predictor.meta)
     assert len(prediction.people) == 3 and set(prediction.timings_ms) == {"preprocess", "infer", "decode"}
     for person, box in zip(prediction.people, BOXES):
         want = runner.run({"image": prepare_crop(astronaut, box, HMR2_CROP).image[None]})
