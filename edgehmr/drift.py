@@ -41,6 +41,8 @@ from edgehmr.reference import load_bundle
 ONNX_PASS_THROUGH = ("QuantizeLinear", "DequantizeLinear", "Cast")
 OPENVINO_PASS_THROUGH = ("FakeQuantize", "Convert")
 OPENVINO_NOT_LAYERS = ("Parameter", "Constant", "Result") + OPENVINO_PASS_THROUGH
+OWN_OUTPUT = "output:"  # prefix of the model's own outputs in a probe's results (no op is named so)
+PROBE_GAP_FLOOR = 1e-3
 
 
 @dataclass
@@ -150,7 +152,8 @@ def reference_onnx(meta: dict) -> onnx.ModelProto:
         return onnx.load(str(path))
 
 
-def onnx_layer_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.ndarray]]) -> list[LayerDrift]:
+def onnx_layer_drift(artifact_dir: Path, meta: dict,
+                     batches: list[dict[str, np.ndarray]]) -> tuple[str, list[LayerDrift]]:
     """Shared float tensors of the artifact's ONNX and the FP32 export, ranked by the error each layer added."""
     model = onnx.load(str(artifact_dir / meta["files"]["model"]))
     reference = reference_onnx(meta)
@@ -159,8 +162,8 @@ def onnx_layer_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.
     with tempfile.TemporaryDirectory() as tmp:
         run, run_reference = (_onnx_probe(m, names, Path(tmp) / f"{label}.onnx")
                               for m, label in ((model, "artifact"), (reference, "reference")))
-        return worst_per_layer([rank(tensors, run(feeds), run_reference(feeds), top=len(tensors))
-                                for feeds in batches])
+        return "", worst_per_layer([rank(tensors, run(feeds), run_reference(feeds), top=len(tensors))
+                                    for feeds in batches])
 
 
 def worst_per_layer(per_batch: list[list[LayerDrift]]) -> list[LayerDrift]:
@@ -213,10 +216,12 @@ def openvino_tensors(model, reference) -> list[GraphTensor]:
 
 def _openvino_probe(model, config: dict, names: set[str]):
     """A function running ``model`` with every op output named in ``names`` added as a model output (on a clone:
-    ``add_outputs`` changes the model in place); compiled once."""
+    ``add_outputs`` changes the model in place); compiled once. The model's own outputs come back too, under
+    ``OWN_OUTPUT`` + their names."""
     import openvino as ov
 
     probe = model.clone()
+    own = [port.get_any_name() for port in probe.outputs]
     ports = [port for op in probe.get_ordered_ops() if op.get_type_name() not in OPENVINO_NOT_LAYERS
              for port in op.outputs() if _output_key(port) in names]
     keys = [_output_key(port) for port in ports]
@@ -226,6 +231,7 @@ def _openvino_probe(model, config: dict, names: set[str]):
     index = {p.get_any_name(): i for i, p in enumerate(compiled.outputs)}
     found = [(key, compiled.outputs[index[port.get_any_name()]]) for key, port in zip(keys, added)
              if port.get_any_name() in index]
+    found += [(OWN_OUTPUT + name, compiled.outputs[index[name]]) for name in own if name in index]
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = request.infer(feeds)
@@ -234,7 +240,49 @@ def _openvino_probe(model, config: dict, names: set[str]):
     return run
 
 
-def openvino_layer_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.ndarray]]) -> list[LayerDrift]:
+def probe_config(runtime_config: dict | None) -> dict:
+    """The artifact's CPU settings for the probe, except ``SNIPPETS_MODE=DISABLE``.
+
+    reason: with snippets disabled and op outputs added as model outputs, OpenVINO 2026.4's CPU plugin computed
+    an NNCF INT8 GroupMixFormer wrongly: some exposed tensors read as zeros and the model's own output was 0.99
+    (relative L2) away from the artifact's run. With snippets on, the probe's outputs are repeatable and within
+    ~1e-2 of the artifact's run (the snippets discrepancy the artifact disables them for);
+    :func:`probe_gap` measures that on every run and the method line reports it.
+    """
+    from edgehmr.targets.openvino import compile_config
+
+    return {k: v for k, v in compile_config(runtime_config, None).items() if k != "SNIPPETS_MODE"}
+
+
+def probe_gap(probed: dict[str, np.ndarray], reference: dict[str, np.ndarray], artifact_dir: Path, meta: dict,
+              feeds: dict[str, np.ndarray]) -> float:
+    """Worst relative L2 gap between the probe's copy of the model outputs and the artifact run as ``validate``
+    runs it. A gap over half the artifact's own drift from FP32 means the per-layer numbers would describe another
+    computation: refused."""
+    from edgehmr.targets.base import open_artifact_runner
+
+    worst = 0.0
+    for name, value in open_artifact_runner(artifact_dir, meta).run(feeds).items():
+        got, fp32 = probed.get(OWN_OUTPUT + name), reference.get(OWN_OUTPUT + name)
+        if got is None or fp32 is None:
+            continue
+        gap = _rel_l2(got, value)
+        drift = _rel_l2(value, fp32)
+        if gap > max(PROBE_GAP_FLOOR, 0.5 * drift):
+            raise SpecError(f"debug drift: with every intermediate output exposed, OpenVINO computes output '{name}' "
+                            f"{gap:.1e} (relative L2) away from the artifact's own run (whose drift from FP32 is "
+                            f"{drift:.1e}), so its per-layer numbers would not describe this artifact; use -t onnx at "
+                            f"this precision to locate the drift.")
+        worst = max(worst, gap)
+    return worst
+
+
+def _rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a.astype(np.float64) - b) / max(np.linalg.norm(b.astype(np.float64)), 1e-12))
+
+
+def openvino_layer_drift(artifact_dir: Path, meta: dict,
+                         batches: list[dict[str, np.ndarray]]) -> tuple[str, list[LayerDrift]]:
     import openvino as ov
 
     from edgehmr.converters.openvino import torch2openvino
@@ -244,9 +292,14 @@ def openvino_layer_drift(artifact_dir: Path, meta: dict, batches: list[dict[str,
     reference, _ = torch2openvino(_reference_job(meta))
     tensors = openvino_tensors(model, reference)
     names = {t.name for t in tensors}
-    run = _openvino_probe(model, compile_config(meta.get("target_details", {}).get("runtime_config"), None), names)
+    run = _openvino_probe(model, probe_config(meta.get("target_details", {}).get("runtime_config")), names)
     run_reference = _openvino_probe(reference, compile_config(None, None), names)
-    return worst_per_layer([rank(tensors, run(feeds), run_reference(feeds), top=len(tensors)) for feeds in batches])
+    per_batch, gap = [], 0.0
+    for feeds in batches:
+        got, want = run(feeds), run_reference(feeds)
+        gap = max(gap, probe_gap(got, want, artifact_dir, meta, feeds))
+        per_batch.append(rank(tensors, got, want, top=len(tensors)))
+    return f"; probe outputs within {gap:.1e} of the artifact's run", worst_per_layer(per_batch)
 
 
 def executorch_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.ndarray]]) -> tuple[str, list]:
@@ -258,7 +311,8 @@ def executorch_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.
     return per_op(artifact_dir, meta, images, top=10**6)
 
 
-RunnerFn = Callable[[Path, dict, list[dict[str, np.ndarray]]], list[LayerDrift]]
+# -> (a note appended to the method line, the layers)
+RunnerFn = Callable[[Path, dict, list[dict[str, np.ndarray]]], tuple[str, list[LayerDrift]]]
 METHODS: dict[str, tuple[str, RunnerFn]] = {
     "onnx": ("ONNX Runtime, every shared intermediate tensor vs the FP32 export", onnx_layer_drift),
     "tensorrt": ("ONNX Runtime on the Q/DQ ONNX the engine is built from, every shared intermediate tensor vs the "
@@ -286,6 +340,7 @@ def debug_drift(artifact_dir: str | Path, bundle_dir: str | Path, samples: int =
         method, layers = executorch_drift(artifact_dir, meta, batches)
     else:
         method, layer_drift = METHODS[meta["target"]]
-        layers = layer_drift(artifact_dir, meta, batches)
+        note, layers = layer_drift(artifact_dir, meta, batches)
+        method += note
     return {"artifact": str(artifact_dir), "target": meta["target"], "precision": meta["precision"],
             "samples": batch * len(batches), "method": method, "layers": [asdict(layer) for layer in layers[:top]]}

@@ -87,6 +87,36 @@ def test_openvino_int8_drift_is_inherited_through_nncf_ops(artifact, bundle):
     assert sum(layer["added"] < 0.9 * layer["rel_l2"] for layer in matmuls) > len(matmuls) // 2
 
 
+def test_openvino_int8_probe_reads_what_the_artifact_computes(artifact, bundle):
+    """With the artifact's SNIPPETS_MODE=DISABLE and every op output exposed, OpenVINO's CPU plugin computed an INT8
+    GroupMixFormer wrongly (zeros in the stage-1 patch embedding, heatmaps 0.99 away from the artifact's run), and
+    those layers read as 100% drift. The probe now runs with snippets on and reports its gap to the artifact."""
+    name = "vitpose-gmf-t-s2"
+    result = debug_drift(artifact(name, "int8", target="openvino"), bundle(name), samples=1, top=10**6)
+    assert len(result["layers"]) > 100
+    assert max(layer["rel_l2"] for layer in result["layers"]) < 0.9
+    gap = float(result["method"].rsplit("within ", 1)[1].split()[0])
+    assert gap < 0.05
+
+
+def test_openvino_probe_that_disagrees_with_the_artifact_is_refused(artifact, bundle):
+    from edgehmr.drift import OWN_OUTPUT, probe_gap
+    from edgehmr.reference import load_bundle
+    from edgehmr.targets.base import open_artifact_runner
+
+    path = artifact("hmr2-vit-s", target="openvino")
+    meta = json.loads((path / "metadata.json").read_text())
+    feeds = {"image": load_bundle(bundle("hmr2-vit-s")).inputs["image"][:1]}
+    own = {OWN_OUTPUT + k: v for k, v in open_artifact_runner(path, meta).run(feeds).items()}
+    assert probe_gap(own, own, path, meta, feeds) < 1e-6
+    off = own | {OWN_OUTPUT + "pred_cam": own[OWN_OUTPUT + "pred_cam"] * 1.01}
+    with pytest.raises(SpecError, match="output 'pred_cam'.*would not describe this artifact"):
+        probe_gap(off, own, path, meta, feeds)
+    # a 1% gap is tolerated where the artifact itself drifts 5% from FP32 on that output
+    drifted = own | {OWN_OUTPUT + "pred_cam": own[OWN_OUTPUT + "pred_cam"] * 1.05}
+    assert 0.009 < probe_gap(off, drifted, path, meta, feeds) < 0.011
+
+
 def test_other_targets_are_told_what_to_use(artifact, bundle):
     with pytest.raises(SpecError, match="coremltools"):
         debug_drift(artifact("hmr2-vit-s", target="coreml", precision="fp16"), bundle("hmr2-vit-s"))
