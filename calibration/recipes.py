@@ -74,11 +74,15 @@ DEFAULT_RECIPES = {
 # - VMamba: the selective scan (its matmuls multiply activations by exp-decay and 0/1 running-sum matrices);
 # - GroupMixFormer: the depthwise convs (position conv, aggregators, conv relative positions): per-tensor INT8
 #   activations on them gave 8.6 mm MPJPE drift on hmr2-gmf-t-s3 (OpenVINO, seeded weights), 3.7 mm kept float,
-#   for ~2% of the MACs.
+#   for ~2% of the MACs. Also the separable (depthwise 3x3 + pointwise) downsampling convs between stages
+#   (``patch_embed_layers``, ~1% of the MACs): `debug drift` ranked stage 4's first (its output 1.7 relative L2
+#   off); kept float, OpenVINO INT8 drift went from 28.9 to 1.5 mm MPJPE on hmr2-gmf-t-s4, 12.3 to 3.5 mm on
+#   hmr2-gmf-t-s2, and from 0.74 to 0.054 heatmap relative L2 on vitpose-gmf-t-s4.
 _HMR2_HEAD = tuple(s for s in DEFAULT_RECIPES["hmr2"].keep_float_scopes if not s.startswith("backbone."))
 _GMF_BLOCKS = "backbone.groupmixformer_backbone.*"
 _STEMS = {"swin": ("backbone.patch_embed",),
-          "gmf": ("backbone.conv_stem", f"{_GMF_BLOCKS}.cpe", f"{_GMF_BLOCKS}.att.aggregator", f"{_GMF_BLOCKS}.att.crpe"),
+          "gmf": ("backbone.conv_stem", "backbone.patch_embed_layers", f"{_GMF_BLOCKS}.cpe",
+                  f"{_GMF_BLOCKS}.att.aggregator", f"{_GMF_BLOCKS}.att.crpe"),
           "vmamba": ("backbone.patch_embed", "backbone.layers.*.blocks.*.op.scan")}
 for _family, _float in _STEMS.items():
     DEFAULT_RECIPES[f"hmr2-{_family}"] = QuantRecipe(f"hmr2-{_family}-default", _float + _HMR2_HEAD,
