@@ -254,15 +254,13 @@ def probe_config(runtime_config: dict | None) -> dict:
     return {k: v for k, v in compile_config(runtime_config, None).items() if k != "SNIPPETS_MODE"}
 
 
-def probe_gap(probed: dict[str, np.ndarray], reference: dict[str, np.ndarray], artifact_dir: Path, meta: dict,
-              feeds: dict[str, np.ndarray]) -> float:
-    """Worst relative L2 gap between the probe's copy of the model outputs and the artifact run as ``validate``
-    runs it. A gap over half the artifact's own drift from FP32 means the per-layer numbers would describe another
-    computation: refused."""
-    from edgehmr.targets.base import open_artifact_runner
-
+def probe_gap(probed: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+              artifact_outputs: dict[str, np.ndarray]) -> float:
+    """Worst relative L2 gap between the probe's copy of the model outputs and ``artifact_outputs`` (the artifact
+    run as ``validate`` runs it). A gap over half the artifact's own drift from FP32 means the per-layer numbers
+    would describe another computation: refused."""
     worst = 0.0
-    for name, value in open_artifact_runner(artifact_dir, meta).run(feeds).items():
+    for name, value in artifact_outputs.items():
         got, fp32 = probed.get(OWN_OUTPUT + name), reference.get(OWN_OUTPUT + name)
         if got is None or fp32 is None:
             continue
@@ -286,6 +284,7 @@ def openvino_layer_drift(artifact_dir: Path, meta: dict,
     import openvino as ov
 
     from edgehmr.converters.openvino import torch2openvino
+    from edgehmr.targets.base import open_artifact_runner
     from edgehmr.targets.openvino import compile_config
 
     model = ov.Core().read_model(str(artifact_dir / meta["files"]["model"]))
@@ -294,10 +293,11 @@ def openvino_layer_drift(artifact_dir: Path, meta: dict,
     names = {t.name for t in tensors}
     run = _openvino_probe(model, probe_config(meta.get("target_details", {}).get("runtime_config")), names)
     run_reference = _openvino_probe(reference, compile_config(None, None), names)
+    artifact = open_artifact_runner(artifact_dir, meta)
     per_batch, gap = [], 0.0
     for feeds in batches:
         got, want = run(feeds), run_reference(feeds)
-        gap = max(gap, probe_gap(got, want, artifact_dir, meta, feeds))
+        gap = max(gap, probe_gap(got, want, artifact.run(feeds)))
         per_batch.append(rank(tensors, got, want, top=len(tensors)))
     return f"; probe outputs within {gap:.1e} of the artifact's run", worst_per_layer(per_batch)
 

@@ -107,14 +107,15 @@ def test_openvino_probe_that_disagrees_with_the_artifact_is_refused(artifact, bu
     path = artifact("hmr2-vit-s", target="openvino")
     meta = json.loads((path / "metadata.json").read_text())
     feeds = {"image": load_bundle(bundle("hmr2-vit-s")).inputs["image"][:1]}
-    own = {OWN_OUTPUT + k: v for k, v in open_artifact_runner(path, meta).run(feeds).items()}
-    assert probe_gap(own, own, path, meta, feeds) < 1e-6
+    outputs = open_artifact_runner(path, meta).run(feeds)
+    own = {OWN_OUTPUT + k: v for k, v in outputs.items()}
+    assert probe_gap(own, own, outputs) < 1e-6
     off = own | {OWN_OUTPUT + "pred_cam": own[OWN_OUTPUT + "pred_cam"] * 1.01}
     with pytest.raises(SpecError, match="output 'pred_cam'.*would not describe this artifact"):
-        probe_gap(off, own, path, meta, feeds)
+        probe_gap(off, own, outputs)
     # a 1% gap is tolerated where the artifact itself drifts 5% from FP32 on that output
     drifted = own | {OWN_OUTPUT + "pred_cam": own[OWN_OUTPUT + "pred_cam"] * 1.05}
-    assert 0.009 < probe_gap(off, drifted, path, meta, feeds) < 0.011
+    assert 0.009 < probe_gap(off, drifted, outputs) < 0.011
 
 
 def test_other_targets_are_told_what_to_use(artifact, bundle):
