@@ -47,6 +47,8 @@ class Family:
     init: Callable[[nn.Module], None]
     filter: Callable[[dict, int], dict]
     layout: str
+    # Registered size -> the released classification checkpoint (and config) whose layout it loads.
+    released: dict[str, str] = field(default_factory=dict)
     unsupported_targets: dict[str, str] = field(default_factory=dict)
 
 
@@ -57,12 +59,19 @@ def _families() -> dict[str, Family]:
 
     return {f.key: f for f in (
         Family("swin", "Swin", SwinTransformer, SWIN_SIZES, init_swin_weights, filter_swin_checkpoint,
-               "microsoft/Swin-Transformer classification layout (patch_embed.*, layers.{i}.blocks.{j}.*)"),
+               "microsoft/Swin-Transformer classification layout (patch_embed.*, layers.{i}.blocks.{j}.*)",
+               {s: f"swin_{n}_patch4_window7_224.pth, configs/swin/swin_{n}_patch4_window7_224.yaml"
+                for s, n in (("t", "tiny"), ("s", "small"), ("b", "base"))}),
         Family("gmf", "GroupMixFormer", GroupMixFormer, GMF_SIZES, init_gmf_weights, filter_gmf_checkpoint,
                "AILab-CVC/GroupMixFormer layout (conv_stem.*, patch_embed_layers.{i}.*, "
-               "groupmixformer_backbone.{i}.*)"),
+               "groupmixformer_backbone.{i}.*)",
+               {s: f"released GroupMixFormer-{s.upper()}, configs/groupmixformer_{n}.yaml"
+                for s, n in (("t", "tiny"), ("s", "small"))}),
         Family("vmamba", "VMamba", VMamba, VMAMBA_SIZES, init_vmamba_weights, filter_vmamba_checkpoint,
                "MzeroMiko/VMamba v2 layout (patch_embed.*, layers.{i}.blocks.{j}.op.*)",
+               # Not the README's headline VMamba-T[s1l8] (vssm1_tiny_0230s): see edgehmr.models.vmamba.
+               {"t": "VMamba-T[s2l5] vssm_tiny_0230_ckpt_epoch_262.pth, vmambav2_tiny_224.yaml",
+                "s": "VMamba-S[s2l15] vssm_small_0229_ckpt_epoch_222.pth, vmambav2_small_224.yaml"},
                {"executorch": "the exported selective scan leaves ~1100 ops outside XNNPACK (its triangular "
                               "masks, the cross-scan flips, the depthwise conv) and the .pte does not load in the "
                               "ExecuTorch 1.5 runtime (method init fails); use onnx or openvino",
@@ -157,6 +166,8 @@ def register_family(family: Family) -> None:
         for stages in STAGES:
             tag = f"{family.key}-{size}-s{stages}"
             what = f"{family.title}-{size.upper()} truncated after stage {stages}"
+            if size in family.released:
+                what += f" (backbone layout: {family.released[size]})"
             register(ModelInfo(
                 name=f"hmr2-{tag}", family="hmr2", description=f"HMR2.0 head on {what}",
                 build=lambda s=size, n=stages: HierarchicalHMR2(family, s, n),

@@ -25,11 +25,19 @@ fails with a key/shape diff. Published facts used (repo MzeroMiko/VMamba): ``cla
 vmambav2_{tiny,small}_224.yaml`` (dims 96, depths [2,2,5,2]/[2,2,15,2], SSM_D_STATE 1, SSM_RATIO 2.0, SSM_CONV 3,
 SSM_CONV_BIAS false, SSM_FORWARDTYPE v05_noz, MLP_RATIO 4.0, DOWNSAMPLE v3, PATCHEMBED v2, NORM_LAYER ln2d),
 ``classification/config.py`` (PATCH_SIZE 4, PATCH_NORM true, MLP_ACT gelu, SSM_ACT silu, SSM_INIT v0) and
-``vmamba.py``/``csms6s.py``/``csm_triton.py`` (module names, forward order, cross-scan, init). Which file is
-which: the repo's analysis scripts load the T config above from ``vssm1_tiny_0230_ckpt_epoch_262.pth`` (the yaml
-names the S run ``vssm1_small_0229``); ``vssm1_tiny_0230s_ckpt_epoch_264.pth`` (and ``vssm1_small_0229s_..._240``)
-are the ``s1l8``/``s1l20`` variants (ssm_ratio 1.0, depths [2,2,8,2]/[2,2,20,2]), sizes ``t-s1l8``/``s-s1l20``
-here; loading one into the other size fails the strict load.
+``vmamba.py``/``csms6s.py``/``csm_triton.py`` (module names, forward order, cross-scan, init). Which released file
+each size loads (the release tables of the repo's ``README.md`` and ``assets/performance.md`` at 2ed52ea, release
+tag ``#v2cls``):
+
+    size      released as                                          config (MODEL.NAME)
+    t         VMamba-T[s2l5]   vssm_tiny_0230_ckpt_epoch_262.pth    vmambav2_tiny_224.yaml (vssm1_tiny_0230)
+    s         VMamba-S[s2l15]  vssm_small_0229_ckpt_epoch_222.pth   vmambav2_small_224.yaml (vssm1_small_0229)
+    t-s1l8    VMamba-T[s1l8]   vssm1_tiny_0230s_ckpt_epoch_264.pth  vmambav2v_tiny_224.yaml (vssm1_tiny_0230s)
+    s-s1l20   VMamba-S[s1l20]  vssm1_small_0229s_ckpt_epoch_240.pth vmambav2v_small_224.yaml (vssm1_small_0229s)
+
+The VMamba README's headline "VMamba-T" row is the ``s1l8`` file (ssm_ratio 1.0, depths [2,2,8,2]); the registered
+``vmamba-t`` is the ``s2l5`` one (listed in ``assets/performance.md``), and loading either file into the other
+size fails the strict load. Only ``t`` and ``s`` are registered; the ``s1`` sizes are configs only.
 
 Forward of one SS2D (channel-first throughout, ``x`` ``[B, C, H, W]``): in_proj (1x1) -> depthwise 3x3 conv ->
 SiLU -> cross-scan into 4 sequences (row-major, column-major, and both reversed) -> x_proj gives per-direction
@@ -44,11 +52,13 @@ timesteps); x_proj/dt_projs are broadcast matmuls instead of grouped conv1d/eins
 flatten/transpose/flip with map sizes fixed at construction from ``image_size``; drop-path/dropout are inference
 identities and omitted.
 
+Golden parity (``tests/test_parity_backbones.py``, fixture ``tests/data/parity/vmamba-t``): the original
+``VSSM`` at 2ed52ea (vmambav2_tiny_224, its pure-torch scan) and this model (chunked scan, T=16) on a 256x192 input
+with the fixture's deterministic weights agree to 4.2e-05 max abs on every stage output (|x| up to 12).
+
 Not verified (no published checkpoint file was opened here): that the released ``.pth`` files store the 1x1
 ``Linear2d`` weights 2-D (the class is an ``nn.Linear`` subclass, so its saved state dict holds 2-D weights; its
-``_load_from_state_dict`` also accepts 4-D conv-shaped ones, which this loader does not reshape); the epoch in the
-small s2l15 file name; the ``s1l8``/``s1l20`` file-to-config mapping (from third-party loaders and the repo's
-analysis scripts, not the README); LayerNorm eps 1e-5 (the ``nn.LayerNorm`` default the published code relies on).
+``_load_from_state_dict`` also accepts 4-D conv-shaped ones, which this loader does not reshape).
 Only the ``v05_noz`` channel-first variant is built; the v0 layout (d_state 16, PatchMerging, channel-last) is not.
 """
 
@@ -94,10 +104,10 @@ class VMambaConfig:
 
 
 VMAMBA_SIZES: dict[str, VMambaConfig] = {
-    "t": VMambaConfig(depths=(2, 2, 5, 2)),  # vmambav2_tiny_224.yaml (vssm1_tiny_0230)
-    "s": VMambaConfig(depths=(2, 2, 15, 2)),  # vmambav2_small_224.yaml (vssm1_small_0229)
-    "t-s1l8": VMambaConfig(depths=(2, 2, 8, 2), ssm_ratio=1.0),  # vssm1_tiny_0230s
-    "s-s1l20": VMambaConfig(depths=(2, 2, 20, 2), ssm_ratio=1.0),  # vssm1_small_0229s
+    "t": VMambaConfig(depths=(2, 2, 5, 2)),  # VMamba-T[s2l5]: vmambav2_tiny_224, vssm_tiny_0230_ckpt_epoch_262
+    "s": VMambaConfig(depths=(2, 2, 15, 2)),  # VMamba-S[s2l15]: vmambav2_small_224, vssm_small_0229_ckpt_epoch_222
+    "t-s1l8": VMambaConfig(depths=(2, 2, 8, 2), ssm_ratio=1.0),  # vmambav2v_tiny_224, vssm1_tiny_0230s_..._264
+    "s-s1l20": VMambaConfig(depths=(2, 2, 20, 2), ssm_ratio=1.0),  # vmambav2v_small_224, vssm1_small_0229s_..._240
 }
 
 
