@@ -64,9 +64,12 @@ def grid_positions(height: int, width: int, cells: int, dim: int) -> torch.Tenso
 
 
 def anchor_sine(anchor: torch.Tensor, dim: int) -> torch.Tensor:
-    """``[B, Q, 4]`` boxes (cx, cy, w, h) -> ``[B, Q, 2*dim]``: ``[sine(cy) | sine(cx) | sine(w) | sine(h)]``."""
+    """``[B, Q, 4]`` boxes (cx, cy, w, h) -> ``[B, Q, 2*dim]``: ``[sine(cy) | sine(cx) | sine(h) | sine(w)]``.
+
+    The published code encodes (cx, cy) and (w, h) with one helper that puts its second coordinate first, so the
+    size half is (h, w), not (w, h): a square anchor hides the difference, a trained one does not."""
     half = dim // 2
-    return torch.cat([sine_embed(anchor[..., i], half) for i in (1, 0, 2, 3)], dim=-1)
+    return torch.cat([sine_embed(anchor[..., i], half) for i in (1, 0, 3, 2)], dim=-1)
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = INVERSE_SIGMOID_EPS) -> torch.Tensor:
@@ -147,9 +150,10 @@ class DabDecoder(nn.Module):
                                   position[..., half:] * (hw[..., 0] / anchors[..., 2])[..., None]), dim=-1)
             tgt = layer(tgt, memory, memory_pos, memory_mask, query_pos, position)
             used_anchors.append(anchors)
-            outputs.append(self.norm(tgt))
-            # Refinement reads the un-normalised output; the new anchor is a constant for the next layer.
-            anchors = torch.sigmoid(self.bbox_embed[i](tgt) + inverse_sigmoid(anchors))
+            normed = self.norm(tgt)
+            outputs.append(normed)
+            # Refinement reads the normalised output, as the heads do; the un-normalised one goes to the next layer.
+            anchors = torch.sigmoid(self.bbox_embed[i](normed) + inverse_sigmoid(anchors))
         return outputs, used_anchors
 
 

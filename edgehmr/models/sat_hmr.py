@@ -229,19 +229,28 @@ class SatHmr(nn.Module):
             x = block(x, keys)
         return self.feature_proj(self.encoder.norm(x[:, 1:]))
 
+    def decoder_states(self, memory: torch.Tensor, memory_pos: torch.Tensor,
+                       memory_mask: torch.Tensor | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(normalised output of every decoder layer ``[B, Q, C]``, the anchor each layer started from)."""
+        b = memory.shape[0]
+        # repeat, not expand: ExecuTorch folds parameter-only ops into constants and rejects 0-stride ones.
+        tgt = self.tgt_embed.weight[None].repeat(b, 1, 1)
+        anchors = torch.sigmoid(self.refpoint_embed.weight)[None].repeat(b, 1, 1)
+        return self.decoder.decoder(tgt, anchors, memory, memory_pos, memory_mask)
+
+    def pose_6d(self, states: list[torch.Tensor]) -> torch.Tensor:
+        """``[B, Q, 144]``: the mean pose plus every layer's residual (SAT-HMR's interleaved 6D layout)."""
+        return self.mean_pose + sum(head(h) for head, h in zip(self.pose_head, states))
+
     def decode(self, memory: torch.Tensor, memory_pos: torch.Tensor,
                memory_mask: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """-> ``global_orient [B,Q,1,3,3]``, ``body_pose [B,Q,23,3,3]``, ``betas [B,Q,10]``,
         ``transl [B,Q,3]`` (camera frame, m), ``boxes [B,Q,4]`` (cx, cy, w, h over the 1288 canvas),
         ``confidence [B,Q]``."""
         b = memory.shape[0]
-        # repeat, not expand: ExecuTorch folds parameter-only ops into constants and rejects 0-stride ones.
-        tgt = self.tgt_embed.weight[None].repeat(b, 1, 1)
-        anchors = torch.sigmoid(self.refpoint_embed.weight)[None].repeat(b, 1, 1)
-        hs, used = self.decoder.decoder(tgt, anchors, memory, memory_pos, memory_mask)
-        pose = self.mean_pose + sum(head(h) for head, h in zip(self.pose_head, hs))
+        hs, used = self.decoder_states(memory, memory_pos, memory_mask)
         betas = self.mean_shape + sum(head(h) for head, h in zip(self.shape_head, hs))
-        rotmats = rot6d_to_rotmat_interleaved(pose.reshape(b, -1, NUM_JOINTS, 6))
+        rotmats = rot6d_to_rotmat_interleaved(self.pose_6d(hs).reshape(b, -1, NUM_JOINTS, 6))
         boxes = torch.sigmoid(self.bbox_embed[-1](hs[-1]) + inverse_sigmoid(used[-1]))
         confidence = torch.sigmoid(self.conf_head(hs[-1]))[..., 0]
         return rotmats[:, :, :1], rotmats[:, :, 1:], betas, camera_translation(self.cam_head(hs[-1])), boxes, confidence

@@ -2,10 +2,11 @@
 
 The published code resizes the long side to 1288 and zero-pads the image bottom/right to a multiple of 56 per
 side, so every aspect ratio gets its own padded size. A static-shape artifact has one canvas (W x H, multiples
-of 56, at most 1288): the frame is resized to fit it (long side to the canvas, short side ``int(...)`` as the
-reference does, bilinear), normalised with the ImageNet mean/std, and the rest of the canvas is padded with
-black pixels (which normalise to ``-mean/std``, as the reference's padding does). For exact parity with the
-reference on a given aspect ratio, choose the canvas the reference would pad to (``Canvas.for_aspect``).
+of 56, at most 1288): the frame is resized with the reference's geometry (:func:`fit_resize`: long side to the
+canvas, short side truncated from the same float32 arithmetic), bilinear, normalised with the ImageNet mean/std,
+and the rest of the canvas is padded with black pixels (which normalise to ``-mean/std``, as the reference's
+padding does). For exact parity with the reference on a given aspect ratio, choose the canvas the reference would
+pad to (``Canvas.for_aspect``).
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ class Canvas:
 
     @classmethod
     def for_aspect(cls, width: int, height: int, long_side: int = CANVAS) -> Canvas:
-        """The padded size the reference gives a ``width x height`` frame."""
-        scale = long_side / max(width, height)
-        return cls(*(-(-int(v * scale) // ALIGN) * ALIGN for v in (width, height)))
+        """The padded size the reference gives a ``width x height`` frame: its resize (long side to
+        ``long_side``), each side rounded up to a multiple of 56."""
+        rw, rh, _ = reference_resize(width, height, long_side)
+        return cls(*(-(-v // ALIGN) * ALIGN for v in (rw, rh)))
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -54,6 +56,38 @@ class Canvas:
 
     def __str__(self) -> str:
         return f"{self.width}x{self.height}"
+
+
+def reference_resize(width: int, height: int, long_side: int) -> tuple[int, int, float]:
+    """The published resize of a ``width x height`` frame: (resized width, resized height, canvas px per frame px).
+
+    The long side (the width when square) becomes exactly ``long_side``; the other is ``int(rate * side)`` with
+    the rate and the product in float32 as the reference computes them in torch (float64 arithmetic gives 965
+    instead of 966 rows for a 4032x3024 photo at 1288).
+    """
+    return _side_to(width, height, long_side, width >= height)
+
+
+def fit_resize(width: int, height: int, canvas: Canvas) -> tuple[int, int, float]:
+    """Where a ``width x height`` frame lands on ``canvas``: the reference's resize, its long side set to the
+    canvas side it lies along, when the other side then fits (always, on the canvas :meth:`Canvas.for_aspect`
+    gives); otherwise the short side set to its canvas side (a frame of another aspect than the canvas's)."""
+    along_width = width >= height
+    for along in (along_width, not along_width):
+        rw, rh, rate = _side_to(width, height, canvas.width if along else canvas.height, along)
+        if rw <= canvas.width and rh <= canvas.height:
+            return rw, rh, rate
+    raise RuntimeError(f"a {width}x{height} frame does not fit the {canvas} canvas either way")  # unreachable
+
+
+def _side_to(width: int, height: int, side: int, along_width: bool) -> tuple[int, int, float]:
+    """The frame's width (``along_width``) or height resized to exactly ``side``, the other by the float32 rate
+    (int truncation)."""
+    # reason: ``int / tensor`` in torch is ``tensor.reciprocal() * int``: two float32 roundings, which differ from
+    # one float32 division in the last bit often enough to move a side by a pixel (720x1280 at 672: 378 vs 377).
+    rate = np.float32(side) * (np.float32(1.0) / np.float32(width if along_width else height))
+    other = int(rate * np.float32(height if along_width else width))
+    return (side, other, float(rate)) if along_width else (other, side, float(rate))
 
 
 @dataclass(frozen=True)
@@ -67,12 +101,11 @@ def prepare_frame(image_rgb: np.ndarray, canvas: Canvas) -> Frame:
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
         raise InputError(f"expected an RGB uint8 image [H, W, 3], got {image_rgb.dtype} {image_rgb.shape}")
     h, w = image_rgb.shape[:2]
-    scale = min(canvas.width / w, canvas.height / h)
-    rw, rh = min(int(w * scale), canvas.width), min(int(h * scale), canvas.height)
-    # reason: resized in float, not uint8: OpenCV's uint8 bilinear path is fixed-point with SIMD-dependent
-    # rounding, which apps in other languages cannot reproduce; the float path is plain two-tap interpolation
-    # (targets/cpp/src/sat_frame.cpp gives the same values) and skips a rounding to whole pixel levels.
-    resized = cv2.resize(image_rgb.astype(np.float32), (rw, rh), interpolation=cv2.INTER_LINEAR)
+    rw, rh, scale = fit_resize(w, h, canvas)
+    # reason: uint8 pixels, as the reference resizes them. OpenCV's uint8 INTER_LINEAR is a fixed-point scheme
+    # (11-bit weights, integer sums and shifts) that apps reproduce exactly (targets/cpp/src/sat_frame.cpp); a float
+    # resize differs by up to 0.8 grey levels, more than the golden parity tolerance allows.
+    resized = cv2.resize(image_rgb, (rw, rh), interpolation=cv2.INTER_LINEAR).astype(np.float32)
     padded = np.zeros((canvas.height, canvas.width, 3), np.float32)
     padded[:rh, :rw] = resized
     normalised = (padded / 255.0 - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
@@ -80,7 +113,8 @@ def prepare_frame(image_rgb: np.ndarray, canvas: Canvas) -> Frame:
 
 
 def preprocessing_json(canvas: Canvas) -> dict:
-    return {"name": "sat-canvas", "canvas": [canvas.width, canvas.height], "resize": "fit the canvas, bilinear on float "
-            "pixels (OpenCV INTER_LINEAR; long side to the canvas, short side int(side*scale))", "pad": "bottom/right, black pixels",
+    return {"name": "sat-canvas", "canvas": [canvas.width, canvas.height], "resize": "bilinear on uint8 pixels (OpenCV "
+            "INTER_LINEAR); long side to the canvas side it lies along, other side int(float32 rate * side), the "
+            "short side instead where the long one would not fit", "pad": "bottom/right, black pixels",
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "layout": "NCHW RGB float32, (pixel/255 - mean)/std"}
