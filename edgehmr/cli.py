@@ -276,7 +276,8 @@ def reference(
 @app.command()
 def validate(
     artifact: Path = typer.Argument(..., help="Artifact folder from 'edgehmr convert'."),
-    reference_dir: Path = typer.Option(..., "--reference", "-r", help="Bundle from 'edgehmr reference'."),
+    reference_dir: Path = typer.Option(..., "--reference", "-r", help="Bundle from 'edgehmr reference', or one your "
+                                       "own code wrote (docs/reference-bundles.md)."),
     smpl: str = SmplOpt,
     threads: int = typer.Option(None, "--threads", help="Runtime threads (default: runtime's choice)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -435,7 +436,8 @@ app.add_typer(debug_app, name="debug")
 @debug_app.command("drift")
 def debug_drift_command(
     artifact: Path = typer.Argument(..., help="Artifact folder (targets onnx, tensorrt, openvino, executorch)."),
-    reference_dir: Path = typer.Option(..., "--reference", "-r", help="Bundle from 'edgehmr reference'."),
+    reference_dir: Path = typer.Option(..., "--reference", "-r", help="Bundle from 'edgehmr reference', or one your "
+                                       "own code wrote (docs/reference-bundles.md)."),
     samples: int = typer.Option(4, "--samples", help="Bundle samples to compare on (worst case per layer)."),
     top: int = typer.Option(10, "--top", help="Layers to list."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -469,6 +471,7 @@ def print_report(report) -> None:
     for name, s in report.outputs.items():
         table.add_row(name, f"{s['max_abs']:.2e}", f"{s['mean_abs']:.2e}", f"{s['rel_l2']:.2e}",
                       f"{s['cosine']:.6f}", f"{s['tolerance_rel_l2']:.0e}", _mark(s["ok"]))
+    out.print(f"compared against the {report.reference}")
     out.print(table)
     task = Table(title="task drift vs FP32 reference")
     for col in ("metric", "value", "tolerance", ""):

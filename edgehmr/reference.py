@@ -1,12 +1,16 @@
-"""Reference bundles: FP32 PyTorch outputs (TF32 off) for a set of crops, saved with the model hash and environment.
+"""Reference bundles: FP32 outputs (TF32 off) for a set of network inputs, saved with the model and environment.
 
 Layout of a bundle folder::
 
-    bundle.json   model id + weights hash, preprocessing, environment (device name, versions), sample names
-    inputs.npz    image [N, 3, 256, 192] float32, center [N, 2], size [N, 2], image_size [N, 2]
+    bundle.json   model id + weights or checkpoint hash, preprocessing, producer, environment, sample names
+    inputs.npz    image [N, 3, 256, 192] float32 (crop models; SAT-HMR: [N, 3, H, W] on the canvas), ...
     outputs.npz   one array per network output, [N, ...] float32
 
-This is the command users run on their reference GPU (``--device cuda``).
+Two producers write them. ``edgehmr reference`` runs edgehmr's own PyTorch model (the command users run on their
+reference GPU, ``--device cuda``). A user's own training code can write one too, so that artifacts are checked
+against the implementation the checkpoint was trained with rather than against our re-implementation of it:
+``producer.kind`` is then ``external`` and the model is identified by the checkpoint file's sha256 (schema and a
+worked example: docs/reference-bundles.md).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from edgehmr.preprocess import prepare_crop
 
 BUNDLE_KIND = "edgehmr-reference"
 BUNDLE_JSON = "bundle.json"
+EDGEHMR_PRODUCER = "edgehmr"  # made by 'edgehmr reference' (our re-implementation)
+EXTERNAL_PRODUCER = "external"  # written by the user's own code (docs/reference-bundles.md)
 
 
 @dataclass
@@ -42,6 +48,19 @@ class Bundle:
     @property
     def count(self) -> int:
         return int(self.inputs["image"].shape[0])
+
+    @property
+    def external(self) -> bool:
+        return self.meta["producer"]["kind"] == EXTERNAL_PRODUCER
+
+    def describe_reference(self) -> str:
+        """One line for reports: which implementation produced the outputs that an artifact is compared with."""
+        producer, env = self.meta["producer"], self.meta.get("environment") or {}
+        where = env.get("device_name") or env.get("device") or producer.get("device")
+        where = f" on {where}" if where else ""
+        if self.external:
+            return f"external reference: {producer.get('code') or 'user code'}{where}"
+        return f"edgehmr reference: edgehmr's PyTorch model{where}"
 
 
 @contextlib.contextmanager
@@ -106,6 +125,7 @@ def save_bundle(out: Path, loaded: LoadedModel, inputs: dict[str, np.ndarray], o
         write_json(stage / BUNDLE_JSON, {
             "kind": BUNDLE_KIND,
             "schema_version": 1,
+            "producer": {"kind": EDGEHMR_PRODUCER, "code": "edgehmr PyTorch model (edgehmr reference)"},
             "model": loaded.describe() | {"family": loaded.info.family},
             "preprocessing": preprocessing,
             "source": source,
@@ -130,6 +150,27 @@ def load_bundle(path: str | Path) -> Bundle:
             outputs = {k: zo[k] for k in zo.files}
     except (OSError, ValueError, json.JSONDecodeError) as e:
         raise InputError(f"Reference bundle {path} is incomplete or corrupt ({e}); re-create it.") from None
-    if meta.get("kind") != BUNDLE_KIND:
-        raise InputError(f"{meta_path} is not an edgehmr reference bundle.")
+    if not isinstance(meta, dict) or meta.get("kind") != BUNDLE_KIND:
+        raise InputError(f"{meta_path} is not an edgehmr reference bundle (\"kind\" must be \"{BUNDLE_KIND}\").")
+    _check_bundle_meta(meta, inputs, meta_path)
     return Bundle(path, meta, inputs, outputs)
+
+
+def _check_bundle_meta(meta: dict, inputs: dict[str, np.ndarray], meta_path: Path) -> None:
+    """The fields validate relies on, checked once here so a hand-written bundle fails with one line."""
+    meta.setdefault("producer", {"kind": EDGEHMR_PRODUCER})  # bundles written before producers were recorded
+    producer, model = meta.get("producer"), meta.get("model")
+    if not isinstance(producer, dict) or producer.get("kind") not in (EDGEHMR_PRODUCER, EXTERNAL_PRODUCER):
+        raise InputError(f"{meta_path}: \"producer\" must be an object with \"kind\" \"{EXTERNAL_PRODUCER}\" or "
+                         f"\"{EDGEHMR_PRODUCER}\" (see docs/reference-bundles.md).")
+    hash_key = "checkpoint_sha256" if producer["kind"] == EXTERNAL_PRODUCER else "weights_sha256"
+    if not isinstance(model, dict) or not isinstance(model.get("model"), str) or not isinstance(model.get(hash_key), str):
+        raise InputError(f"{meta_path}: \"model\" must name the model id and its \"{hash_key}\" "
+                         f"(see docs/reference-bundles.md).")
+    if not isinstance(meta.get("preprocessing"), dict) or not isinstance(meta["preprocessing"].get("name"), str):
+        raise InputError(f"{meta_path}: \"preprocessing\" must be an object with the preprocessing \"name\" "
+                         f"(hmr2, vitpose-udp or sat-canvas; see docs/reference-bundles.md).")
+    image = inputs.get("image")
+    if image is None or image.ndim != 4 or image.dtype != np.float32 or not len(image):
+        raise InputError(f"{meta_path.parent}/inputs.npz needs \"image\", float32 [N, 3, H, W] with N >= 1 "
+                         f"(found {'none' if image is None else f'{image.dtype} {list(image.shape)}'}).")

@@ -21,6 +21,8 @@ from edgehmr.reference import Bundle, load_bundle
 from edgehmr.targets.base import Runner, open_artifact_runner
 
 REPORT_FILE = "validation.json"
+# Reference outputs each family's task drift reads (a hand-written bundle must hold them).
+TASK_DRIFT_OUTPUTS = {"hmr2": ("global_orient", "body_pose", "betas", "pred_cam_t"), "vitpose": ("heatmaps",)}
 
 
 @dataclass
@@ -43,6 +45,7 @@ class ValidationReport:
     precision: str
     samples: int
     execution: str  # what produced the numbers: the runtime itself, or a simulation of it
+    reference: str  # what produced the reference outputs: edgehmr's own model or the user's code
     outputs: dict[str, dict] = field(default_factory=dict)  # name -> error_stats + tolerance + ok
     task: dict[str, dict] = field(default_factory=dict)  # metric -> value, tolerance, ok, unit
     notes: list[str] = field(default_factory=list)
@@ -58,16 +61,52 @@ class ValidationReport:
 
 
 def check_bundle_matches(meta: dict, bundle: Bundle) -> None:
-    """Refuse a bundle made from another model or other weights: its outputs would be a different function."""
+    """Refuse a bundle made from another model or other weights: its outputs would be a different function.
+
+    An edgehmr bundle names the weights by the hash of our loaded tensors; an external one (the user's own code)
+    by the sha256 of the checkpoint file, which the artifact records when it was converted from a checkpoint."""
     a, b = meta["model"], bundle.meta["model"]
-    if a["model"] != b["model"] or a["weights_sha256"] != b["weights_sha256"]:
+    if bundle.external:
+        if a["model"] != b["model"] or a.get("checkpoint_sha256") != b["checkpoint_sha256"]:
+            have = (f"checkpoint {a['checkpoint_sha256'][:12]}" if a.get("checkpoint_sha256")
+                    else "seeded weights, no checkpoint")
+            raise InputError(
+                f"External reference {bundle.path} is for {b['model']} with checkpoint {b['checkpoint_sha256'][:12]}, "
+                f"but the artifact is {a['model']} ({have}); convert with --model {b['model']} --checkpoint <the "
+                f"file whose sha256 the bundle records>.")
+    elif a["model"] != b["model"] or a["weights_sha256"] != b["weights_sha256"]:
         raise InputError(
             f"Reference bundle {bundle.path} was made from {b['model']} (weights {b['weights_sha256'][:12]}), "
             f"but the artifact is {a['model']} (weights {a['weights_sha256'][:12]}); make a bundle with "
             f"'edgehmr reference --model {a['model']}' and the same --checkpoint.")
     if meta["preprocessing"]["name"] != bundle.meta["preprocessing"]["name"]:
-        raise InputError(f"Reference bundle {bundle.path} used the '{bundle.meta['preprocessing']['name']}' crop, "
-                         f"the artifact expects '{meta['preprocessing']['name']}'.")
+        raise InputError(f"Reference bundle {bundle.path} used the '{bundle.meta['preprocessing']['name']}' "
+                         f"preprocessing, the artifact expects '{meta['preprocessing']['name']}'.")
+
+
+def compared_outputs(out: dict[str, np.ndarray], ref: dict[str, np.ndarray], bundle: Bundle,
+                     notes: list[str]) -> list[str]:
+    """Names of the artifact outputs that the bundle holds, shapes checked; a note for each it lacks."""
+    names = []
+    for name in out:
+        if name not in ref:
+            notes.append(f"output '{name}' has no reference; not compared")
+            continue
+        if ref[name].shape != out[name].shape:
+            raise InputError(f"Reference bundle {bundle.path}: output '{name}' has shape {list(ref[name].shape)}, "
+                             f"the artifact gives {list(out[name].shape)}.")
+        names.append(name)
+    if not names:
+        raise InputError(f"Reference bundle {bundle.path} holds none of the artifact's outputs "
+                         f"({', '.join(out)}); name its arrays in outputs.npz after them.")
+    return names
+
+
+def check_input_shape(shape: list, bundle: Bundle) -> None:
+    """The bundle's network inputs must have the artifact's input shape (any count)."""
+    if list(bundle.inputs["image"].shape[1:]) != list(shape[1:]):
+        raise InputError(f"Reference bundle {bundle.path} holds inputs of shape {list(bundle.inputs['image'].shape[1:])}"
+                         f" per sample, the artifact takes {list(shape[1:])}.")
 
 
 def run_artifact(runner: Runner, meta: dict, images: np.ndarray,
@@ -151,21 +190,23 @@ def validate(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: str | 
     bundle = load_bundle(bundle_dir)
     check_bundle_matches(meta, bundle)
     precision = meta["precision"]
+    check_input_shape(meta["inputs"][0]["shape"], bundle)
+    family = meta["model"]["family"]
+    missing = [name for name in TASK_DRIFT_OUTPUTS[family] if name not in bundle.outputs]
+    if missing:
+        raise InputError(f"Reference bundle {bundle.path} lacks {', '.join(missing)} in outputs.npz: the {family} task "
+                         f"drift needs them.")
     runner = open_artifact_runner(artifact_dir, meta, threads)
     out = run_artifact(runner, meta, bundle.inputs["image"], progress)
     ref = dict(bundle.outputs)
     report = ValidationReport(str(artifact_dir), str(bundle.path), meta["model"]["model"], meta["model"]["weights"],
-                              meta["target"], precision, bundle.count, runner.execution)
-    family = meta["model"]["family"]
+                              meta["target"], precision, bundle.count, runner.execution, bundle.describe_reference())
     smpl = None
     if meta.get("with_mesh"):
         mesh_ref, smpl = mesh_references(meta, ref, smpl_path)
         ref.update(mesh_ref)
     tol = tolerances.output_tolerance(precision)
-    for name in out:
-        if name not in ref:
-            report.notes.append(f"output '{name}' has no reference; not compared")
-            continue
+    for name in compared_outputs(out, ref, bundle, report.notes):
         stats = error_stats(out[name], ref[name])
         report.outputs[name] = stats | {"tolerance_rel_l2": tol, "ok": Check(stats["rel_l2"], tol).ok}
     if family == "hmr2":

@@ -24,7 +24,7 @@ from edgehmr.models.smpl import SMPLLayer, load_smpl
 from edgehmr.reference import load_bundle
 from edgehmr.sat.bundle import SELECTION_KEYS
 from edgehmr.sat.runner import SatPipeline
-from edgehmr.validate import REPORT_FILE, Check, ValidationReport, check_bundle_matches
+from edgehmr.validate import REPORT_FILE, Check, ValidationReport, check_bundle_matches, compared_outputs
 
 KEEP_CONFIDENCE = 0.3
 
@@ -60,8 +60,14 @@ def validate_sat(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: st
     precision = meta["precision"]
     tol = tolerances.output_tolerance(precision)
     report = SatValidationReport(str(artifact_dir), str(bundle.path), meta["model"]["model"], meta["model"]["weights"],
-                                 meta["target"], precision, bundle.count, pipeline.execution)
+                                 meta["target"], precision, bundle.count, pipeline.execution,
+                                 bundle.describe_reference())
     images = bundle.inputs["image"]
+    if tuple(images.shape[1:]) != pipeline.input_shape[1:]:
+        raise InputError(f"Reference bundle {bundle.path} holds frames of shape {list(images.shape[1:])}, the "
+                         f"artifact's canvas needs {list(pipeline.input_shape[1:])}.")
+    # An external bundle may leave the token selection out: then only the outputs are compared.
+    has_selection = all(k in bundle.outputs for k in SELECTION_KEYS)
     outputs: dict[str, list[np.ndarray]] = defaultdict(list)
     per_bucket: dict[str, list[int]] = defaultdict(list)
     changed, demoted = [], {}
@@ -71,14 +77,20 @@ def validate_sat(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: st
             outputs[name].append(value[0])
         per_bucket[result.bucket].append(i)
         sel = result.selection
-        if any(not np.array_equal(getattr(sel, k), bundle.outputs[k][i]) for k in SELECTION_KEYS):
+        if has_selection and any(not np.array_equal(getattr(sel, k), bundle.outputs[k][i]) for k in SELECTION_KEYS):
             changed.append(i)
         if result.demoted:
             demoted[i] = result.demoted
         if progress:
             progress(1)
     out = {k: np.stack(v).astype(np.float32) for k, v in outputs.items()}
-    ref = {k: bundle.outputs[k] for k in out}
+    names = compared_outputs(out, bundle.outputs, bundle, report.notes)
+    missing = [k for k in ("global_orient", "body_pose", "betas", "confidence") if k not in names]
+    if missing:
+        raise InputError(f"Reference bundle {bundle.path} lacks {', '.join(missing)} in outputs.npz: the SAT-HMR task "
+                         f"drift needs them.")
+    out = {k: out[k] for k in names}
+    ref = {k: bundle.outputs[k] for k in names}
     for name in out:
         stats = error_stats(out[name], ref[name])
         report.outputs[name] = stats | {"tolerance_rel_l2": tol, "ok": Check(stats["rel_l2"], tol).ok}
@@ -102,6 +114,9 @@ def validate_sat(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: st
         report.notes.append("no reference query above confidence 0.3 (seeded weights): MPJPE over all 50 queries")
     if smpl.source == "synthetic":
         report.notes.append("task drift measured through the synthetic SMPL stand-in; pass --smpl for real mm")
+    if not has_selection:
+        report.notes.append("the reference holds no token selection (small, low_res, background): selection "
+                            "changes are not counted")
     if changed:
         report.notes.append(f"{len(changed)} frame(s) selected other tokens than the reference (scale-map values "
                             f"across a threshold); their drift includes that change")
