@@ -3,8 +3,9 @@
 Two published crop rules, both producing a ``[3, 256, 192]`` ImageNet-normalised RGB crop:
 
 - ``hmr2`` (4D-Humans ``ViTDetDataset``): box -> square crop of side ``max(h, 4w/3)`` centred on the box, optional
-  anti-alias blur, warp to 256x256 with the pixel-edge convention, keep columns 32..223. Warping straight to
-  256x192 with the centre at (96, 128) gives the same pixels.
+  anti-alias blur (edge pixels repeated, as skimage does), warp to 256x256 with the pixel-edge convention, keep
+  columns 32..223. Warping straight to 256x192 with the centre at (96, 128) gives the same pixels. A blurred image
+  is warped in float64, which OpenCV does with 1/32 px fixed-point positions, as the original does.
 - ``vitpose-udp`` (mmpose ``TopDownAffine(use_udp=True)``): box expanded to aspect 3:4, padded by 1.25, unbiased
   (UDP) warp whose ROI edges map to pixel centres 0 and 191/255.
 
@@ -83,16 +84,32 @@ def crop_affine(center: np.ndarray, size: np.ndarray, rule: CropRule) -> np.ndar
 def prepare_crop(image_rgb: np.ndarray, box_xyxy, rule: CropRule) -> Crop:
     """RGB uint8 image ``[H, W, 3]`` and a person box -> normalised model input ``[3, 256, 192]``."""
     center, size = crop_region(box_xyxy, rule)
-    img = image_rgb
-    if rule.antialias:
-        # reason: HMR2.0 blurs the whole image with sigma (d-1)/2 when d = side/256/2 > 1.1 (skimage there,
-        # OpenCV here: same sigma, border handling differs only at the image edge).
-        d = size[1] / rule.input_hw[0] / 2.0
-        if d > 1.1:
-            img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), sigmaX=(d - 1) / 2.0)
     out_h, out_w = rule.input_hw
-    warped = cv2.warpAffine(img.astype(np.float32), crop_affine(center, size, rule), (out_w, out_h),
-                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    affine = crop_affine(center, size, rule)
+    d = size[1] / out_h / 2.0
+    if rule.antialias and d > 1.1:
+        # reason: HMR2.0 blurs the whole image with sigma (d-1)/2 when d = side/256/2 > 1.1, with skimage's
+        # gaussian: scipy.ndimage, mode 'nearest', i.e. the edge pixel is repeated (BORDER_REPLICATE; OpenCV's
+        # default REFLECT_101 differed by up to 16 grey levels in crops touching the image border). OpenCV's
+        # kernel reaches round(8*sigma+1)|1 taps where scipy's reaches 2*int(4*sigma+0.5)+1: the extra tail weighs
+        # under exp(-8), at most 0.02 grey levels.
+        blurred = cv2.GaussianBlur(image_rgb.astype(np.float32), (0, 0), sigmaX=(d - 1) / 2.0,
+                                   borderType=cv2.BORDER_REPLICATE)
+        # reason: skimage returns float64, and OpenCV warps float64 images the classic way: source positions
+        # rounded to 1/32 px (fixed point), bilinear weights from that grid - unlike its float32/uint8 warps, which
+        # interpolate at the exact position. The two differ by up to 2.3 grey levels on a textured photo, so the
+        # blurred crop is warped in float64 as well.
+        warped = cv2.warpAffine(blurred.astype(np.float64), affine, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
+    else:
+        # reason: both originals warp the uint8 image where nothing is blurred (HMR2.0 without the anti-alias
+        # blur, ViTPose always), so their crop is rounded to whole grey levels (with OpenCV 5, exactly the rounded
+        # float32 warp). The crop stays float here: that rounding is at most 0.5 grey level (0.009 after
+        # normalisation, under the 0.02 parity tolerance), and reproducing it bit for bit would also need the
+        # originals' float32 box geometry - rounding alone turns their ~1e-5 px geometric differences into whole
+        # grey-level flips, a larger worst case.
+        warped = cv2.warpAffine(image_rgb.astype(np.float32), affine, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     mean = np.asarray(rule.mean, np.float32) * 255.0
     std = np.asarray(rule.std, np.float32) * 255.0
     chw = ((warped - mean) / std).transpose(2, 0, 1)

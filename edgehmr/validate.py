@@ -172,7 +172,10 @@ def _decoded_keypoints(out: dict) -> np.ndarray:
     center = np.tile([(hm_w - 1) / 2.0, (hm_h - 1) / 2.0], (n, 1))
     scale = np.tile([(hm_w - 1) / 200.0, (hm_h - 1) / 200.0], (n, 1))
     to_input = np.array([(INPUT_HW[1] - 1) / (hm_w - 1), (INPUT_HW[0] - 1) / (hm_h - 1)])
-    return decode_heatmaps(out["heatmaps"], center, scale)[..., :2] * to_input
+    # reason: guarded steps (max_step=1). On flat maps (untrained or badly quantized heads) the unguarded Newton
+    # step turns float noise into jumps of many pixels, which would measure the step's instability rather than the
+    # artifact's drift; on the sharp peaks of a trained head the two decodings agree.
+    return decode_heatmaps(out["heatmaps"], center, scale, max_step=1.0)[..., :2] * to_input
 
 
 def mesh_references(meta: dict, ref: dict, smpl_path: str | None) -> tuple[dict[str, np.ndarray], SMPLLayer]:

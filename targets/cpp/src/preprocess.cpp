@@ -6,11 +6,16 @@
 //   Written out here, this matches cv2 bit for bit on a 3-channel float image (its SIMD loop; OpenCV's scalar
 //   tail, used for output widths that are not a multiple of its vector block, rounds differently — the model
 //   input widths, 192, are multiples of every block size).
+// - cv2.warpAffine on float64 (the HMR2.0 crop of a blurred image: its original warps skimage's float64 output)
+//   still takes the classic path: the double inverse, source positions in fixed point rounded to 1/32 px
+//   (cvRound of the inverse times 1024 per column and per row, summed, shifted), bilinear weights from the
+//   1/32 grid as float products, and one unfused double sum v00*w00 + v01*w01 + v10*w10 + v11*w11. Written out in
+//   warp_affine_fixed: bit for bit against cv2 on random affines, borders included.
 // - cv2.GaussianBlur on float32 with ksize (0, 0): kernel size round(8*sigma+1)|1, float kernel, separable
-//   (rows, then columns), BORDER_REFLECT_101, with the summation order and fused multiply-adds of OpenCV's SIMD
-//   row/column filters (measured against cv2 for kernel sizes 3, 5, 13, 27: bit for bit). OpenCV's scalar tails
-//   (the last few values of a row when W*3 is not a multiple of its vector width) add unfused; there the two
-//   differ by ~1e-5 grey levels.
+//   (rows, then columns), with the summation order and fused multiply-adds of OpenCV's SIMD row/column filters
+//   (measured against cv2 for kernel sizes 3, 5, 13, 27: bit for bit). OpenCV's scalar tails (the last few values
+//   of a row when W*3 is not a multiple of its vector width) add unfused; there the two differ by ~1e-5 grey
+//   levels. The border is BORDER_REPLICATE, as skimage's gaussian (mode 'nearest') in HMR2.0's original.
 #include "edgehmr/preprocess.h"
 
 #include <algorithm>
@@ -64,13 +69,9 @@ std::array<double, 6> crop_affine(const std::array<double, 2>& c, const std::arr
 
 namespace {
 
-// cv::borderInterpolate for BORDER_REFLECT_101 (gfedcb|abcdefgh|gfedcba), including OpenCV's repeat for
-// kernels wider than the image.
-int reflect101(int p, int len) {
-  if (len == 1) return 0;
-  while (p < 0 || p >= len) p = p < 0 ? -p : 2 * (len - 1) - p;
-  return p;
-}
+// cv::borderInterpolate for BORDER_REPLICATE (aaaaaa|abcdefgh|hhhhhhh): the edge pixel repeated, as scipy.ndimage's
+// mode 'nearest' (skimage.filters.gaussian's default, which HMR2.0's original blurs with).
+int replicate(int p, int len) { return std::clamp(p, 0, len - 1); }
 
 // cv::getGaussianKernel(n, sigma, CV_32F): computed in double, normalised, rounded to float.
 std::vector<float> gaussian_kernel(int n, double sigma) {
@@ -87,14 +88,22 @@ std::vector<float> gaussian_kernel(int n, double sigma) {
   return out;
 }
 
-// The inverse affine as cv::warpAffine computes it (double), then rounded to float as its kernels use it.
-std::array<float, 6> opencv_inverse(const std::array<double, 6>& M) {
+// The inverse affine as cv::warpAffine computes it (double).
+std::array<double, 6> inverse_affine(const std::array<double, 6>& M) {
   double D = M[0] * M[4] - M[1] * M[3];
   D = D != 0 ? 1.0 / D : 0.0;
   const double a11 = M[4] * D, a22 = M[0] * D, a12 = M[1] * -D, a21 = M[3] * -D;
   const double b1 = -a11 * M[2] - a12 * M[5], b2 = -a21 * M[2] - a22 * M[5];
-  return {float(a11), float(a12), float(b1), float(a21), float(a22), float(b2)};
+  return {a11, a12, b1, a21, a22, b2};
 }
+
+// ... rounded to float, as its float32 kernels use it.
+std::array<float, 6> opencv_inverse(const std::array<double, 6>& M) {
+  const std::array<double, 6> A = inverse_affine(M);
+  return {float(A[0]), float(A[1]), float(A[2]), float(A[3]), float(A[4]), float(A[5])};
+}
+
+int saturate_short(int v) { return std::clamp(v, -32768, 32767); }
 
 }  // namespace
 
@@ -104,12 +113,12 @@ std::vector<float> gaussian_blur_roi(const std::vector<float>& src, int W, int H
   const int n = int(std::lrint(sigma * 8 + 1)) | 1, r = n / 2;
   const std::vector<float> k = gaussian_kernel(n, sigma);
   const int rw = x1 - x0, rh = y1 - y0;
-  // Row pass over every image row the column pass can reach (reflected indices stay in this band).
+  // Row pass over every image row the column pass can reach (clamped indices stay in this band).
   const int ry0 = std::max(0, y0 - r), ry1 = std::min(H, y1 + r);
   std::vector<float> rows(size_t(ry1 - ry0) * rw * 3);
   std::vector<int> xs(n);
   for (int x = 0; x < rw; ++x) {
-    for (int i = 0; i < n; ++i) xs[i] = reflect101(x0 + x + i - r, W);
+    for (int i = 0; i < n; ++i) xs[i] = replicate(x0 + x + i - r, W);
     for (int y = ry0; y < ry1; ++y) {
       const float* s = src.data() + size_t(y) * W * 3;
       float* d = rows.data() + (size_t(y - ry0) * rw + x) * 3;
@@ -133,7 +142,7 @@ std::vector<float> gaussian_blur_roi(const std::vector<float>& src, int W, int H
   std::vector<float> out(size_t(rh) * rw * 3);
   std::vector<int> ys(n);
   for (int y = 0; y < rh; ++y) {
-    for (int i = 0; i < n; ++i) ys[i] = reflect101(y0 + y + i - r, H) - ry0;
+    for (int i = 0; i < n; ++i) ys[i] = replicate(y0 + y + i - r, H) - ry0;
     for (int x = 0; x < rw; ++x) {
       float* d = out.data() + (size_t(y) * rw + x) * 3;
       for (int c = 0; c < 3; ++c) {
@@ -180,6 +189,46 @@ std::vector<float> warp_affine_linear(const float* src, int sw, int sh, int ox, 
   return out;
 }
 
+std::vector<float> warp_affine_fixed(const float* src, int sw, int sh, int ox, int oy, int W, int H,
+                                     const std::array<double, 6>& M, int out_w, int out_h) {
+  const std::array<double, 6> A = inverse_affine(M);
+  constexpr int kBits = 5, kTab = 1 << kBits;             // INTER_BITS, INTER_TAB_SIZE: 1/32 px
+  constexpr int kAbBits = 10, kAbScale = 1 << kAbBits;    // the fixed point the positions are summed in
+  constexpr int kRoundDelta = kAbScale / kTab / 2;
+  // cvRound (round half to even, as lrint in the default rounding mode) of the column and row terms
+  std::vector<int> adelta(out_w), bdelta(out_w);
+  for (int x = 0; x < out_w; ++x) {
+    adelta[x] = int(std::lrint(A[0] * x * kAbScale));
+    bdelta[x] = int(std::lrint(A[3] * x * kAbScale));
+  }
+  auto tap = [&](int x, int y, int c) -> double {  // BORDER_CONSTANT 0 outside the image
+    if (x < 0 || y < 0 || x >= W || y >= H) return 0.0;
+    const int lx = x - ox, ly = y - oy;
+    if (lx < 0 || ly < 0 || lx >= sw || ly >= sh) return 0.0;  // unreachable when the ROI is computed right
+    return src[(size_t(ly) * sw + lx) * 3 + c];
+  };
+  std::vector<float> out(size_t(out_w) * out_h * 3, 0.0f);
+  for (int y = 0; y < out_h; ++y) {
+    const int X0 = int(std::lrint((A[1] * y + A[2]) * kAbScale)) + kRoundDelta;
+    const int Y0 = int(std::lrint((A[4] * y + A[5]) * kAbScale)) + kRoundDelta;
+    for (int x = 0; x < out_w; ++x) {
+      // arithmetic shifts: floor division for negative positions too
+      const int X = (X0 + adelta[x]) >> (kAbBits - kBits), Y = (Y0 + bdelta[x]) >> (kAbBits - kBits);
+      const int sx = saturate_short(X >> kBits), sy = saturate_short(Y >> kBits);
+      // the bilinear table entry: products of (1 - f, f) with f on the 1/32 grid, exact in float
+      const float fx = float(X & (kTab - 1)) * (1.0f / kTab), fy = float(Y & (kTab - 1)) * (1.0f / kTab);
+      const float w00 = (1.0f - fy) * (1.0f - fx), w01 = (1.0f - fy) * fx, w10 = fy * (1.0f - fx), w11 = fy * fx;
+      float* d = out.data() + (size_t(y) * out_w + x) * 3;
+      for (int c = 0; c < 3; ++c) {
+        const double v = tap(sx, sy, c) * w00 + tap(sx + 1, sy, c) * w01 + tap(sx, sy + 1, c) * w10 +
+                         tap(sx + 1, sy + 1, c) * w11;
+        d[c] = float(v);
+      }
+    }
+  }
+  return out;
+}
+
 Crop prepare_crop(const Image& image, const Box& box, const CropRule& rule) {
   const int W = image.width, H = image.height;
   check_box(box, W, H);
@@ -201,20 +250,22 @@ Crop prepare_crop(const Image& image, const Box& box, const CropRule& rule) {
   const int x0 = std::clamp(int(std::floor(lo_x)) - 1, 0, W), x1 = std::clamp(int(std::floor(hi_x)) + 3, 0, W);
   const int y0 = std::clamp(int(std::floor(lo_y)) - 1, 0, H), y1 = std::clamp(int(std::floor(hi_y)) + 3, 0, H);
 
-  std::vector<float> roi;
+  std::vector<float> roi, warped;
   const double d = crop.size[1] / rule.input_h / 2.0;
   if (rule.antialias && d > 1.1) {
-    // HMR2.0 blurs the whole image with sigma (d-1)/2 when the crop downsamples by more than 2.2x.
+    // HMR2.0 blurs the whole image with sigma (d-1)/2 when the crop downsamples by more than 2.2x, and warps the
+    // blurred (float64) image with OpenCV's fixed-point warp.
     std::vector<float> full(image.rgb.begin(), image.rgb.end());
     if (x1 > x0 && y1 > y0) roi = gaussian_blur_roi(full, W, H, (d - 1) / 2.0, x0, y0, x1, y1);
+    warped = warp_affine_fixed(roi.data(), x1 - x0, y1 - y0, x0, y0, W, H, M, out_w, out_h);
   } else {
     roi.resize(size_t(std::max(0, x1 - x0)) * std::max(0, y1 - y0) * 3);
     for (int y = y0; y < y1; ++y)
       for (int x = x0; x < x1; ++x)
         for (int c = 0; c < 3; ++c)
           roi[(size_t(y - y0) * (x1 - x0) + (x - x0)) * 3 + c] = image.rgb[(size_t(y) * W + x) * 3 + c];
+    warped = warp_affine_linear(roi.data(), x1 - x0, y1 - y0, x0, y0, W, H, M, out_w, out_h);
   }
-  const std::vector<float> warped = warp_affine_linear(roi.data(), x1 - x0, y1 - y0, x0, y0, W, H, M, out_w, out_h);
 
   // (pixel - mean*255) / (std*255), with mean and std as float32 first, as numpy computes it.
   crop.input.resize(size_t(3) * out_h * out_w);
