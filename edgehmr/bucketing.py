@@ -14,7 +14,9 @@ This module is the host side in between, plain numpy so that apps can port it li
 3. Overflow, when even the largest bucket is too small: the least-confident small cells are demoted to one
    low-res token each (3 tokens fewer per demotion) until the image fits. Nobody is dropped, some people are
    seen at half resolution, and the number of demotions is returned for the report. A table whose largest
-   bucket holds one token per cell always fits after demotion (checked when the table is built).
+   bucket holds one token per cell always fits after demotion (checked when the table is built). The original
+   model never demotes, so tables get :func:`full_coverage` buckets by default: then no frame can overflow
+   (:func:`never_demotes`), and demotion is an explicit trade of fidelity for memory and compile time.
 4. :func:`pack` writes fixed-size index buffers and float additive masks (0 for real tokens, ``MASK_PAD`` for
    padding). -1e4 rather than -inf: finite in fp16/bf16 and never NaN for a fully padded row, on every runtime
    (../shared/research/backend_feasibility.md, section 1).
@@ -117,6 +119,11 @@ class BucketTable:
             raise ValueError(f"the largest bucket holds {max(b.other for b in self.buckets)} low-res/background "
                              f"tokens; it needs {cells} (one per cell) so that overflow can always be resolved")
         object.__setattr__(self, "buckets", tuple(sorted(self.buckets)))
+
+    @property
+    def can_demote(self) -> bool:
+        """Whether some frame would overflow the largest bucket and see small people at low resolution."""
+        return not never_demotes(self.buckets, self.grid)
 
     def choose(self, selection: Selection) -> tuple[Bucket, Selection, int]:
         """(bucket, selection that fits it, number of small cells demoted to fit).
@@ -230,6 +237,32 @@ def buckets_from_counts(selections: list[Selection], grid: tuple[int, int], coun
         chosen.append(best)
         candidates.remove(best)
     return BucketTable(tuple(chosen), grid)
+
+
+def never_demotes(buckets, grid: tuple[int, int]) -> bool:
+    """True when every possible frame fits some bucket as selected, without demotion.
+
+    A frame with ``h`` small cells has at most ``cells - h`` other tokens (each is a low-res cell or a background
+    block of 4 cells, and small cells are neither), and every ``h`` from 0 to ``cells`` can occur with that many.
+    """
+    cells = grid[0] * grid[1]
+    return all(any(b.hr_cells >= h and b.other >= cells - h for b in buckets) for h in range(cells + 1))
+
+
+def full_coverage(buckets, grid: tuple[int, int], hr_step: int = 4, other_step: int = 32) -> tuple[Bucket, ...]:
+    """The buckets to add to ``buckets`` so that :func:`never_demotes` holds: a staircase over ``small + other <=
+    cells`` above what the table already covers. With ``h0`` the high-res capacity of the table's buckets that
+    hold one token per cell, at most two: ``(cells/2, cells - h0)`` (when ``h0 < cells/2``) and
+    ``(cells, cells - max(h0, cells/2))``, the bucket that holds every cell at high resolution. Empty when the
+    table never demotes already."""
+    if never_demotes(buckets, grid):
+        return ()
+    cells = grid[0] * grid[1]
+    h0 = max((b.hr_cells for b in buckets if b.other >= cells), default=0)
+    steps = ([(cells // 2, cells - h0)] if h0 < cells // 2 else []) + [(cells, cells - max(h0, cells // 2))]
+    added = tuple(Bucket.of(_round_up(h, hr_step), _round_up(o, other_step)) for h, o in steps)
+    assert never_demotes(tuple(buckets) + added, grid)
+    return added
 
 
 def _round_up(value: int, step: int) -> int:

@@ -150,6 +150,9 @@ def convert(
                                                          "low-res/background tokens); default: fitted to --calib."),
     bucket_count: int = typer.Option(8, "--bucket-count", help="sat-hmr: buckets fitted to the --calib frames "
                                                                "(more: less padding, more graphs to compile)."),
+    allow_demotion: bool = typer.Option(False, "--allow-demotion", help="sat-hmr: leave out the full-coverage "
+                                        "buckets (smaller, faster to compile); a crowded frame that overflows the "
+                                        "largest bucket then sees some small people at low resolution."),
     sampler: str = typer.Option(None, "--sampler", help="deformable-hmr-*: how deformable attention samples: "
                                                          "grid_sample (default; GridSample / resample) or gather "
                                                          "(bilinear corners as Gather ops, for runtimes without a "
@@ -168,6 +171,8 @@ def convert(
       edgehmr convert -m hmr2-vit-b -t executorch -p int8     (XNNPACK .pte, dynamic INT8 activations)
       edgehmr convert -m sat-hmr -c sat_644.pth -t openvino --canvas 1288x728 --calib frames/
                                                               (two stages, one static graph per token bucket)
+      edgehmr convert -m sat-hmr -t openvino --canvas 672x448 --buckets 32x384 --allow-demotion
+                                                              (one small bucket; crowded frames demoted)
       edgehmr convert -m deformable-hmr-vit-s-x2 -t tensorrt -p fp16 --sampler gather
     """
     from edgehmr.convert import calibration_for
@@ -177,7 +182,7 @@ def convert(
 
     spec = resolve_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, smpl, batch, out_dir, seed,
                         calib, calib_count, calib_boxes, recipe, tuple(keep_float), tuple(quantize), canvas, buckets,
-                        bucket_count, sampler)
+                        bucket_count, sampler, allow_demotion)
     if dry_run:
         out.print_json(spec.to_json())
         return
@@ -211,9 +216,23 @@ def _convert_sat(spec, loaded, quiet: bool) -> None:
     table = read_metadata(path)["buckets"]
     if not spec.buckets and not spec.calib:
         err.print("[yellow]note:[/] buckets are a canvas default; fit them to your frames with --calib DIR")
+    _print_coverage(table)
     names = ", ".join(f"{b['name']} ({b['memory']} tokens)" for b in table["buckets"])
     out.print(f"{path}  ({_size_mb(path):.1f} MB; buckets: {names})")
     _print_next_step(path)
+
+
+def _print_coverage(table: dict) -> None:
+    """Whether the artifact can demote, and what the full-coverage buckets do for the calibration frames."""
+    cover = table["full_coverage"]
+    frames = (f"; {cover['frames_overflowing_without']} of {cover['frames']} calibration frames overflow without "
+              f"them ({cover['cells_demoted_without']} small cells would be demoted)" if cover["frames"] else "")
+    if table["can_demote"]:
+        err.print(f"[yellow]note:[/] --allow-demotion: a frame that overflows the largest bucket sees some small "
+                  f"people at low resolution (validate and profile report it){frames}")
+    elif cover["buckets"]:
+        err.print(f"[green]✓[/] never demotes: full-coverage buckets {', '.join(cover['buckets'])} hold every "
+                  f"frame as selected{frames}; --allow-demotion leaves them out")
 
 
 def _print_next_step(path: Path) -> None:

@@ -175,6 +175,7 @@ def _profile_sat(artifact_dir: Path, meta: dict, runs: int, warmup: int, threads
     bucket of stage 2 on their own (fixed shapes: the timing does not depend on which slots are padding)."""
     from edgehmr.bucketing import Selection, pack_into
     from edgehmr.sat.runner import STAGE1_ENTRY, SatPipeline
+    from edgehmr.sat.tables import demotion_note
 
     start = time.perf_counter()
     pipe = SatPipeline(artifact_dir, threads)
@@ -195,8 +196,9 @@ def _profile_sat(artifact_dir: Path, meta: dict, runs: int, warmup: int, threads
         feeds |= pack_into(nothing, bucket, grid).feeds()
         stats = LatencyStats.of(_timed(lambda: pipe.stage2.run(bucket.name, feeds), warmup, runs, progress))
         per_entry[bucket.name] = asdict(stats) | {"memory_tokens": bucket.memory}
-    notes = _notes(meta) + [f"whole-frame latency: a random frame, which picked bucket {chosen}; stage 1 and every "
-                            f"bucket alone are in per_entry"]
+    notes = _notes(meta) + demotion_note(meta["buckets"]) + [
+        f"whole-frame latency: a random frame, which picked bucket {chosen}; stage 1 and every bucket alone are in "
+        f"per_entry"]
     return ProfileReport(str(artifact_dir), meta["model"]["model"], meta["target"], meta["precision"], pipe.execution,
                          device_info(), round(_dir_mb(artifact_dir), 2), load_s, first_ms, frame, _rss_mb(),
                          _rss_mb() - rss_before, threads, per_entry, notes)

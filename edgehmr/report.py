@@ -228,7 +228,12 @@ figure {{ display: inline-block; margin: 1rem; }} img {{ max-width: 640px; }}
 
 def make_report(run_dirs: list[Path], out_dir: Path, notes: list[str] = ()) -> dict[str, Path]:
     """``notes``: lines shown under the table (e.g. combinations ``edgehmr bench`` skipped, with the reason)."""
-    rows = [row_for(a) for a in find_artifacts(run_dirs)]
+    from edgehmr.sat.tables import demotion_note
+
+    artifacts = find_artifacts(run_dirs)
+    rows = [row_for(a) for a in artifacts]
+    notes = list(notes) + [f"{a.name}: {note}" for a in artifacts
+                           for note in demotion_note(read_metadata(a).get("buckets") or {"can_demote": False})]
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
     write_json(paths["json"], {"rows": [asdict(r) for r in rows], "notes": list(notes)})

@@ -35,6 +35,8 @@ class ConvertSpec:
     canvas: str | None = None  # full-frame models (SAT-HMR): WxH, multiples of 56
     buckets: str | None = None  # SAT-HMR: explicit bucket table "HRxOTHER,..."; else fitted to --calib frames
     bucket_count: int = 8  # SAT-HMR: buckets fitted to the calibration frames
+    # SAT-HMR: leave out the full-coverage buckets, so crowded frames may see small people at low resolution
+    allow_demotion: bool = False
     sampler: str | None = None  # deformable-attention models: grid_sample | gather; None: the model's default
 
     def to_json(self) -> str:
@@ -48,7 +50,7 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
                  out_dir: str = "runs", seed: int = 0, calib: str | None = None, calib_count: int = DEFAULT_COUNT,
                  calib_boxes: str | None = None, recipe: str = "default", keep_float: tuple[str, ...] = (),
                  quantize: tuple[str, ...] = (), canvas: str | None = None, buckets: str | None = None,
-                 bucket_count: int = 8, sampler: str | None = None) -> ConvertSpec:
+                 bucket_count: int = 8, sampler: str | None = None, allow_demotion: bool = False) -> ConvertSpec:
     info = get_model_info(model)
     if sampler is not None and sampler not in info.samplers:
         if not info.samplers:
@@ -59,9 +61,10 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
             raise SpecError("--recipe/--keep-float/--quantize are not available for sat-hmr yet: its INT8 keeps "
                             "softmax and LayerNorm float and quantizes every linear, conv and matmul.")
         return _resolve_sat_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, batch, out_dir,
-                                 seed, calib, calib_count, calib_boxes, canvas, buckets, bucket_count)
-    if canvas or buckets:
-        raise SpecError(f"--canvas/--buckets apply to full-frame SAT-HMR, not {model} (person crops).")
+                                 seed, calib, calib_count, calib_boxes, canvas, buckets, bucket_count, allow_demotion)
+    if canvas or buckets or allow_demotion:
+        raise SpecError(f"--canvas/--buckets/--allow-demotion apply to full-frame SAT-HMR, not {model} (person "
+                        f"crops).")
     caps = get_target(target)
     if caps.id in info.unsupported_targets:
         raise SpecError(f"{model} cannot run on {caps.id}: {info.unsupported_targets[caps.id]}")
@@ -100,7 +103,7 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
 
 
 def _resolve_sat_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, batch, out_dir, seed, calib,
-                      calib_count, calib_boxes, canvas, buckets, bucket_count) -> ConvertSpec:
+                      calib_count, calib_boxes, canvas, buckets, bucket_count, allow_demotion) -> ConvertSpec:
     """SAT-HMR: one frame per inference, a canvas, a bucket table; calibration frames size the buckets."""
     from edgehmr.converters.multishape import MULTISHAPE_PRECISIONS
     from edgehmr.sat.frame import Canvas
@@ -134,4 +137,5 @@ def _resolve_sat_spec(model, target, precision, checkpoint, trust_checkpoint, wi
     if bucket_count < 1:
         raise SpecError(f"--bucket-count must be at least 1 (got {bucket_count}).")
     return ConvertSpec(model, caps.id, prec, checkpoint, trust_checkpoint, False, "synthetic", 1, out_dir, seed,
-                       calib, calib_count, calib_boxes, None, str(canvas_obj), buckets, bucket_count)
+                       calib, calib_count, calib_boxes, None, str(canvas_obj), buckets, bucket_count,
+                       allow_demotion=allow_demotion)

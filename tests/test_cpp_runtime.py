@@ -289,7 +289,8 @@ def sat_artifacts(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sat-cpp")
     loaded = loaded_tiny(varied_tiny_sat(2))
     return {backend: convert_sat(resolve_spec("sat-hmr", backend, None, out_dir=str(root), canvas=SAT_CANVAS,
-                                              buckets=SAT_BUCKETS), loaded) for backend in BACKENDS}
+                                              buckets=SAT_BUCKETS, allow_demotion=True), loaded)
+            for backend in BACKENDS}
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,9 @@ def setup(tmp_path_factory):
 
 
 def _convert(root, loaded, target, precision=None, buckets=BUCKETS):
-    spec = resolve_spec("sat-hmr", target, precision, out_dir=str(root), canvas=CANVAS, buckets=buckets)
+    """Exactly these buckets (no full-coverage ones: tests/test_sat_coverage.py covers those)."""
+    spec = resolve_spec("sat-hmr", target, precision, out_dir=str(root), canvas=CANVAS, buckets=buckets,
+                        allow_demotion=True)
     return convert_sat(spec, loaded)
 
 
@@ -73,6 +75,7 @@ def test_overflow_is_reported_by_validate(setup):
     root, loaded, bundle = setup
     report = validate_sat(_convert(root, loaded, "onnx", buckets="4x96"), bundle)
     assert sum(b["demoted_cells"] for b in report.buckets.values()) > 0
+    assert any("--allow-demotion" in n for n in report.notes)
     assert any("overflowed" in n for n in report.notes)
 
 
@@ -123,7 +126,7 @@ def test_cli_refuses_bad_sat_options_with_one_line(tmp_path, capsys):
 def test_int8_calibrates_every_bucket_and_validates(setup):
     root, loaded, bundle = setup
     spec = resolve_spec("sat-hmr", "openvino", "int8", out_dir=str(root / "int8"), canvas=CANVAS,
-                        buckets=BUCKETS, calib="synthetic", calib_count=6)
+                        buckets=BUCKETS, calib="synthetic", calib_count=6, allow_demotion=True)
     artifact = convert_sat(spec, loaded)
     meta = json.loads((artifact / "metadata.json").read_text())
     samples = {b["name"]: b["calibration_samples"] for b in meta["buckets"]["buckets"]}

@@ -32,7 +32,8 @@ from edgehmr.sat.bundle import unique_frames
 from edgehmr.sat.frame import Canvas, prepare_frame, preprocessing_json
 from edgehmr.sat.calibration import sat_calibration
 from edgehmr.sat.runner import STAGE1_ENTRY
-from edgehmr.sat.tables import HR_STEP, OTHER_STEP, default_table, parse_buckets, selections_of, table_json
+from edgehmr.sat.tables import (HR_STEP, OTHER_STEP, coverage_json, default_table, parse_buckets, selections_of,
+                                table_json, with_full_coverage)
 from edgehmr.spec import ConvertSpec
 
 
@@ -44,8 +45,9 @@ def calibration_frames(spec: ConvertSpec, canvas: Canvas) -> list[np.ndarray]:
 
 def resolve_table(spec: ConvertSpec, loaded: LoadedModel, canvas: Canvas,
                   images: list[np.ndarray] | None) -> tuple[BucketTable, dict, list[Selection]]:
-    """``--buckets`` wins; else buckets fitted to the calibration frames; else the canvas default.
-    Also returns the calibration frames' selections (empty without frames)."""
+    """``--buckets`` wins; else buckets fitted to the calibration frames; else the canvas default. The
+    full-coverage buckets are added unless ``--allow-demotion``. Also returns the calibration frames' selections
+    (empty without frames)."""
     grid = canvas.grid
     selections = selections_of(loaded.module, images) if images else []
     hits = None
@@ -56,9 +58,10 @@ def resolve_table(spec: ConvertSpec, loaded: LoadedModel, canvas: Canvas,
         origin = f"fitted to {len(images)} frames of {spec.calib}"
     else:
         table, origin = default_table(grid), "canvas default (not fitted to data: pass --calib or --buckets)"
+    final = table if spec.allow_demotion else with_full_coverage(table)
     if selections:
-        hits = dict(Counter(table.choose(s)[0].name for s in selections))
-    return table, table_json(table, origin, hits), selections
+        hits = dict(Counter(final.choose(s)[0].name for s in selections))
+    return final, table_json(final, origin, hits, coverage_json(table, final, selections)), selections
 
 
 def stage2_example(image: torch.Tensor, tokens: torch.Tensor, cls: torch.Tensor, bucket: Bucket,
@@ -123,7 +126,7 @@ def convert_sat(spec: ConvertSpec, loaded: LoadedModel | None = None) -> Path:
                 "rotations": "rotation matrices; SAT-HMR's interleaved 6D convention applied inside the graph",
             },
             "spec": {"seed": spec.seed, "trust_checkpoint": spec.trust_checkpoint, "canvas": str(canvas),
-                     "buckets": spec.buckets},
+                     "buckets": spec.buckets, "allow_demotion": spec.allow_demotion},
             "environment": environment("cpu"),
             "convert_seconds": round(time.perf_counter() - start, 2),
         })

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from edgehmr.bucketing import (CONF_THRESHOLD, HR_TOKENS_PER_CELL, MASK_PAD, SCALE_THRESHOLD, Bucket, BucketTable,
-                               Selection, classify)
+                               Selection, classify, full_coverage)
 from edgehmr.errors import SpecError
 from edgehmr.models.sat_hmr import SatHmr
 
@@ -34,9 +34,17 @@ def parse_buckets(text: str, grid: tuple[int, int]) -> BucketTable:
         raise SpecError(f"--buckets: {e}") from None
 
 
+def with_full_coverage(table: BucketTable) -> BucketTable:
+    """``table`` plus the buckets that make every frame fit as selected (:func:`edgehmr.bucketing.full_coverage`):
+    the default, so that an artifact never sees a small person at lower resolution than the original does."""
+    added = full_coverage(table.buckets, table.grid, HR_STEP, OTHER_STEP)
+    return BucketTable(table.buckets + added, table.grid) if added else table
+
+
 def default_table(grid: tuple[int, int]) -> BucketTable:
     """Without calibration frames: a geometric ladder up to one token per cell, with room for a quarter of the
-    cells at high resolution (fit it to data with ``--calib``)."""
+    cells at high resolution (fit it to data with ``--calib``); :func:`with_full_coverage` adds what crowded frames
+    need."""
     cells = grid[0] * grid[1]
 
     def up(v, step):
@@ -56,10 +64,13 @@ def selections_of(model: SatHmr, images: list[np.ndarray]) -> list[Selection]:
     return out
 
 
-def table_json(table: BucketTable, origin: str, hits: dict[str, int] | None = None) -> dict:
-    """The bucket table as ``metadata.json`` records it: what an app needs to pack inputs itself."""
+def table_json(table: BucketTable, origin: str, hits: dict[str, int] | None = None,
+               coverage: dict | None = None) -> dict:
+    """The bucket table as ``metadata.json`` records it: what an app needs to pack inputs itself. ``coverage``:
+    the full-coverage buckets and how many calibration frames needed them (:func:`coverage_json`)."""
     return {
         "origin": origin,
+        "full_coverage": coverage,
         "grid": list(table.grid),
         "buckets": [{"name": b.name, "hr_cells": b.hr_cells, "other": b.other, "memory": b.memory,
                      "calibration_hits": (hits or {}).get(b.name)} for b in table.buckets],
@@ -69,11 +80,33 @@ def table_json(table: BucketTable, origin: str, hits: dict[str, int] | None = No
                               "max-pooled background token"},
         "choice": "the bucket needing the fewest demotions, then the cheapest "
                   "(10.5*memory + 12*hr_cells: linear work in ViT-B blocks)",
-        "overflow": "demote the least-confident small cells to low-res tokens until the image fits; reported",
+        "can_demote": table.can_demote,
+        "overflow": ("demote the least-confident small cells to low-res tokens until the image fits; reported"
+                     if table.can_demote else "cannot happen: every frame fits a bucket as selected"),
         "mask": {"real": 0.0, "padding": MASK_PAD, "hr_tokens_per_cell": HR_TOKENS_PER_CELL,
                  "order": "hr_cells (row-major cell index) then other_index (low-res cells H*W, then background "
                           "blocks offset by H*W); padding indices 0"},
     }
+
+
+def coverage_json(fitted: BucketTable, final: BucketTable, selections: list[Selection]) -> dict:
+    """What the full-coverage buckets add to ``fitted``: their names, and how many of the calibration frames would
+    have overflowed without them (with how many small cells demoted in all)."""
+    demotions = [fitted.choose(s)[2] for s in selections]
+    return {"buckets": [b.name for b in final.buckets if b not in fitted.buckets],
+            "frames": len(selections) if selections else None,
+            "frames_overflowing_without": sum(d > 0 for d in demotions) if selections else None,
+            "cells_demoted_without": sum(demotions) if selections else None}
+
+
+DEMOTION_NOTE = ("converted with --allow-demotion: a frame that overflows the largest bucket sees some small people "
+                 "at low resolution (the original never does)")
+
+
+def demotion_note(data: dict) -> list[str]:
+    """The note validate, profile and report carry for an artifact whose table can demote (metadata ``buckets``)."""
+    can = data.get("can_demote")
+    return [DEMOTION_NOTE] if (table_from_json(data).can_demote if can is None else can) else []
 
 
 def table_from_json(data: dict) -> BucketTable:

@@ -24,6 +24,7 @@ from edgehmr.models.smpl import SMPLLayer, load_smpl
 from edgehmr.reference import load_bundle
 from edgehmr.sat.bundle import SELECTION_KEYS
 from edgehmr.sat.runner import SatPipeline
+from edgehmr.sat.tables import demotion_note
 from edgehmr.validate import REPORT_FILE, Check, ValidationReport, check_bundle_matches, compared_outputs
 
 KEEP_CONFIDENCE = 0.3
@@ -120,9 +121,10 @@ def validate_sat(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: st
     if changed:
         report.notes.append(f"{len(changed)} frame(s) selected other tokens than the reference (scale-map values "
                             f"across a threshold); their drift includes that change")
+    report.notes += demotion_note(meta["buckets"])
     if demoted:
         report.notes.append(f"{len(demoted)} frame(s) overflowed the largest bucket: {sum(demoted.values())} small "
-                            f"cells seen at low resolution (refit the buckets with --calib or widen --buckets)")
+                            f"cells seen at low resolution (convert without --allow-demotion, or widen --buckets)")
     if meta["model"]["weights"] == "untrained":
         report.notes.append("untrained (seeded) weights: drift is real, accuracy is not meaningful")
     write_json(artifact_dir / REPORT_FILE, report.to_json())

@@ -1,0 +1,108 @@
+"""SAT-HMR artifacts are faithful by default: the bucket table always gets the full-coverage buckets, so no frame
+is demoted (the original never sees a small person at low resolution); ``--allow-demotion`` trades that away and
+every report says so."""
+
+from __future__ import annotations
+
+import json
+from itertools import product
+
+import numpy as np
+import pytest
+
+from edgehmr.bucketing import Bucket, BucketTable, classify, full_coverage, never_demotes
+from edgehmr.calibration.sources import synthetic_samples
+from edgehmr.cli import main
+from edgehmr.sat.bundle import make_sat_bundle
+from edgehmr.sat.convert import convert_sat
+from edgehmr.sat.frame import Canvas
+from edgehmr.sat.tables import default_table, with_full_coverage
+from edgehmr.sat.validate import validate_sat
+from edgehmr.spec import resolve_spec
+from sat_helpers import loaded_tiny, varied_tiny_sat
+
+CANVAS = "336x224"
+GRID = Canvas.parse(CANVAS).grid  # 8 x 12 cells
+
+
+def test_full_coverage_holds_every_possible_selection():
+    """Exhaustive over the 2x4-cell grid's selections and random ones on a larger grid: after the coverage
+    buckets, nothing is demoted; without them, something is."""
+    for grid in ((2, 4), (4, 4)):
+        table = BucketTable((Bucket.of(1, grid[0] * grid[1]),), grid)
+        covered = with_full_coverage(table)
+        assert table.can_demote and not covered.can_demote
+        cells = grid[0] * grid[1]
+        for conf_bits, small_bits in product(range(2 ** cells), repeat=2) if cells == 8 else []:
+            conf = np.array([(conf_bits >> i) & 1 for i in range(cells)], np.float32).reshape(grid)
+            scale = np.array([1 - ((small_bits >> i) & 1) for i in range(cells)], np.float32).reshape(grid)
+            assert covered.choose(classify(conf, scale))[2] == 0
+    rng = np.random.default_rng(0)
+    table = with_full_coverage(default_table((46, 46)))
+    for p in np.linspace(0, 1, 40):
+        sel = classify(rng.uniform(0, 1, (46, 46)) * (rng.uniform(0, 1) < 1.5 * p), rng.uniform(0, 1, (46, 46)) * p)
+        assert table.choose(sel)[2] == 0
+    assert never_demotes(table.buckets, (46, 46)) and full_coverage(table.buckets, (46, 46)) == ()
+    # the largest coverage bucket holds every cell at high resolution
+    assert max(b.hr_cells for b in table.buckets) == 46 * 46
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Frames that overflow the canvas's default ladder (up to 39 of 96 cells small; its largest holds 24)."""
+    root = tmp_path_factory.mktemp("coverage")
+    loaded = loaded_tiny(varied_tiny_sat(2))
+    bundle = make_sat_bundle(loaded, list(synthetic_samples(6, seed=1)), Canvas.parse(CANVAS), root / "ref")
+    small = np.load(bundle / "outputs.npz")["small"]
+    assert small.reshape(len(small), -1).sum(1).max() > max(b.hr_cells for b in default_table(GRID).buckets)
+    return root, loaded, bundle
+
+
+# ExecuTorch lowers every bucket as a method of its own (about a minute each here): one ladder bucket (the
+# default ladder's largest, which the crowded frames overflow) plus the coverage buckets keeps it to three.
+@pytest.mark.parametrize("target, buckets", [("onnx", None), ("openvino", None), ("executorch", "24x96")])
+def test_defaults_never_demote_and_validate_at_fp32(setup, target, buckets):
+    root, loaded, bundle = setup
+    spec = resolve_spec("sat-hmr", target, "fp32", out_dir=str(root / "default"), canvas=CANVAS, buckets=buckets)
+    artifact = convert_sat(spec, loaded)
+    table = json.loads((artifact / "metadata.json").read_text())["buckets"]
+    assert table["can_demote"] is False and table["full_coverage"]["buckets"]
+    report = validate_sat(artifact, bundle)
+    assert report.passed, report.to_json()
+    assert sum(b["demoted_cells"] for b in report.buckets.values()) == 0
+    assert not any("demotion" in n for n in report.notes)
+    assert any(name in report.buckets for name in table["full_coverage"]["buckets"])  # the crowded frames use them
+
+
+def test_allow_demotion_is_said_everywhere(setup, tmp_path, capsys):
+    from edgehmr.profile import profile
+    from edgehmr.report import make_report
+
+    root, loaded, bundle = setup
+    spec = resolve_spec("sat-hmr", "onnx", "fp32", out_dir=str(tmp_path), canvas=CANVAS, calib="synthetic",
+                        calib_count=6, bucket_count=2, allow_demotion=True)
+    artifact = convert_sat(spec, loaded)
+    meta = json.loads((artifact / "metadata.json").read_text())
+    assert meta["buckets"]["can_demote"] is True and meta["spec"]["allow_demotion"] is True
+    assert meta["buckets"]["full_coverage"]["buckets"] == []
+    report = validate_sat(artifact, bundle)
+    assert any("--allow-demotion" in n for n in report.notes)
+    prof = profile(artifact, runs=1, warmup=0)
+    assert any("--allow-demotion" in n for n in prof.notes)
+    paths = make_report([artifact], tmp_path / "report")
+    assert "--allow-demotion" in paths["md"].read_text()
+
+
+def test_convert_says_what_the_full_coverage_buckets_do(setup, tmp_path, capsys):
+    from edgehmr.cli import _print_coverage
+
+    root, loaded, _ = setup
+    for allow, expected in ((False, "never demotes: full-coverage buckets b48x96, b96x64"),
+                            (True, "--allow-demotion: a frame that overflows")):
+        spec = resolve_spec("sat-hmr", "onnx", "fp32", out_dir=str(tmp_path / str(allow)), canvas=CANVAS,
+                            buckets="8x96", calib="synthetic", calib_count=6, allow_demotion=allow)
+        _print_coverage(json.loads((convert_sat(spec, loaded) / "metadata.json").read_text())["buckets"])
+        err = capsys.readouterr().err
+        assert expected in err and "of 6 calibration frames overflow without them" in err, err
+    assert main(["convert", "-m", "hmr2-vit-s", "--allow-demotion", "--dry-run"]) == 2
+    assert "--allow-demotion apply to full-frame SAT-HMR" in capsys.readouterr().err
