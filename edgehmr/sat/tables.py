@@ -99,8 +99,9 @@ def coverage_json(fitted: BucketTable, final: BucketTable, selections: list[Sele
             "cells_demoted_without": sum(demotions) if selections else None}
 
 
-DEMOTION_NOTE = ("converted with --allow-demotion: a frame that overflows the largest bucket sees some small people "
-                 "at low resolution (the original never does)")
+DEMOTION_NOTE = ("the bucket table can demote (--allow-demotion, or converted before full coverage was the default): a "
+                 "frame that overflows the largest bucket sees some small people at low resolution, which the "
+                 "original never does")
 
 
 def demotion_note(data: dict) -> list[str]:
