@@ -76,31 +76,31 @@ def test_swin_t_matches_original(tmp_path, record_property):
     record_property("worst_max_abs", worst)
 
 
-def test_gmf_t_matches_original(tmp_path, record_property):
-    case = load_case("gmf-t")
-    module = _load_registered(case, "vitpose-gmf-t-s4", tmp_path)
-    image = torch.from_numpy(case.inputs["image"])
-    with torch.no_grad():
-        feats = module.backbone.forward_features(image)
-    worst = _compare(case, {f"stage{i + 1}": f for i, f in enumerate(feats)})
-    record_property("worst_max_abs", worst)
+def _gmf_stages(module, image) -> dict[str, torch.Tensor]:
+    return {f"stage{i + 1}": f for i, f in enumerate(module.backbone.forward_features(image))}
 
 
-def test_vmamba_t_matches_original(tmp_path, record_property):
-    case = load_case("vmamba-t")
-    module = _load_registered(case, "vitpose-vmamba-t-s4", tmp_path)
-    image = torch.from_numpy(case.inputs["image"])
+def _vmamba_stages(module, image) -> dict[str, torch.Tensor]:
+    """Each stage's blocks, before the stage's downsample, read with forward hooks."""
     feats = {}
     hooks = [layer.blocks.register_forward_hook(lambda _m, _i, out, i=i: feats.__setitem__(f"stage{i + 1}", out))
-             for i, layer in enumerate(module.backbone.layers)]  # the blocks, before the stage's downsample
+             for i, layer in enumerate(module.backbone.layers)]
     try:
-        with torch.no_grad():
-            module.backbone(image)
+        module.backbone(image)
     finally:
         for h in hooks:
             h.remove()
-    worst = _compare(case, feats)
-    record_property("worst_max_abs", worst)
+    return feats
+
+
+@pytest.mark.parametrize("case_name, model_name, stages", [("gmf-t", "vitpose-gmf-t-s4", _gmf_stages),
+                                                           ("vmamba-t", "vitpose-vmamba-t-s4", _vmamba_stages)])
+def test_registered_backbone_matches_original(case_name, model_name, stages, tmp_path, record_property):
+    case = load_case(case_name)
+    module = _load_registered(case, model_name, tmp_path)
+    with torch.no_grad():
+        feats = stages(module, torch.from_numpy(case.inputs["image"]))
+    record_property("worst_max_abs", _compare(case, feats))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -60,9 +61,13 @@ def write_reference_bundle(folder: str | Path, model: str, checkpoint: str | Pat
     # Written next to the destination, then renamed: a failure leaves nothing half-written.
     folder.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    np.savez(stage / "inputs.npz", image=images)
-    np.savez(stage / "outputs.npz", **{k: np.asarray(v, np.float32) if np.asarray(v).dtype.kind == "f" else v
-                                       for k, v in outputs.items()})
-    (stage / "bundle.json").write_text(json.dumps(meta, indent=1))
-    os.replace(stage, folder)
+    try:
+        np.savez(stage / "inputs.npz", image=images)
+        np.savez(stage / "outputs.npz", **{k: np.asarray(v, np.float32) if np.asarray(v).dtype.kind == "f" else v
+                                           for k, v in outputs.items()})
+        (stage / "bundle.json").write_text(json.dumps(meta, indent=1))
+        os.replace(stage, folder)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     return folder
