@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgehmr.errors import CheckpointMismatchError, EdgeHMRError
+from edgehmr.errors import CheckpointMismatchError, EdgeHMRError, SpecError
 
 # Wide enough for the tables when output is piped or captured (rich falls back to 80 columns there).
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -78,12 +78,24 @@ def _size_mb(path: Path) -> float:
 
 
 @app.command()
-def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+def models(pattern: str = typer.Argument(None, help="Only models whose id matches this glob (e.g. 'hmr2-vit-*') "
+                                                     "or contains this text."),
+           as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+           show_all: bool = typer.Option(False, "--all", help="Also list the tiny test-* models (for tests and "
+                                                               "trying commands in seconds).")):
     """List the model zoo with parameters and GMACs per 256x192 crop."""
+    import fnmatch
+
     from edgehmr.models import get_model_info, list_models, model_cost
 
+    names = list_models(include_test=show_all)
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatchcase(n, pattern) or pattern in n]
+        if not names:
+            hint = "" if show_all else " (the tiny test-* models are listed with --all)"
+            raise SpecError(f"No model matches '{pattern}'{hint}. Run 'edgehmr models' for the list.")
     rows = []
-    for name in list_models():
+    for name in names:
         info = get_model_info(name)
         params, gmacs = model_cost(name)
         rows.append({"model": name, "family": info.family, "params_m": round(params / 1e6, 2),
@@ -636,17 +648,17 @@ def _demo_sat(loaded, out_dir: Path, quiet: bool) -> None:
     from edgehmr.sat.validate import validate_sat
     from edgehmr.spec import resolve_spec
 
-    canvas = "448x336"
-    bundle = out_dir / "reference-sat-hmr"
+    canvas, name = "448x336", loaded.info.name
+    bundle = out_dir / f"reference-{name}"
     frames = open_source("synthetic", 4, seed=7)
     with stage(f"reference bundle ({len(frames)} synthetic frames, dynamic-shape FP32 PyTorch)", quiet):
         make_sat_bundle(loaded, frames, Canvas.parse(canvas), bundle, "cpu", "synthetic")
-    summary = Table(title=f"sat-hmr on a {canvas} canvas vs the dynamic-shape reference ({len(frames)} frames)")
+    summary = Table(title=f"{name} on a {canvas} canvas vs the dynamic-shape reference ({len(frames)} frames)")
     for col in ("artifact", "MB", "buckets", "buckets hit", "worst rel L2", "max abs", "verdict"):
         summary.add_column(col, justify="left" if col in ("artifact", "buckets", "buckets hit") else "right")
     passed = True
     for target in ("onnx", "openvino"):
-        spec = resolve_spec("sat-hmr", target, "fp32", out_dir=str(out_dir), canvas=canvas, calib="synthetic",
+        spec = resolve_spec(name, target, "fp32", out_dir=str(out_dir), canvas=canvas, calib="synthetic",
                             calib_count=8, bucket_count=3)
         with stage(f"converted to {target} fp32 (stage 1 + every bucket)", quiet):
             path = convert_sat(spec, loaded)

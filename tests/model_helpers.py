@@ -1,16 +1,32 @@
-"""Test helpers: which layers a model really runs, and a tiny ViT for multi-shape artifact tests."""
+"""Test helpers: the registered tiny models, the slow tier's published sizes, and which layers a model runs."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from edgehmr.models.vit import ViT, ViTConfig
+from edgehmr.models import get_model_info, load_model
+from edgehmr.models.vit import ViT
+
+# The registered tiny models (edgehmr/models/tiny.py) every code-path test converts; the published sizes they stand
+# for run the same tests in the slow tier (make test-slow).
+HMR = "test-hmr2"
+POSE = "test-vitpose"
+
+
+def slow(*names: str) -> list:
+    """Published-size models as parameters of the slow tier."""
+    return [pytest.param(name, marks=pytest.mark.slow) for name in names]
+
+
+def family(name: str) -> str:
+    return get_model_info(name).family
 
 
 def tiny_vit() -> ViT:
-    """A 2-block, 64-wide ViT (seeded): real model code, small enough to convert twice in a test."""
-    torch.manual_seed(0)
-    return ViT(ViTConfig(embed_dim=64, depth=2, num_heads=4)).eval()
+    """The backbone of the registered tiny HMR2.0 (2 blocks, 64 wide, seeded): real model code, small enough to
+    lower several times in a test."""
+    return load_model(HMR).module.backbone
 
 
 def called_layers(module: torch.nn.Module, image: torch.Tensor) -> list[str]:

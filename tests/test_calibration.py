@@ -62,10 +62,10 @@ def test_video_source(tmp_path):
 
 
 def test_reference_bundle_source(tmp_path, bundle):
-    calib = build_calibration(str(bundle("hmr2-vit-s")), HMR2_CROP, count=4)
+    calib = build_calibration(str(bundle("test-hmr2")), HMR2_CROP, count=4)
     assert calib.images.shape[0] == 4
     with pytest.raises(InputError, match="needs 'hmr2' crops"):
-        build_calibration(str(bundle("vitpose-s")), HMR2_CROP, count=4)
+        build_calibration(str(bundle("test-vitpose")), HMR2_CROP, count=4)
 
 
 @pytest.mark.parametrize("make, message", [
@@ -83,6 +83,6 @@ def test_bad_sources(tmp_path, make, message):
 
 def test_int8_requires_an_explicit_source():
     with pytest.raises(SpecError, match="needs calibration data"):
-        resolve_spec("hmr2-vit-s", "onnx", "int8")
-    assert resolve_spec("hmr2-vit-s", "onnx", "int8", calib="synthetic").calib == "synthetic"
-    assert resolve_spec("hmr2-vit-s", "onnx", "fp16", calib="synthetic").calib is None
+        resolve_spec("test-hmr2", "onnx", "int8")
+    assert resolve_spec("test-hmr2", "onnx", "int8", calib="synthetic").calib == "synthetic"
+    assert resolve_spec("test-hmr2", "onnx", "fp16", calib="synthetic").calib is None

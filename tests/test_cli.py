@@ -20,11 +20,25 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_models_lists_zoo_with_cost(capsys):
-    code, out, _ = run(capsys, "models", "--json")
+    code, out, _ = run(capsys, "models", "hmr2-vit-*", "--json")
     rows = {r["model"]: r for r in json.loads(out)}
-    assert code == 0 and set(rows) >= {"hmr2-vit-s", "hmr2-vit-h", "vitpose-b"}
+    assert code == 0 and set(rows) == {"hmr2-vit-s", "hmr2-vit-b", "hmr2-vit-l", "hmr2-vit-h"}
     assert rows["hmr2-vit-h"]["params_m"] == pytest.approx(670.46, abs=0.01)
     assert rows["hmr2-vit-s"]["gmacs"] < rows["hmr2-vit-b"]["gmacs"] < rows["hmr2-vit-h"]["gmacs"]
+    code, _, err = run(capsys, "models", "test-", "--json")
+    assert code == 2 and "listed with --all" in err  # the tiny test models are hidden without it
+    code, out, _ = run(capsys, "models", "test-", "--all", "--json")
+    assert {r["model"] for r in json.loads(out)} >= {"test-hmr2", "test-vitpose", "test-sat-hmr"}
+
+
+@pytest.mark.slow
+def test_models_lists_every_published_model(capsys):
+    from edgehmr.models import list_models
+
+    code, out, _ = run(capsys, "models", "--json")
+    rows = {r["model"]: r for r in json.loads(out)}
+    assert code == 0 and set(rows) == set(list_models()) and not any(n.startswith("test-") for n in rows)
+    assert all(r["params_m"] > 0 and r["gmacs"] > 0 for r in rows.values())
 
 
 def test_targets_reads_capability_table(capsys):
@@ -73,12 +87,12 @@ def test_bad_input_one_line_exit_2(capsys, tmp_path, argv, message):
     assert code == 2
     assert message in err
     assert len(err.strip().splitlines()) == 1
-    assert not list(Path("runs").glob(".*partial*"))  # no staging folder left behind
+    assert not list((tmp_path / "runs").glob(".*partial*"))  # no staging folder left behind (cwd is tmp_path)
 
 
 def test_missing_runtime_names_the_install_command(capsys, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
-    code, _, err = run(capsys, "convert", "-m", "vitpose-s", "-t", "openvino", "-o", str(tmp_path))
+    code, _, err = run(capsys, "convert", "-m", "test-vitpose", "-t", "openvino", "-o", str(tmp_path))
     assert code == 2 and "pip install 'edgehmr[openvino]'" in err
     assert list(tmp_path.iterdir()) == []
 
@@ -93,8 +107,8 @@ def test_full_disk_during_convert_is_one_line_and_leaves_nothing(capsys, tmp_pat
 
     monkeypatch.setattr(edgehmr.converters.openvino, "convert", full_disk)
     monkeypatch.setattr(edgehmr.artifact, "_out_of_disk", lambda path: True)
-    code, _, err = run(capsys, "convert", "-m", "vitpose-s", "-t", "openvino", "-o", str(tmp_path))
-    assert code == 2 and "ran out of space while writing vitpose-s-openvino-fp32" in err
+    code, _, err = run(capsys, "convert", "-m", "test-vitpose", "-t", "openvino", "-o", str(tmp_path))
+    assert code == 2 and "ran out of space while writing test-vitpose-openvino-fp32" in err
     assert sum(line.startswith("error") for line in err.splitlines()) == 1 and list(tmp_path.iterdir()) == []
 
 
@@ -105,7 +119,7 @@ def test_unreadable_image_and_empty_folder(capsys, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "frame.jpg").write_bytes(b"not a jpeg")
-    code, _, err = run(capsys, "reference", "-m", "vitpose-s", "-i", str(bad), "-o", str(tmp_path / "ref"))
+    code, _, err = run(capsys, "reference", "-m", "test-vitpose", "-i", str(bad), "-o", str(tmp_path / "ref"))
     assert code == 2 and "Cannot read image" in err and "frame.jpg" in err
     assert not (tmp_path / "ref").exists()
 
@@ -115,10 +129,10 @@ def test_mismatched_checkpoint_shows_diff(capsys, tmp_path):
 
     from edgehmr.models import load_model
 
-    path = tmp_path / "vitpose_s.pth"
-    torch.save({"state_dict": load_model("vitpose-s").module.state_dict()}, path)
-    code, _, err = run(capsys, "convert", "-m", "vitpose-b", "-c", str(path), "-o", str(tmp_path / "out"))
-    assert code == 2 and "does not fit vitpose-b" in err.splitlines()[0]
+    path = tmp_path / "vitpose_tiny.pth"
+    torch.save({"state_dict": load_model("test-vitpose").module.state_dict()}, path)
+    code, _, err = run(capsys, "convert", "-m", "vitpose-s", "-c", str(path), "-o", str(tmp_path / "out"))
+    assert code == 2 and "does not fit vitpose-s" in err.splitlines()[0]
     assert "shape      backbone.blocks.0.attn.qkv.weight" in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
@@ -131,11 +145,11 @@ def test_reference_then_validate_from_the_command_line(capsys, tmp_path, artifac
     frames.mkdir()
     cv2.imwrite(str(frames / "astronaut.png"), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
     (frames / "boxes.json").write_text(json.dumps({"astronaut.png": [[140, 20, 380, 500], [0, 0, 256, 256]]}))
-    code, out, _ = run(capsys, "reference", "-m", "vitpose-s", "-i", str(frames), "-o", str(tmp_path / "ref"))
+    code, out, _ = run(capsys, "reference", "-m", "test-vitpose", "-i", str(frames), "-o", str(tmp_path / "ref"))
     assert code == 0
     assert json.loads((tmp_path / "ref" / "bundle.json").read_text())["samples"] == ["astronaut.png#0",
                                                                                    "astronaut.png#1"]
-    code, out, _ = run(capsys, "validate", str(artifact("vitpose-s", "fp32")), "-r", str(tmp_path / "ref"))
+    code, out, _ = run(capsys, "validate", str(artifact("test-vitpose", "fp32")), "-r", str(tmp_path / "ref"))
     assert code == 0 and "kp2d_px" in out and "PASS" in out
 
 
@@ -156,10 +170,10 @@ def test_int8_from_an_image_folder_end_to_end(capsys, tmp_path, monkeypatch):
     image = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
     for i in range(8):
         cv2.imwrite(str(frames / f"f{i}.png"), np.roll(image, 23 * i, axis=1))
-    code, out, err = run(capsys, "convert", "-m", "hmr2-vit-s", "-t", "openvino", "-p", "int8", "--calib",
+    code, out, err = run(capsys, "convert", "-m", "test-hmr2", "-t", "openvino", "-p", "int8", "--calib",
                          str(frames), "--calib-count", "8", "-o", str(tmp_path / "out"))
     assert code == 0 and "fewer than 32" in err
-    assert run(capsys, "reference", "-m", "hmr2-vit-s", "-i", str(frames), "-o", str(tmp_path / "ref"))[0] == 0
-    code, out, _ = run(capsys, "validate", str(tmp_path / "out" / "hmr2-vit-s-openvino-int8"), "-r",
+    assert run(capsys, "reference", "-m", "test-hmr2", "-i", str(frames), "-o", str(tmp_path / "ref"))[0] == 0
+    code, out, _ = run(capsys, "validate", str(tmp_path / "out" / "test-hmr2-openvino-int8"), "-r",
                        str(tmp_path / "ref"))
     assert code == 0 and "mpjpe_mm" in out and "PASS" in out

@@ -16,7 +16,7 @@ from edgehmr.converters.coreml import (package_bytes, program_summary, torch2cor
 from edgehmr.errors import ConversionError
 from edgehmr.targets.coreml import can_run_coreml, open_runner
 from edgehmr.validate import validate
-from model_helpers import called_layers, tiny_vit
+from model_helpers import HMR, POSE, called_layers, slow, tiny_vit
 
 pytest.importorskip("coremltools")
 
@@ -25,14 +25,16 @@ def _metadata(path):
     return json.loads((path / "metadata.json").read_text())
 
 
-def test_default_precision_is_fp16_program_matching_metadata(artifact, bundle):
-    path = artifact("hmr2-vit-s", "fp16", target="coreml")
+@pytest.mark.parametrize("name", [HMR, *slow("hmr2-vit-s")])
+def test_default_precision_is_fp16_program_matching_metadata(name, artifact, bundle, loaded_models):
+    path = artifact(name, "fp16", target="coreml")
+    blocks = len(loaded_models(name).module.backbone.blocks)
     meta = _metadata(path)
     summary = program_summary(path / "model.mlpackage")  # read back from disk, not from the metadata
     # Every compute op of the program produces float16; only the boundary casts touch float32.
-    assert summary["compute_dtypes"].get("float16", 0) > 500 and "float32" not in summary["compute_dtypes"]
+    assert summary["compute_dtypes"].get("float16", 0) > 40 * blocks and "float32" not in summary["compute_dtypes"]
     assert summary["ops"]["cast"] >= 1 + len(meta["outputs"])  # float32 input in, float32 outputs out
-    assert summary["ops"]["linear"] >= 12 * 4 and summary["ops"]["conv"] == 1
+    assert summary["ops"]["linear"] >= 4 * blocks and summary["ops"]["conv"] == 1
     assert [(i["name"], i["shape"], "float32") for i in meta["inputs"]] == \
         [(i["name"], i["shape"], i["dtype"]) for i in summary["inputs"]]
     assert [(o["name"], o["shape"], "float32") for o in meta["outputs"]] == \
@@ -40,7 +42,7 @@ def test_default_precision_is_fp16_program_matching_metadata(artifact, bundle):
     details = meta["target_details"]
     assert details["compute_precision"] == "float16"
     assert details["minimum_deployment_target"]["ios"] == "iOS15"
-    report = validate(path, bundle("hmr2-vit-s"))
+    report = validate(path, bundle(name))
     assert report.passed
     if not can_run_coreml():
         assert report.execution.startswith("simulated in torch (float16 compute)")
@@ -49,31 +51,31 @@ def test_default_precision_is_fp16_program_matching_metadata(artifact, bundle):
 
 
 def test_int8_weights_program_stores_int8_weights_outside_kept_scopes(artifact, bundle, loaded_models):
-    path = artifact("hmr2-vit-s", "int8-weights", target="coreml")
+    path = artifact(HMR, "int8-weights", target="coreml")
     meta = _metadata(path)
-    fp16 = artifact("hmr2-vit-s", "fp16", target="coreml")
+    fp16 = artifact(HMR, "fp16", target="coreml")
     summary = program_summary(path / "model.mlpackage")
     kept = [k for k in meta["kept_fp32_ops"] if k.startswith("linear/conv ")]
-    # 12 blocks x 4 linears in the ViT-S backbone alone are quantized; the recipe's scopes are not.
-    assert summary["ops"]["constexpr_affine_dequantize"] >= 48
+    # Every backbone block's 4 linears alone are quantized; the recipe's scopes are not.
+    assert summary["ops"]["constexpr_affine_dequantize"] >= 4 * len(loaded_models(HMR).module.backbone.blocks)
     assert any("smpl_head.decpose" in k for k in kept) and any("backbone.patch_embed" in k for k in kept)
     assert meta["target_details"]["minimum_deployment_target"]["ios"] == "iOS16"
     # Each quantized weight drops from 2 bytes (float16) to 1; the kept-float decoder linears stay float16.
     recipe = resolve_recipe("hmr2")
-    quantized = sum(m.weight.numel() for n, m in loaded_models("hmr2-vit-s").module.named_modules()
+    quantized = sum(m.weight.numel() for n, m in loaded_models(HMR).module.named_modules()
                     if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and not recipe.covers(n))
     expected = package_bytes(fp16 / "model.mlpackage") - quantized
     assert package_bytes(path / "model.mlpackage") == pytest.approx(expected, rel=0.03)
-    report = validate(path, bundle("hmr2-vit-s"))
+    report = validate(path, bundle(HMR))
     assert report.passed
 
 
 def test_int8_w8a8_program_quantizes_linear_activations_and_rebuilds_for_validation(artifact, bundle, loaded_models):
-    path = artifact("hmr2-vit-s", "int8", target="coreml")
+    path = artifact(HMR, "int8", target="coreml")
     meta = _metadata(path)
     summary = program_summary(path / "model.mlpackage")
     recipe = resolve_recipe("hmr2")
-    layers = [n for n in called_layers(loaded_models("hmr2-vit-s").module, torch.randn(1, 3, 256, 192))
+    layers = [n for n in called_layers(loaded_models(HMR).module, torch.randn(1, 3, 256, 192))
               if not recipe.covers(n)]
     # Every quantized linear/conv has INT8 weights and a quantized input; residual adds, attention matmuls and
     # GELU stay float, so there are far fewer quantize ops than compute ops.
@@ -82,11 +84,12 @@ def test_int8_w8a8_program_quantizes_linear_activations_and_rebuilds_for_validat
     assert summary["ops"]["quantize"] == summary["ops"]["dequantize"]
     assert meta["target_details"]["minimum_deployment_target"]["ios"] == "iOS17"
     assert (path / meta["target_details"]["w8a8_state"]).stat().st_size < 2e6  # observer ranges, no weights
-    report = validate(path, bundle("hmr2-vit-s"))
+    report = validate(path, bundle(HMR))
     assert report.passed
     if not can_run_coreml():
         assert "INT8 weights and activations" in report.execution
-    assert max(o["rel_l2"] for o in report.outputs.values()) > 1e-3  # the INT8 graph ran, not the float one
+    # the INT8 graph ran, not a float32 one (which drifts < 1e-6 on the tiny model; INT8 ~1e-4)
+    assert max(o["rel_l2"] for o in report.outputs.values()) > 1e-5
 
 
 def test_multifunction_package_shares_weights_across_static_shapes(tmp_path):
@@ -131,7 +134,7 @@ def test_op_core_ml_cannot_convert_names_op_module_and_alternative():
 
 @pytest.mark.skipif(not can_run_coreml(), reason="Core ML runs predictions only on macOS")
 def test_macos_prediction_matches_simulation(artifact):
-    path = artifact("hmr2-vit-s", "fp16", target="coreml")
+    path = artifact(HMR, "fp16", target="coreml")
     runner = open_runner(path, _metadata(path))
     image = np.random.default_rng(0).standard_normal((1, 3, 256, 192)).astype(np.float32)
     out = runner.run({"image": image})
@@ -140,10 +143,10 @@ def test_macos_prediction_matches_simulation(artifact):
 
 
 def test_vitpose_fp16_package_passes_simulated_validation(artifact, bundle):
-    path = artifact("vitpose-s", "fp16", target="coreml")
+    path = artifact(POSE, "fp16", target="coreml")
     summary = program_summary(path / "model.mlpackage")
     assert summary["outputs"] == [{"name": "heatmaps", "shape": [1, 17, 64, 48], "dtype": "float32"}]
-    report = validate(path, bundle("vitpose-s"))
+    report = validate(path, bundle(POSE))
     assert report.passed and report.task["kp2d_px"]["value"] < 0.05
 
 
@@ -156,10 +159,10 @@ def test_simulation_rebuilds_checkpoint_models_only_from_the_converted_file(tmp_
     from edgehmr.models._checkpoint import file_sha256
     from edgehmr.targets.coreml import rebuild_module
 
-    state = load_model("vitpose-s", seed=3).module.state_dict()
+    state = load_model(POSE, seed=3).module.state_dict()
     ckpt = tmp_path / "vitpose.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, str(ckpt))
-    loaded = load_model("vitpose-s", ckpt)
+    loaded = load_model(POSE, ckpt)
     meta = {"model": loaded.describe(), "with_mesh": False, "spec": {"trust_checkpoint": False}}
     assert meta["model"]["checkpoint_sha256"] == file_sha256(ckpt)
     rebuilt = rebuild_module(meta)

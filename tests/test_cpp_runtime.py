@@ -30,7 +30,7 @@ from edgehmr.preprocess import CropRule, prepare_crop, read_image_rgb
 from edgehmr.targets.base import open_artifact_runner
 
 SOURCE = Path(__file__).resolve().parents[1] / "targets" / "cpp"
-MODEL = "hmr2-vit-s"
+MODEL = "test-hmr2"
 BACKENDS = ("openvino", "executorch")
 # Boxes chosen to cover every preprocessing path: no blur (person-sized, and a small up-scaled crop), the
 # anti-alias blur with kernel sizes 3, 5, 9 and 11 (each a different OpenCV filter loop), and crops that reach
@@ -181,10 +181,16 @@ def test_cpp_projects_smpl_joints_of_mesh_artifacts_like_python(app, artifact, a
 
 
 def test_cpp_decodes_vitpose_heatmaps_like_python(app, artifact, astronaut):
-    """The vitpose-udp crop and DARK-UDP decoding (11x11 blur, Newton step, UDP inverse) against the Predictor."""
+    """The vitpose-udp crop and DARK-UDP decoding (11x11 blur, Newton step, UDP inverse) against the Predictor.
+
+    The Newton step is unguarded, as in the original: where an untrained head's map is flat around its peak the
+    step is ill-conditioned, and the last-bit differences between the two runtimes' heatmaps move it by
+    hundredths of a pixel (published sizes too, on most crops). Pixels are compared exactly where the step is
+    well-conditioned: it moves by under 1e-4 px when the Python heatmaps change by 1e-6 relative."""
+    from edgehmr.models.keypoints import argmax_peaks, dark_udp_refine
     from edgehmr.predictor import Predictor
 
-    art = artifact("vitpose-s", "fp32", target="openvino")
+    art = artifact("test-vitpose", "fp32", target="openvino")
     result = run_app(app, art, astronaut, *box_args(BOXES[:3]))
     assert result.returncode == 0, result.stderr[-3000:]
     people = Predictor(art)(read_image_rgb(astronaut), BOXES[:3]).people
@@ -193,7 +199,13 @@ def test_cpp_decodes_vitpose_heatmaps_like_python(app, artifact, astronaut):
         keypoints = np.asarray(got["keypoints"])
         assert keypoints.shape == (17, 3)
         np.testing.assert_allclose(keypoints[:, 2], want.keypoints[:, 2], rtol=1e-5)  # peak values
-        np.testing.assert_allclose(keypoints[:, :2], want.keypoints[:, :2], atol=1e-3)  # pixels
+        maps = want.outputs["heatmaps"][None]
+        nudged = maps * (1 + 1e-6 * np.random.default_rng(0).standard_normal(maps.shape)).astype(np.float32)
+        steps = [dark_udp_refine(argmax_peaks(m)[0], m)[0] for m in (maps, nudged)]
+        stable = np.abs(steps[0] - steps[1]).max(-1) < 1e-4
+        assert stable.sum() >= 8, stable  # enough keypoints for the comparison to mean something
+        np.testing.assert_allclose(keypoints[stable, :2], want.keypoints[stable, :2], atol=1e-3)  # pixels
+        assert np.isfinite(keypoints).all()
 
 
 @pytest.fixture(scope="module")
@@ -281,16 +293,23 @@ SAT_BUCKETS = "20x84,40x96"  # the astronaut needs 18 high-res cells and 78 othe
 
 
 @pytest.fixture(scope="module")
-def sat_artifacts(tmp_path_factory) -> dict[str, Path]:
+def sat_artifacts(tmp_path_factory):
     from edgehmr.sat.convert import convert_sat
     from edgehmr.spec import resolve_spec
-    from sat_helpers import loaded_tiny, varied_tiny_sat
+    from sat_helpers import TINY_NAME, loaded_tiny
 
     root = tmp_path_factory.mktemp("sat-cpp")
-    loaded = loaded_tiny(varied_tiny_sat(2))
-    return {backend: convert_sat(resolve_spec("sat-hmr", backend, None, out_dir=str(root), canvas=SAT_CANVAS,
-                                              buckets=SAT_BUCKETS, allow_demotion=True), loaded)
-            for backend in BACKENDS}
+    loaded = loaded_tiny(2)
+    cache: dict[str, Path] = {}
+
+    def get(backend: str) -> Path:  # converted on first use: the slow tier alone asks for ExecuTorch
+        if backend not in cache:
+            cache[backend] = convert_sat(resolve_spec(TINY_NAME, backend, None, out_dir=str(root),
+                                                      canvas=SAT_CANVAS, buckets=SAT_BUCKETS, allow_demotion=True),
+                                         loaded)
+        return cache[backend]
+
+    return get
 
 
 @pytest.fixture(scope="module")
@@ -305,12 +324,14 @@ def frames(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# ExecuTorch lowers each bucket as a method of its own (about a minute each here): the slow tier.
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=pytest.mark.slow) if b == "executorch" else b
+                                     for b in BACKENDS])
 def test_cpp_sat_hmr_matches_python_in_every_bucket(backend, app, sat_artifacts, frames, tmp_path):
     from edgehmr.predictor import Predictor
     from edgehmr.sat.frame import prepare_frame
 
-    art = sat_artifacts[backend]
+    art = sat_artifacts(backend)
     predictor = Predictor(art, confidence=-1.0)  # every query: the decoding is compared for all of them
     buckets = set()
     for name, path in frames.items():
@@ -342,7 +363,7 @@ def test_cpp_sat_hmr_matches_python_in_every_bucket(backend, app, sat_artifacts,
 
 
 def test_sat_hmr_refuses_boxes_and_checks_its_files(app, sat_artifacts, frames, tmp_path):
-    art = sat_artifacts["openvino"]
+    art = sat_artifacts("openvino")
     assert_clean_error(run_app(app, art, frames["astronaut"], "--box", "1,1,50,50"), "no --box")
     meta = json.loads((art / "metadata.json").read_text())
     assert "stage2/model.bin" in meta["files_sha256"]

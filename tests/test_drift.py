@@ -12,6 +12,9 @@ from onnx import numpy_helper
 
 from edgehmr.drift import debug_drift
 from edgehmr.errors import SpecError
+from model_helpers import slow
+
+DEGRADED = 5  # a MatMul in the backbone's second block: several layers after it carry its error along
 
 
 def _degrade_one_matmul(src, dst, index: int) -> str:
@@ -55,22 +58,23 @@ def _degrade_one_openvino_matmul(src, dst, index: int) -> str:
 
 
 def test_injected_low_precision_layer_is_ranked_first(artifact, bundle, tmp_path):
-    src = artifact("hmr2-vit-s")
-    degraded = _degrade_one_matmul(src, tmp_path / "degraded", index=20)
-    result = debug_drift(tmp_path / "degraded", bundle("hmr2-vit-s"), samples=2, top=5)
+    src = artifact("test-hmr2")
+    degraded = _degrade_one_matmul(src, tmp_path / "degraded", index=DEGRADED)
+    result = debug_drift(tmp_path / "degraded", bundle("test-hmr2"), samples=2, top=5)
     layers = result["layers"]
     assert layers[0]["tensor"] == degraded and layers[0]["op"] == "MatMul"
     assert layers[0]["added"] > 2 * layers[1]["added"]  # layers after it mostly carry the error along
 
 
 def test_untouched_fp32_artifact_adds_no_drift(artifact, bundle):
-    result = debug_drift(artifact("hmr2-vit-s"), bundle("hmr2-vit-s"), samples=1, top=3)
+    result = debug_drift(artifact("test-hmr2"), bundle("test-hmr2"), samples=1, top=3)
     assert result["layers"][0]["rel_l2"] < 1e-5
 
 
 def test_openvino_runtime_finds_the_injected_layer(artifact, bundle, tmp_path):
-    degraded = _degrade_one_openvino_matmul(artifact("hmr2-vit-s", target="openvino"), tmp_path / "degraded", 20)
-    result = debug_drift(tmp_path / "degraded", bundle("hmr2-vit-s"), samples=1, top=5)
+    degraded = _degrade_one_openvino_matmul(artifact("test-hmr2", target="openvino"), tmp_path / "degraded",
+                                            DEGRADED)
+    result = debug_drift(tmp_path / "degraded", bundle("test-hmr2"), samples=1, top=5)
     layers = result["layers"]
     assert result["method"].startswith("OpenVINO")
     assert layers[0]["node"] == degraded and layers[0]["op"] == "MatMul"
@@ -80,14 +84,15 @@ def test_openvino_runtime_finds_the_injected_layer(artifact, bundle, tmp_path):
 def test_openvino_int8_drift_is_inherited_through_nncf_ops(artifact, bundle):
     """NNCF inserts FakeQuantize and smooth-quant scales the FP32 IR lacks; the error a MatMul inherits is read
     through them, so late layers do not all look like fresh sources of drift."""
-    result = debug_drift(artifact("hmr2-vit-s", "int8", target="openvino"), bundle("hmr2-vit-s"), samples=1,
+    result = debug_drift(artifact("test-hmr2", "int8", target="openvino"), bundle("test-hmr2"), samples=1,
                          top=1000)
     matmuls = [layer for layer in result["layers"] if layer["op"] == "MatMul"]
-    assert len(matmuls) > 40 and all(np.isfinite(layer["rel_l2"]) for layer in result["layers"])
+    assert len(matmuls) >= 20 and all(np.isfinite(layer["rel_l2"]) for layer in result["layers"])
     assert sum(layer["added"] < 0.9 * layer["rel_l2"] for layer in matmuls) > len(matmuls) // 2
 
 
-def test_openvino_int8_probe_reads_what_the_artifact_computes(artifact, bundle):
+@pytest.mark.parametrize("name", ["test-hmr2-gmf", *slow("vitpose-gmf-t-s2")])
+def test_openvino_int8_probe_reads_what_the_artifact_computes(name, artifact, bundle):
     """With the artifact's SNIPPETS_MODE=DISABLE and every op output exposed, OpenVINO's CPU plugin computed an INT8
     GroupMixFormer wrongly (zeros in the stage-1 patch embedding, heatmaps 0.99 away from the artifact's run), and
     those layers read as 100% drift. The probe runs with snippets on: its copy of the output stays near the
@@ -98,20 +103,20 @@ def test_openvino_int8_probe_reads_what_the_artifact_computes(artifact, bundle):
     from edgehmr.reference import load_bundle
     from edgehmr.targets.base import open_artifact_runner
 
-    name = "vitpose-gmf-t-s2"
     path = artifact(name, "int8", target="openvino")
     meta = json.loads((path / "metadata.json").read_text())
     model = ov.Core().read_model(str(path / meta["files"]["model"]))
     feeds = {"image": load_bundle(bundle(name)).inputs["image"][:1]}
     names = {t.name for t in openvino_tensors(model, model)}
     probed = _openvino_probe(model, probe_config(meta["target_details"].get("runtime_config")), names)(feeds)
-    own = open_artifact_runner(path, meta).run(feeds)["heatmaps"]
-    gap = np.linalg.norm(probed[OWN_OUTPUT + "heatmaps"] - own) / np.linalg.norm(own)
+    output = meta["outputs"][0]["name"]
+    own = open_artifact_runner(path, meta).run(feeds)[output]
+    gap = np.linalg.norm(probed[OWN_OUTPUT + output] - own) / np.linalg.norm(own)
     assert len(names) > 100 and gap < 0.05
     assert all(np.isfinite(v).all() for v in probed.values())
     import onnxruntime as ort
 
-    fp32 = ort.InferenceSession(reference_onnx(meta).SerializeToString()).run(["heatmaps"], feeds)[0]
+    fp32 = ort.InferenceSession(reference_onnx(meta).SerializeToString()).run([output], feeds)[0]
     drift = np.linalg.norm(own - fp32) / np.linalg.norm(fp32)
     if gap <= 0.5 * drift:
         result = debug_drift(path, bundle(name), samples=1, top=10**6)
@@ -126,9 +131,9 @@ def test_openvino_probe_that_disagrees_with_the_artifact_is_refused(artifact, bu
     from edgehmr.reference import load_bundle
     from edgehmr.targets.base import open_artifact_runner
 
-    path = artifact("hmr2-vit-s", target="openvino")
+    path = artifact("test-hmr2", target="openvino")
     meta = json.loads((path / "metadata.json").read_text())
-    feeds = {"image": load_bundle(bundle("hmr2-vit-s")).inputs["image"][:1]}
+    feeds = {"image": load_bundle(bundle("test-hmr2")).inputs["image"][:1]}
     outputs = open_artifact_runner(path, meta).run(feeds)
     own = {OWN_OUTPUT + k: v for k, v in outputs.items()}
     assert probe_gap(own, own, outputs) < 1e-6
@@ -142,13 +147,13 @@ def test_openvino_probe_that_disagrees_with_the_artifact_is_refused(artifact, bu
 
 def test_other_targets_are_told_what_to_use(artifact, bundle):
     with pytest.raises(SpecError, match="coremltools"):
-        debug_drift(artifact("hmr2-vit-s", target="coreml", precision="fp16"), bundle("hmr2-vit-s"))
+        debug_drift(artifact("test-hmr2", target="coreml", precision="fp16"), bundle("test-hmr2"))
 
 
 def test_cli_lists_the_layers(artifact, bundle, capsys):
     from edgehmr.cli import main
 
-    code = main(["debug", "drift", str(artifact("hmr2-vit-s")), "-r", str(bundle("hmr2-vit-s")), "--samples", "1",
+    code = main(["debug", "drift", str(artifact("test-hmr2")), "-r", str(bundle("test-hmr2")), "--samples", "1",
                  "--top", "2", "--json"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and len(result["layers"]) == 2

@@ -41,8 +41,10 @@ def test_unknown_model_suggests_close_name():
         get_model_info("vitpose-x")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["hmr2-vit-s", "vitpose-s", "deformable-hmr-vit-s-x2"])
 def test_forward_shapes_and_export(name, loaded_models):
+    """Published sizes with real weights (tests/test_registry.py does every tiny model in the default tier)."""
     loaded = loaded_models(name)
     x = torch.randn(2, 3, 256, 192)
     with torch.no_grad():
@@ -56,13 +58,13 @@ def test_forward_shapes_and_export(name, loaded_models):
 
 
 def test_hmr2_runs_in_reduced_precision():
-    module = load_model("hmr2-vit-s").module.to(torch.bfloat16)  # nothing may be hard-wired to float32
+    module = load_model("test-hmr2").module.to(torch.bfloat16)  # nothing may be hard-wired to float32
     outs = module(torch.randn(1, 3, 256, 192, dtype=torch.bfloat16))
     assert all(o.dtype == torch.bfloat16 for o in outs)
 
 
 def test_untrained_weights_are_seeded():
-    a, b, c = load_model("vitpose-s", seed=1), load_model("vitpose-s", seed=1), load_model("vitpose-s", seed=2)
+    a, b, c = (load_model("test-vitpose", seed=s) for s in (1, 1, 2))
     assert a.weights == "untrained" and a.weights_sha256 == b.weights_sha256 != c.weights_sha256
 
 

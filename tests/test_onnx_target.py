@@ -15,8 +15,9 @@ from edgehmr.reference import load_bundle
 from edgehmr.spec import resolve_spec
 from edgehmr.targets.onnxruntime import OnnxRuntimeRunner
 from edgehmr.validate import validate
+from model_helpers import HMR, POSE, family, slow
 
-MODELS = ["hmr2-vit-s", "vitpose-s"]
+MODELS = [HMR, POSE, *slow("hmr2-vit-s", "vitpose-s")]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -51,27 +52,27 @@ def test_fp16_within_documented_tolerance(name, artifact, bundle):
     assert report.passed, report.to_json()
     worst = max(o["rel_l2"] for o in report.outputs.values())
     assert 1e-5 < worst < 2e-2  # fp16 drift is present and bounded
-    metric = "mpjpe_mm" if name.startswith("hmr2") else "kp2d_px"
+    metric = "mpjpe_mm" if family(name) == "hmr2" else "kp2d_px"
     assert report.task[metric]["value"] > 0
     # The per-joint drift breaks the task metric down: its mean over joints is the metric itself.
     joints = report.per_joint
-    assert len(joints["names"]) == (24 if name.startswith("hmr2") else 17)
+    assert len(joints["names"]) == (24 if family(name) == "hmr2" else 17)
     assert sum(joints["mean"]) / len(joints["mean"]) == pytest.approx(report.task[metric]["value"], rel=1e-9)
     saved = json.loads((path / "validation.json").read_text())
     assert saved["passed"] and saved["precision"] == "fp16"
 
 
 def test_mesh_artifact_outputs_vertices(artifact, bundle):
-    path = artifact("hmr2-vit-s", "fp32", with_mesh=True)
+    path = artifact(HMR, "fp32", with_mesh=True)
     meta = json.loads((path / "metadata.json").read_text())
     assert [o["name"] for o in meta["outputs"]][-2:] == ["vertices", "joints"]
     assert meta["outputs"][-2]["shape"] == [1, 6890, 3]
-    report = validate(path, bundle("hmr2-vit-s"))
+    report = validate(path, bundle(HMR))
     assert report.outputs["vertices"]["rel_l2"] < 1e-4 and report.passed
 
 
 def test_metadata_records_what_apps_need(artifact):
-    meta = json.loads((artifact("hmr2-vit-s", "fp32") / "metadata.json").read_text())
+    meta = json.loads((artifact(HMR, "fp32") / "metadata.json").read_text())
     assert meta["model"]["weights"] == "untrained" and len(meta["model"]["weights_sha256"]) == 64
     assert meta["preprocessing"]["name"] == "hmr2" and meta["preprocessing"]["input_hw"] == [256, 192]
     assert meta["inputs"] == [{"name": "image", "shape": [1, 3, 256, 192], "dtype": "float32",
@@ -81,12 +82,12 @@ def test_metadata_records_what_apps_need(artifact):
 
 
 def test_bundle_from_other_model_is_refused(artifact, bundle):
-    with pytest.raises(InputError, match="was made from vitpose-s"):
-        validate(artifact("hmr2-vit-s", "fp32"), bundle("vitpose-s"))
+    with pytest.raises(InputError, match=f"was made from {POSE}"):
+        validate(artifact(HMR, "fp32"), bundle(POSE))
 
 
 def test_drift_beyond_tolerance_fails(artifact, bundle, tmp_path):
-    src = bundle("hmr2-vit-s")
+    src = bundle(HMR)
     tampered = tmp_path / "tampered"
     tampered.mkdir()
     for f in ("bundle.json", "inputs.npz"):
@@ -95,7 +96,7 @@ def test_drift_beyond_tolerance_fails(artifact, bundle, tmp_path):
         outs = {k: z[k] for k in z.files}
     outs["betas"] = outs["betas"] + 0.05  # a shape change the artifact does not reproduce
     np.savez(tampered / "outputs.npz", **outs)
-    report = validate(artifact("hmr2-vit-s", "fp32"), tampered)
+    report = validate(artifact(HMR, "fp32"), tampered)
     assert not report.passed
     assert not report.outputs["betas"]["ok"] and report.outputs["pred_cam"]["ok"]
 
@@ -108,7 +109,7 @@ def test_failed_conversion_leaves_nothing(tmp_path, loaded_models, monkeypatch):
         raise ConversionError("ONNX export of hmr2-vit-s failed: simulated")
 
     monkeypatch.setattr(onnx_converter, "torch2onnx", broken)
-    spec = resolve_spec("hmr2-vit-s", "onnx", "fp32", out_dir=str(tmp_path))
+    spec = resolve_spec(HMR, "onnx", "fp32", out_dir=str(tmp_path))
     with pytest.raises(ConversionError):
-        convert(spec, loaded_models("hmr2-vit-s"))
+        convert(spec, loaded_models(HMR))
     assert list(tmp_path.iterdir()) == []

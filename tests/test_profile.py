@@ -7,6 +7,7 @@ import json
 import pytest
 
 from edgehmr.errors import TargetUnavailableError
+from edgehmr.models import get_model_info
 from edgehmr.profile import PROFILE_FILE, LatencyStats, profile
 
 
@@ -21,25 +22,26 @@ def test_latency_stats_clip_outliers_only_with_enough_runs():
 
 @pytest.mark.parametrize("target", ["onnx", "openvino", "executorch"])
 def test_profile_measures_a_host_runnable_artifact(artifact, target):
-    path = artifact("hmr2-vit-s", target=target)
+    path = artifact("test-hmr2", target=target)
     report = profile(path, runs=4, warmup=1)
     lat = report.latency
     assert report.execution == "runtime" and lat.runs == 4 and 0 < lat.p50_ms <= lat.p90_ms <= lat.p99_ms
-    assert report.first_inference_ms > 0 and report.load_s > 0 and report.size_mb > 10
+    weights_mb = 4 * sum(p.numel() for p in get_model_info("test-hmr2").build().parameters()) / 1e6
+    assert report.first_inference_ms > 0 and report.load_s > 0 and report.size_mb > 0.9 * weights_mb  # fp32
     assert report.peak_rss_mb > 0 and report.device["cores"] >= 1 and report.device["cpu"]
 
 
 def test_simulated_artifacts_are_refused(artifact):
     with pytest.raises(TargetUnavailableError, match="profiling measures the device"):
-        profile(artifact("hmr2-vit-s", target="tensorrt"), runs=2, warmup=0)
+        profile(artifact("test-hmr2", target="tensorrt"), runs=2, warmup=0)
 
 
 def test_cli_writes_the_report(artifact, capsys):
     from edgehmr.cli import main
 
-    path = artifact("hmr2-vit-s")
+    path = artifact("test-hmr2")
     code = main(["profile", str(path), "--runs", "3", "--warmup", "0", "--json", "--quiet"])
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads((path / PROFILE_FILE).read_text())
-    assert code == 0 and printed["latency"]["runs"] == 3 and saved["model"] == "hmr2-vit-s"
+    assert code == 0 and printed["latency"]["runs"] == 3 and saved["model"] == "test-hmr2"
     assert main(["profile", str(path), "--runs", "0"]) == 2

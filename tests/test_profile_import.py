@@ -73,7 +73,7 @@ def test_benchmark_app_run_here_imports_from_its_report_folder(artifact, tmp_pat
     bench = shutil.which("benchmark_app") or str(Path(sys.executable).parent / "benchmark_app")
     if not Path(bench).exists():
         pytest.skip("OpenVINO's benchmark_app is not installed")
-    path = artifact("hmr2-vit-s", target="openvino")
+    path = artifact("test-hmr2", target="openvino")
     folder = tmp_path / "bench"
     folder.mkdir()  # benchmark_app does not create it
     subprocess.run([bench, "-m", str(path / "model.xml"), "-d", "CPU", "-hint", "latency", "-niter", "5",
@@ -87,7 +87,7 @@ def test_benchmark_app_run_here_imports_from_its_report_folder(artifact, tmp_pat
 
 def test_etdump_from_an_executorch_run_gives_per_inference_samples(artifact, tmp_path):
     portable = pytest.importorskip("executorch.extension.pybindings.portable_lib")
-    path = artifact("hmr2-vit-s", target="executorch")
+    path = artifact("test-hmr2", target="executorch")
     module = portable._load_for_executorch(str(path / "model.pte"), enable_etdump=True)
     import torch
 

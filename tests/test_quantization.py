@@ -10,62 +10,76 @@ import openvino as ov
 import pytest
 
 from edgehmr.converters.onnx_quant import node_scope
+from edgehmr.models import get_model_info
 from edgehmr.validate import validate
+from model_helpers import HMR, POSE, slow
 
 TARGETS = ["onnx", "openvino"]
+
+
+def _depths(name: str) -> tuple[int, int]:
+    """(ViT blocks, SMPL-head decoder layers) of an HMR2.0 model, read from the built module."""
+    module = get_model_info(name).build()
+    return len(module.backbone.blocks), len(module.smpl_head.transformer.transformer.layers)
 
 
 def _meta(path):
     return json.loads((path / "metadata.json").read_text())
 
 
+@pytest.mark.parametrize("name", [HMR, *slow("hmr2-vit-s")])
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("precision", ["int8", "int8-weights", "fp16"])
-def test_validate_passes(target, precision, artifact, bundle):
-    path = artifact("hmr2-vit-s", precision, target=target)
-    report = validate(path, bundle("hmr2-vit-s"))
+def test_validate_passes(name, target, precision, artifact, bundle):
+    path = artifact(name, precision, target=target)
+    report = validate(path, bundle(name))
     assert report.passed, json.dumps(report.to_json(), indent=1)
     assert report.task["mpjpe_mm"]["value"] > 0  # a lossy scheme shows drift
 
 
 def test_onnx_int8_is_qdq_and_keeps_the_recipe_float(artifact):
-    path = artifact("hmr2-vit-s", "int8")
+    path = artifact(HMR, "int8")
+    blocks, layers = _depths(HMR)
     meta = _meta(path)
     model = onnx.load(str(path / "model.onnx"))
     dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     quantized = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
                  and any(i in dq_outputs for i in n.input)]
-    # ViT-S: 12 blocks x (qkv, proj, fc1, fc2 + 2 attention matmuls) = 72, plus 6 decoder layers x (to_kv +
-    # 2 cross-attention matmuls) = 18; the patch conv, heads and single-query linears stay float.
-    assert len(quantized) == meta["target_details"]["quantized_compute_ops"] == 90
+    # Each block's qkv, proj, fc1, fc2 + 2 attention matmuls, plus each decoder layer's to_kv + 2 cross-attention
+    # matmuls (ViT-S: 72 + 18); the patch conv, heads and single-query linears stay float.
+    assert len(quantized) == meta["target_details"]["quantized_compute_ops"] == 6 * blocks + 3 * layers
     scopes = {node_scope(n) for n in quantized}
     assert not any(s.startswith(("smpl_head.dec", "backbone.patch_embed")) for s in scopes)
     assert not any(".fn.to_q" in s or ".2.fn.net" in s for s in scopes)
     assert any(s.endswith(".fn.to_kv") for s in scopes)
     weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2]
-    assert len(weights) >= 50  # weights are stored as int8
+    assert len(weights) >= 4 * blocks + layers  # weights are stored as int8
     assert meta["quantization"]["calibration"]["samples"] == 32
 
 
 def test_onnx_int8_weights_uses_matmulnbits(artifact):
-    meta = _meta(artifact("hmr2-vit-s", "int8-weights"))
-    assert meta["target_details"]["matmul_nbits"] == 48 + 6  # backbone linears + decoder to_kv
+    meta = _meta(artifact(HMR, "int8-weights"))
+    blocks, layers = _depths(HMR)
+    assert meta["target_details"]["matmul_nbits"] == 4 * blocks + layers  # backbone linears + decoder to_kv
     assert meta["quantization"]["calibration"] is None
 
 
 def test_openvino_int8_has_fake_quantize_and_ignored_scope(artifact):
-    path = artifact("hmr2-vit-s", "int8", target="openvino")
+    path = artifact(HMR, "int8", target="openvino")
+    blocks, layers = _depths(HMR)
     meta = _meta(path)
     model = ov.Core().read_model(str(path / "model.xml"))
     fq = [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]
-    assert len(fq) == meta["target_details"]["fake_quantize"] > 50
+    assert len(fq) == meta["target_details"]["fake_quantize"] > 4 * blocks + layers
     kept = meta["kept_fp32_ops"]
-    assert any(name.startswith("linear_90/") for name in kept)  # decpose
+    # decpose: the linear after every block's 4 and every decoder layer's 7 (ViT-S: linear_90)
+    assert any(name.startswith(f"linear_{4 * blocks + 7 * layers}/") for name in kept)
     assert meta["target_details"]["runtime_config"]["INFERENCE_PRECISION_HINT"] == "f32"
 
 
-def test_openvino_fp32_matches_pytorch(artifact, bundle):
-    report = validate(artifact("hmr2-vit-s", "fp32", target="openvino"), bundle("hmr2-vit-s"))
+@pytest.mark.parametrize("name", [HMR, *slow("hmr2-vit-s")])
+def test_openvino_fp32_matches_pytorch(name, artifact, bundle):
+    report = validate(artifact(name, "fp32", target="openvino"), bundle(name))
     assert report.passed and max(o["rel_l2"] for o in report.outputs.values()) < 1e-5
 
 
@@ -73,10 +87,11 @@ def test_recipe_override_changes_the_artifact(tmp_path, loaded_models):
     from edgehmr.convert import convert
     from edgehmr.spec import resolve_spec
 
-    spec = resolve_spec("vitpose-s", "onnx", "int8", out_dir=str(tmp_path), calib="synthetic", calib_count=8,
-                        keep_float=("attention_matmul", "backbone.blocks.11"))
-    meta = _meta(convert(spec, loaded_models("vitpose-s")))
+    blocks = len(get_model_info(POSE).build().backbone.blocks)
+    spec = resolve_spec(POSE, "onnx", "int8", out_dir=str(tmp_path), calib="synthetic", calib_count=8,
+                        keep_float=("attention_matmul", f"backbone.blocks.{blocks - 1}"))
+    meta = _meta(convert(spec, loaded_models(POSE)))
     kept = meta["kept_fp32_ops"]
-    # 12 blocks x 2 attention matmuls + block 11's four linears + the final heatmap conv + the patch conv
-    assert len(kept) == 24 + 4 + 1 + 1
+    # every block's 2 attention matmuls + the last block's four linears + the final heatmap conv + the patch conv
+    assert len(kept) == 2 * blocks + 4 + 1 + 1
     assert meta["quantization"]["recipe"]["keep_float_ops"] == ["softmax", "layernorm", "attention_matmul"]

@@ -46,9 +46,9 @@ def test_typos_are_errors(tmp_path, loaded_models):
         resolve_recipe("hmr2", str(path))
     r = resolve_recipe("hmr2", keep_float=("smpl_head.decpos",))  # not an op kind, so a scope: must match
     with pytest.raises(SpecError, match="Did you mean 'smpl_head.decpose'"):
-        check_scopes(r, loaded_models("hmr2-vit-s").module)
+        check_scopes(r, loaded_models("test-hmr2").module)
 
 
 def test_recipe_flags_only_for_int8():
     with pytest.raises(SpecError, match="apply to int8"):
-        resolve_spec("hmr2-vit-s", "onnx", "fp16", keep_float=("smpl_head",))
+        resolve_spec("test-hmr2", "onnx", "fp16", keep_float=("smpl_head",))

@@ -18,9 +18,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def reported(artifact, bundle, tmp_path_factory):
-    a = artifact("hmr2-vit-s")
-    b = artifact("hmr2-vit-s", "fp16")
-    ref = bundle("hmr2-vit-s")
+    a = artifact("test-hmr2")
+    b = artifact("test-hmr2", "fp16")
+    ref = bundle("test-hmr2")
     for path in (a, b):
         validate(path, ref)
         save_profile(profile(path, runs=3, warmup=0))
@@ -73,14 +73,14 @@ def test_no_artifacts_is_one_clear_error(tmp_path, capsys):
 
 
 def test_bench_matrix_converts_validates_profiles_and_reports(tmp_path, capsys):
-    code = main(["bench", "--models", "hmr2-vit-s", "--targets", "onnx,tensorrt", "--precisions", "fp32,int8-weights",
+    code = main(["bench", "--models", "test-hmr2", "--targets", "onnx,tensorrt", "--precisions", "fp32,int8-weights",
                  "--runs", "2", "--warmup", "0", "--count", "2", "-o", str(tmp_path)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     report = json.loads((tmp_path / "report.json").read_text())
     rows = {r["artifact"]: r for r in report["rows"]}
-    assert rows["hmr2-vit-s-onnx-fp32"]["verdict"] == "pass" and rows["hmr2-vit-s-onnx-fp32"]["p50_ms"] > 0
-    assert rows["hmr2-vit-s-onnx-int8-weights"]["verdict"] == "pass"
-    assert rows["hmr2-vit-s-tensorrt-fp32"]["p50_ms"] is None  # simulated here: validated, not timed
+    assert rows["test-hmr2-onnx-fp32"]["verdict"] == "pass" and rows["test-hmr2-onnx-fp32"]["p50_ms"] > 0
+    assert rows["test-hmr2-onnx-int8-weights"]["verdict"] == "pass"
+    assert rows["test-hmr2-tensorrt-fp32"]["p50_ms"] is None  # simulated here: validated, not timed
     notes = "\n".join(report["notes"])
     assert "tensorrt int8-weights: skipped" in notes and "tensorrt fp32: done (validated, not timed" in notes

@@ -19,7 +19,7 @@ from edgehmr.sat.frame import Canvas
 from edgehmr.sat.tables import default_table, with_full_coverage
 from edgehmr.sat.validate import validate_sat
 from edgehmr.spec import resolve_spec
-from sat_helpers import loaded_tiny, varied_tiny_sat
+from sat_helpers import TINY_NAME, loaded_tiny
 
 CANVAS = "336x224"
 GRID = Canvas.parse(CANVAS).grid  # 8 x 12 cells
@@ -51,7 +51,7 @@ def test_full_coverage_holds_every_possible_selection():
 def setup(tmp_path_factory):
     """Frames that overflow the canvas's default ladder (up to 39 of 96 cells small; its largest holds 24)."""
     root = tmp_path_factory.mktemp("coverage")
-    loaded = loaded_tiny(varied_tiny_sat(2))
+    loaded = loaded_tiny(2)
     bundle = make_sat_bundle(loaded, list(synthetic_samples(6, seed=1)), Canvas.parse(CANVAS), root / "ref")
     small = np.load(bundle / "outputs.npz")["small"]
     assert small.reshape(len(small), -1).sum(1).max() > max(b.hr_cells for b in default_table(GRID).buckets)
@@ -63,7 +63,7 @@ def setup(tmp_path_factory):
 @pytest.mark.parametrize("target, buckets", [("onnx", None), ("openvino", None), ("executorch", "24x96")])
 def test_defaults_never_demote_and_validate_at_fp32(setup, target, buckets):
     root, loaded, bundle = setup
-    spec = resolve_spec("sat-hmr", target, "fp32", out_dir=str(root / "default"), canvas=CANVAS, buckets=buckets)
+    spec = resolve_spec(TINY_NAME, target, "fp32", out_dir=str(root / "default"), canvas=CANVAS, buckets=buckets)
     artifact = convert_sat(spec, loaded)
     table = json.loads((artifact / "metadata.json").read_text())["buckets"]
     assert table["can_demote"] is False and table["full_coverage"]["buckets"]
@@ -74,12 +74,42 @@ def test_defaults_never_demote_and_validate_at_fp32(setup, target, buckets):
     assert any(name in report.buckets for name in table["full_coverage"]["buckets"])  # the crowded frames use them
 
 
+PUBLISHED_CANVAS = "672x448"  # the issue's canvas: its default ladder is one bucket, b96x384
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """The published SAT-HMR (seeded) on two synthetic frames whose selections overflow the canvas's ladder."""
+    from edgehmr.models import load_model
+
+    root = tmp_path_factory.mktemp("coverage-published")
+    loaded = load_model("sat-hmr")
+    canvas = Canvas.parse(PUBLISHED_CANVAS)
+    bundle = make_sat_bundle(loaded, list(synthetic_samples(2, seed=1)), canvas, root / "ref")
+    small = np.load(bundle / "outputs.npz")["small"]
+    assert small.reshape(len(small), -1).sum(1).max() > max(b.hr_cells for b in default_table(canvas.grid).buckets)
+    return root, loaded, bundle
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["onnx", "openvino", "executorch"])
+def test_published_defaults_never_demote_and_validate_at_fp32(published, target):
+    """The issue's commands at the published size: reference + convert with defaults + validate."""
+    root, loaded, bundle = published
+    spec = resolve_spec("sat-hmr", target, "fp32", out_dir=str(root / target), canvas=PUBLISHED_CANVAS)
+    artifact = convert_sat(spec, loaded)
+    assert json.loads((artifact / "metadata.json").read_text())["buckets"]["can_demote"] is False
+    report = validate_sat(artifact, bundle)
+    assert report.passed, report.to_json()
+    assert sum(b["demoted_cells"] for b in report.buckets.values()) == 0
+
+
 def test_allow_demotion_is_said_everywhere(setup, tmp_path, capsys):
     from edgehmr.profile import profile
     from edgehmr.report import make_report
 
     root, loaded, bundle = setup
-    spec = resolve_spec("sat-hmr", "onnx", "fp32", out_dir=str(tmp_path), canvas=CANVAS, calib="synthetic",
+    spec = resolve_spec(TINY_NAME, "onnx", "fp32", out_dir=str(tmp_path), canvas=CANVAS, calib="synthetic",
                         calib_count=6, bucket_count=2, allow_demotion=True)
     artifact = convert_sat(spec, loaded)
     meta = json.loads((artifact / "metadata.json").read_text())
@@ -99,7 +129,7 @@ def test_convert_says_what_the_full_coverage_buckets_do(setup, tmp_path, capsys)
     root, loaded, _ = setup
     for allow, expected in ((False, "never demotes: full-coverage buckets b48x96, b96x64"),
                             (True, "--allow-demotion: a frame that overflows")):
-        spec = resolve_spec("sat-hmr", "onnx", "fp32", out_dir=str(tmp_path / str(allow)), canvas=CANVAS,
+        spec = resolve_spec(TINY_NAME, "onnx", "fp32", out_dir=str(tmp_path / str(allow)), canvas=CANVAS,
                             buckets="8x96", calib="synthetic", calib_count=6, allow_demotion=allow)
         _print_coverage(json.loads((convert_sat(spec, loaded) / "metadata.json").read_text())["buckets"])
         err = capsys.readouterr().err

@@ -41,6 +41,9 @@ class ModelInfo:
     # Deformable-attention sampling formulations the module can export (first: default); ``--sampler`` picks one
     # and the module's ``set_sampler(name)`` applies it.
     samplers: tuple[str, ...] = ()
+    # A tiny test model (``test-*``): the family's real code at a size tests convert in seconds; hidden from
+    # ``edgehmr models`` unless ``--all``, usable by every command.
+    test_only: bool = False
 
     @property
     def output_names(self) -> list[str]:
@@ -57,9 +60,9 @@ def register(info: ModelInfo) -> ModelInfo:
     return info
 
 
-def list_models() -> list[str]:
+def list_models(include_test: bool = False) -> list[str]:
     _ensure_loaded()
-    return sorted(_REGISTRY)
+    return sorted(n for n, info in _REGISTRY.items() if include_test or not info.test_only)
 
 
 def get_model_info(name: str) -> ModelInfo:
@@ -73,4 +76,4 @@ def get_model_info(name: str) -> ModelInfo:
 
 def _ensure_loaded() -> None:
     # Importing the family modules registers their variants.
-    from edgehmr.models import deformable_hmr, hierarchical, hmr2, sat_registry, vitpose  # noqa: F401
+    from edgehmr.models import deformable_hmr, hierarchical, hmr2, sat_registry, tiny, vitpose  # noqa: F401

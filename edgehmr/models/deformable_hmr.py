@@ -41,7 +41,7 @@ from edgehmr.models.geometry import cam_crop_to_translation, rot6d_to_rotmat
 from edgehmr.models.hmr2 import HMR2_OUTPUTS, IMAGE_INPUT, filter_4dhumans_checkpoint
 from edgehmr.models.hmr2_head import NUM_JOINTS, init_smpl_readouts
 from edgehmr.models.jbu import JBUStack
-from edgehmr.models.vit import GRID, VIT_SIZES, ViT, init_vit_weights
+from edgehmr.models.vit import GRID, VIT_SIZES, ViT, ViTConfig, init_vit_weights
 from edgehmr.preprocess import HMR2_CROP
 
 # Measured with ExecuTorch 1.5.1 (converters/executorch.py's torchao PT2E + XNNPACK dynamic-INT8 path).
@@ -166,12 +166,11 @@ def tap_depths(depth: int) -> tuple[int, int]:
 
 
 class DeformableHMR(nn.Module):
-    def __init__(self, size: str, factor: int = DEFAULT_FACTOR):
+    def __init__(self, vit: ViTConfig, factor: int = DEFAULT_FACTOR, decoder: DecoderConfig = DecoderConfig()):
         super().__init__()
-        cfg = VIT_SIZES[size]
-        self.taps = tap_depths(cfg.depth)
-        self.backbone = ViT(cfg)
-        self.head = DeformableSMPLHead(cfg.embed_dim, factor)
+        self.taps = tap_depths(vit.depth)
+        self.backbone = ViT(vit)
+        self.head = DeformableSMPLHead(vit.embed_dim, factor, decoder)
 
     def set_sampler(self, sampler: str) -> None:
         self.head.set_sampler(sampler)
@@ -211,28 +210,37 @@ def init_deformable_hmr(model: DeformableHMR) -> None:
     init_smpl_readouts(head)
 
 
+def deformable_info(name: str, description: str, vit: ViTConfig, factor: int,
+                    decoder: DecoderConfig = DecoderConfig(), test_only: bool = False) -> ModelInfo:
+    return ModelInfo(
+        name=name,
+        family="hmr2",
+        description=description,
+        build=lambda: DeformableHMR(vit, factor, decoder),
+        init_weights=init_deformable_hmr,
+        filter_checkpoint=filter_4dhumans_checkpoint,
+        crop=HMR2_CROP,
+        inputs=(IMAGE_INPUT,),
+        outputs=HMR2_OUTPUTS,
+        checkpoint_layout="edgehmr DeformableHMR layout: backbone.* (ViTPose ViT), head.* "
+                          "(see edgehmr.models.deformable_hmr)",
+        recipe="deformable-hmr" if factor > 1 else "deformable-hmr-x1",
+        samplers=SAMPLERS,
+        unsupported_targets=UNSUPPORTED,
+        test_only=test_only,
+    )
+
+
 def _register() -> None:
     for size in ("s", "b", "l", "h"):
         taps = tap_depths(VIT_SIZES[size].depth)
         for factor in FACTORS:
             suffix = "" if factor == DEFAULT_FACTOR else f"-x{factor}"
             up = "no upsampling" if factor == 1 else f"JBU x{factor}"
-            register(ModelInfo(
-                name=f"deformable-hmr-vit-{size}{suffix}",
-                family="hmr2",
-                description=f"DeformableHMR on ViTPose ViT-{size.upper()} (blocks {taps[0]}+{taps[1]}, {up})",
-                build=lambda s=size, f=factor: DeformableHMR(s, f),
-                init_weights=init_deformable_hmr,
-                filter_checkpoint=filter_4dhumans_checkpoint,
-                crop=HMR2_CROP,
-                inputs=(IMAGE_INPUT,),
-                outputs=HMR2_OUTPUTS,
-                checkpoint_layout="edgehmr DeformableHMR layout: backbone.* (ViTPose ViT), head.* "
-                                  "(see edgehmr.models.deformable_hmr)",
-                recipe="deformable-hmr" if factor > 1 else "deformable-hmr-x1",
-                samplers=SAMPLERS,
-                unsupported_targets=UNSUPPORTED,
-            ))
+            register(deformable_info(
+                f"deformable-hmr-vit-{size}{suffix}",
+                f"DeformableHMR on ViTPose ViT-{size.upper()} (blocks {taps[0]}+{taps[1]}, {up})",
+                VIT_SIZES[size], factor))
 
 
 _register()

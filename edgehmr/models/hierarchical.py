@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from edgehmr.models._registry import ModelInfo, TensorInfo, register
+from edgehmr.models._registry import ModelInfo, register
 from edgehmr.models.geometry import cam_crop_to_translation
 from edgehmr.models.hmr2 import HMR2_OUTPUTS, IMAGE_INPUT
-from edgehmr.models.hmr2_head import SMPLTransformerDecoderHead, init_head_weights
-from edgehmr.models.vitpose_head import TopdownHeatmapSimpleHead, init_heatmap_head_weights
+from edgehmr.models.hmr2_head import PUBLISHED_HEAD, HeadConfig, SMPLTransformerDecoderHead, init_head_weights
+from edgehmr.models.vitpose import HEATMAP_INPUT, HEATMAP_OUTPUT
+from edgehmr.models.vitpose_head import DECONV_CHANNELS, TopdownHeatmapSimpleHead, init_heatmap_head_weights
 from edgehmr.preprocess import HMR2_CROP, VITPOSE_CROP
 
 HEAD_GRID = (16, 12)  # what both heads expect at 256x192 (a ViT/16's token grid)
@@ -108,9 +109,9 @@ class TruncationNeck(nn.Module):
 class HierarchicalEncoder(nn.Module):
     """Truncated backbone + neck: image ``[B, 3, 256, 192]`` -> tokens ``[B, 192, C]``."""
 
-    def __init__(self, family: Family, size: str, stages: int):
+    def __init__(self, family: Family, backbone: object, stages: int):
         super().__init__()
-        self.backbone = family.build(family.sizes[size], num_stages=stages, image_size=IMAGE_SIZE)
+        self.backbone = family.build(backbone, num_stages=stages, image_size=IMAGE_SIZE)
         if self.backbone.out_stride != {2: 8, 3: 16, 4: 32}[stages]:
             raise ValueError(f"{family.title} stage {stages} has stride {self.backbone.out_stride}")
         self.channels = self.backbone.out_channels
@@ -121,9 +122,9 @@ class HierarchicalEncoder(nn.Module):
 
 
 class HierarchicalHMR2(HierarchicalEncoder):
-    def __init__(self, family: Family, size: str, stages: int):
-        super().__init__(family, size, stages)
-        self.smpl_head = SMPLTransformerDecoderHead(context_dim=self.channels)
+    def __init__(self, family: Family, backbone: object, stages: int, head: HeadConfig = PUBLISHED_HEAD):
+        super().__init__(family, backbone, stages)
+        self.smpl_head = SMPLTransformerDecoderHead(self.channels, head)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         rotmats, betas, cam = self.smpl_head(super().forward(image))
@@ -131,9 +132,9 @@ class HierarchicalHMR2(HierarchicalEncoder):
 
 
 class HierarchicalViTPose(HierarchicalEncoder):
-    def __init__(self, family: Family, size: str, stages: int):
-        super().__init__(family, size, stages)
-        self.keypoint_head = TopdownHeatmapSimpleHead(self.channels)
+    def __init__(self, family: Family, backbone: object, stages: int, deconv_channels: int = DECONV_CHANNELS):
+        super().__init__(family, backbone, stages)
+        self.keypoint_head = TopdownHeatmapSimpleHead(self.channels, deconv_channels=deconv_channels)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor]:
         t = super().forward(image)
@@ -161,6 +162,30 @@ def _init(family: Family, head_init: Callable[[nn.Module], None], head: str) -> 
     return init
 
 
+def hierarchical_hmr2_info(family: Family, name: str, what: str, backbone: object, stages: int,
+                           head: HeadConfig = PUBLISHED_HEAD, test_only: bool = False) -> ModelInfo:
+    return ModelInfo(
+        name=name, family="hmr2", description=f"HMR2.0 head on {what}",
+        build=lambda: HierarchicalHMR2(family, backbone, stages, head),
+        init_weights=_init(family, init_head_weights, "smpl_head"),
+        filter_checkpoint=filter_hierarchical_checkpoint(family, stages),
+        crop=HMR2_CROP, inputs=(IMAGE_INPUT,), outputs=HMR2_OUTPUTS,
+        checkpoint_layout=f"backbone.* ({family.layout}), neck.*, smpl_head.* (4D-Humans)",
+        recipe=f"hmr2-{family.key}", unsupported_targets=family.unsupported_targets, test_only=test_only)
+
+
+def hierarchical_vitpose_info(family: Family, name: str, what: str, backbone: object, stages: int,
+                              deconv_channels: int = DECONV_CHANNELS, test_only: bool = False) -> ModelInfo:
+    return ModelInfo(
+        name=name, family="vitpose", description=f"top-down 2D pose (ViTPose head) on {what}",
+        build=lambda: HierarchicalViTPose(family, backbone, stages, deconv_channels),
+        init_weights=_init(family, init_heatmap_head_weights, "keypoint_head"),
+        filter_checkpoint=filter_hierarchical_checkpoint(family, stages),
+        crop=VITPOSE_CROP, inputs=(HEATMAP_INPUT,), outputs=(HEATMAP_OUTPUT,),
+        checkpoint_layout=f"backbone.* ({family.layout}), neck.*, keypoint_head.* (mmpose)",
+        recipe=f"vitpose-{family.key}", unsupported_targets=family.unsupported_targets, test_only=test_only)
+
+
 def register_family(family: Family) -> None:
     for size in REGISTERED_SIZES[family.key]:
         for stages in STAGES:
@@ -168,24 +193,10 @@ def register_family(family: Family) -> None:
             what = f"{family.title}-{size.upper()} truncated after stage {stages}"
             if size in family.released:
                 what += f" (backbone layout: {family.released[size]})"
-            register(ModelInfo(
-                name=f"hmr2-{tag}", family="hmr2", description=f"HMR2.0 head on {what}",
-                build=lambda s=size, n=stages: HierarchicalHMR2(family, s, n),
-                init_weights=_init(family, init_head_weights, "smpl_head"),
-                filter_checkpoint=filter_hierarchical_checkpoint(family, stages),
-                crop=HMR2_CROP, inputs=(IMAGE_INPUT,), outputs=HMR2_OUTPUTS,
-                checkpoint_layout=f"backbone.* ({family.layout}), neck.*, smpl_head.* (4D-Humans)",
-                recipe=f"hmr2-{family.key}", unsupported_targets=family.unsupported_targets))
-            register(ModelInfo(
-                name=f"vitpose-{tag}", family="vitpose", description=f"top-down 2D pose (ViTPose head) on {what}",
-                build=lambda s=size, n=stages: HierarchicalViTPose(family, s, n),
-                init_weights=_init(family, init_heatmap_head_weights, "keypoint_head"),
-                filter_checkpoint=filter_hierarchical_checkpoint(family, stages),
-                crop=VITPOSE_CROP, inputs=(TensorInfo("image", ("B", 3, 256, 192), "person crop, see preprocessing"),),
-                outputs=(TensorInfo("heatmaps", ("B", 17, 64, 48), "COCO keypoint heatmaps; decode with DARK-UDP"),),
-                checkpoint_layout=f"backbone.* ({family.layout}), neck.*, keypoint_head.* (mmpose)",
-                recipe=f"vitpose-{family.key}", unsupported_targets=family.unsupported_targets))
+            register(hierarchical_hmr2_info(family, f"hmr2-{tag}", what, family.sizes[size], stages))
+            register(hierarchical_vitpose_info(family, f"vitpose-{tag}", what, family.sizes[size], stages))
 
 
-for _family in _families().values():
+FAMILIES = _families()
+for _family in FAMILIES.values():
     register_family(_family)

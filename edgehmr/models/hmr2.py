@@ -15,19 +15,19 @@ from torch import nn
 
 from edgehmr.models._registry import ModelInfo, TensorInfo, register
 from edgehmr.models.geometry import cam_crop_to_translation
-from edgehmr.models.hmr2_head import SMPLTransformerDecoderHead, init_head_weights
+from edgehmr.models.hmr2_head import PUBLISHED_HEAD, HeadConfig, SMPLTransformerDecoderHead, init_head_weights
 from edgehmr.models.smpl import SMPLLayer
-from edgehmr.models.vit import VIT_SIZES, ViT, init_vit_weights
+from edgehmr.models.vit import VIT_SIZES, ViT, ViTConfig, init_vit_weights
 from edgehmr.preprocess import HMR2_CROP
 
 DROPPED_PREFIXES = ("discriminator.", "smpl.", "initialized")
 
 
 class HMR2(nn.Module):
-    def __init__(self, size: str):
+    def __init__(self, vit: ViTConfig, head: HeadConfig = PUBLISHED_HEAD):
         super().__init__()
-        self.backbone = ViT(VIT_SIZES[size])
-        self.smpl_head = SMPLTransformerDecoderHead(context_dim=VIT_SIZES[size].embed_dim)
+        self.backbone = ViT(vit)
+        self.smpl_head = SMPLTransformerDecoderHead(vit.embed_dim, head)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         rotmats, betas, cam = self.smpl_head(self.backbone.tokens(image))
@@ -52,7 +52,7 @@ def filter_4dhumans_checkpoint(state: dict) -> dict:
     return {k: v for k, v in state.items() if not k.startswith(DROPPED_PREFIXES)}
 
 
-def _init(model: nn.Module) -> None:
+def init_hmr2(model: nn.Module) -> None:
     init_vit_weights(model.backbone)
     init_head_weights(model.smpl_head)
 
@@ -70,16 +70,23 @@ MESH_OUTPUTS = (
 )
 IMAGE_INPUT = TensorInfo("image", ("B", 3, 256, 192), "person crop, see preprocessing")
 
-for _size in ("s", "b", "l", "h"):
-    register(ModelInfo(
-        name=f"hmr2-vit-{_size}",
+def hmr2_info(name: str, description: str, vit: ViTConfig, head: HeadConfig = PUBLISHED_HEAD,
+              test_only: bool = False) -> ModelInfo:
+    return ModelInfo(
+        name=name,
         family="hmr2",
-        description=f"HMR2.0 on ViTPose ViT-{_size.upper()}" + (" (the released 4D-Humans model)" if _size == "h" else ""),
-        build=lambda s=_size: HMR2(s),
-        init_weights=_init,
+        description=description,
+        build=lambda: HMR2(vit, head),
+        init_weights=init_hmr2,
         filter_checkpoint=filter_4dhumans_checkpoint,
         crop=HMR2_CROP,
         inputs=(IMAGE_INPUT,),
         outputs=HMR2_OUTPUTS,
         checkpoint_layout="4D-Humans Lightning .ckpt: state_dict with backbone.*, smpl_head.*",
-    ))
+        test_only=test_only,
+    )
+
+
+for _size in ("s", "b", "l", "h"):
+    register(hmr2_info(f"hmr2-vit-{_size}", f"HMR2.0 on ViTPose ViT-{_size.upper()}"
+                       + (" (the released 4D-Humans model)" if _size == "h" else ""), VIT_SIZES[_size]))

@@ -10,15 +10,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dataclasses import dataclass
+
 from edgehmr.models.attention import attend, split_fused
 from edgehmr.models.geometry import rot6d_to_rotmat
 
 NUM_JOINTS = 24  # global orient + 23 body joints
-DIM = 1024
-DEPTH = 6
-HEADS = 8
-DIM_HEAD = 64
-MLP_DIM = 1024
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    dim: int = 1024
+    depth: int = 6
+    heads: int = 8
+    dim_head: int = 64
+    mlp_dim: int = 1024
+
+
+PUBLISHED_HEAD = HeadConfig()  # 4D-Humans' SMPL_HEAD.TRANSFORMER_DECODER
 
 
 class PreNorm(nn.Module):
@@ -32,28 +41,30 @@ class PreNorm(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, dim: int):
+    def __init__(self, cfg: HeadConfig):
         super().__init__()
-        inner = HEADS * DIM_HEAD
-        self.to_qkv = nn.Linear(dim, inner * 3, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(0.0))
+        self.heads, self.scale = cfg.heads, cfg.dim_head**-0.5
+        inner = cfg.heads * cfg.dim_head
+        self.to_qkv = nn.Linear(cfg.dim, inner * 3, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner, cfg.dim), nn.Dropout(0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = split_fused(self.to_qkv(x), 3)
-        return self.to_out(attend(q, k, v, HEADS, DIM_HEAD**-0.5, scale_query=False))
+        return self.to_out(attend(q, k, v, self.heads, self.scale, scale_query=False))
 
 
 class CrossAttention(nn.Module):
-    def __init__(self, dim: int, context_dim: int):
+    def __init__(self, cfg: HeadConfig, context_dim: int):
         super().__init__()
-        inner = HEADS * DIM_HEAD
-        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.heads, self.scale = cfg.heads, cfg.dim_head**-0.5
+        inner = cfg.heads * cfg.dim_head
+        self.to_q = nn.Linear(cfg.dim, inner, bias=False)
         self.to_kv = nn.Linear(context_dim, inner * 2, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(0.0))
+        self.to_out = nn.Sequential(nn.Linear(inner, cfg.dim), nn.Dropout(0.0))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         k, v = split_fused(self.to_kv(context), 2)
-        return self.to_out(attend(self.to_q(x), k, v, HEADS, DIM_HEAD**-0.5, scale_query=False))
+        return self.to_out(attend(self.to_q(x), k, v, self.heads, self.scale, scale_query=False))
 
 
 class FeedForward(nn.Module):
@@ -67,15 +78,15 @@ class FeedForward(nn.Module):
 
 
 class TransformerCrossAttn(nn.Module):
-    def __init__(self, context_dim: int):
+    def __init__(self, cfg: HeadConfig, context_dim: int):
         super().__init__()
         self.layers = nn.ModuleList(
             nn.ModuleList([
-                PreNorm(DIM, SelfAttention(DIM)),
-                PreNorm(DIM, CrossAttention(DIM, context_dim)),
-                PreNorm(DIM, FeedForward(DIM, MLP_DIM)),
+                PreNorm(cfg.dim, SelfAttention(cfg)),
+                PreNorm(cfg.dim, CrossAttention(cfg, context_dim)),
+                PreNorm(cfg.dim, FeedForward(cfg.dim, cfg.mlp_dim)),
             ])
-            for _ in range(DEPTH)
+            for _ in range(cfg.depth)
         )
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -87,28 +98,29 @@ class TransformerCrossAttn(nn.Module):
 
 
 class TransformerDecoder(nn.Module):
-    def __init__(self, context_dim: int):
+    def __init__(self, cfg: HeadConfig, context_dim: int):
         super().__init__()
-        self.to_token_embedding = nn.Linear(1, DIM)  # input is the zero token ('zero' TRANSFORMER_INPUT)
-        self.pos_embedding = nn.Parameter(torch.zeros(1, 1, DIM))
-        self.transformer = TransformerCrossAttn(context_dim)
+        self.dim = cfg.dim
+        self.to_token_embedding = nn.Linear(1, cfg.dim)  # input is the zero token ('zero' TRANSFORMER_INPUT)
+        self.pos_embedding = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.transformer = TransformerCrossAttn(cfg, context_dim)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         # Linear(0) == bias: the query is a constant. Folding it keeps the dtype of the weights (fp16-safe).
-        query = (self.to_token_embedding.bias + self.pos_embedding[0, 0]).reshape(1, 1, DIM)
-        query = query.expand(context.shape[0], 1, DIM)
+        query = (self.to_token_embedding.bias + self.pos_embedding[0, 0]).reshape(1, 1, self.dim)
+        query = query.expand(context.shape[0], 1, self.dim)
         return self.transformer(query, context)
 
 
 class SMPLTransformerDecoderHead(nn.Module):
     """Backbone tokens ``[B, N, C]`` -> rotation matrices ``[B, 24, 3, 3]``, betas ``[B, 10]``, cam ``[B, 3]``."""
 
-    def __init__(self, context_dim: int):
+    def __init__(self, context_dim: int, cfg: HeadConfig = PUBLISHED_HEAD):
         super().__init__()
-        self.transformer = TransformerDecoder(context_dim)
-        self.decpose = nn.Linear(DIM, NUM_JOINTS * 6)
-        self.decshape = nn.Linear(DIM, 10)
-        self.deccam = nn.Linear(DIM, 3)
+        self.transformer = TransformerDecoder(cfg, context_dim)
+        self.decpose = nn.Linear(cfg.dim, NUM_JOINTS * 6)
+        self.decshape = nn.Linear(cfg.dim, 10)
+        self.deccam = nn.Linear(cfg.dim, 3)
         self.register_buffer("init_body_pose", torch.zeros(1, NUM_JOINTS * 6))
         self.register_buffer("init_betas", torch.zeros(1, 10))
         self.register_buffer("init_cam", torch.zeros(1, 3))

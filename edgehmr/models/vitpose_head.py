@@ -16,20 +16,20 @@ COCO_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), 
 
 
 class TopdownHeatmapSimpleHead(nn.Module):
-    def __init__(self, in_channels: int, num_keypoints: int = NUM_KEYPOINTS):
+    def __init__(self, in_channels: int, num_keypoints: int = NUM_KEYPOINTS, deconv_channels: int = DECONV_CHANNELS):
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
         for _ in range(2):
             layers += [
-                nn.ConvTranspose2d(channels, DECONV_CHANNELS, kernel_size=4, stride=2, padding=1, output_padding=0,
+                nn.ConvTranspose2d(channels, deconv_channels, kernel_size=4, stride=2, padding=1, output_padding=0,
                                    bias=False),
-                nn.BatchNorm2d(DECONV_CHANNELS),
+                nn.BatchNorm2d(deconv_channels),
                 nn.ReLU(inplace=False),
             ]
-            channels = DECONV_CHANNELS
+            channels = deconv_channels
         self.deconv_layers = nn.Sequential(*layers)
-        self.final_layer = nn.Conv2d(DECONV_CHANNELS, num_keypoints, kernel_size=1)
+        self.final_layer = nn.Conv2d(deconv_channels, num_keypoints, kernel_size=1)
 
     def forward(self, x):
         return self.final_layer(self.deconv_layers(x))
