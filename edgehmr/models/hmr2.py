@@ -70,6 +70,7 @@ MESH_OUTPUTS = (
 )
 IMAGE_INPUT = TensorInfo("image", ("B", 3, 256, 192), "person crop, see preprocessing")
 
+
 def hmr2_info(name: str, description: str, vit: ViTConfig, head: HeadConfig = PUBLISHED_HEAD,
               test_only: bool = False) -> ModelInfo:
     return ModelInfo(
