@@ -23,6 +23,13 @@ def family(name: str) -> str:
     return get_model_info(name).family
 
 
+def hmr2_depths(name: str) -> tuple[int, int]:
+    """(ViT blocks, SMPL-head decoder layers) of an HMR2.0 model, read from the built module: assertions count
+    layers from these instead of writing one size's numbers."""
+    module = get_model_info(name).build()
+    return len(module.backbone.blocks), len(module.smpl_head.transformer.transformer.layers)
+
+
 def tiny_vit() -> ViT:
     """The backbone of the registered tiny HMR2.0 (2 blocks, 64 wide, seeded): real model code, small enough to
     lower several times in a test."""

@@ -12,15 +12,9 @@ import pytest
 from edgehmr.converters.onnx_quant import node_scope
 from edgehmr.models import get_model_info
 from edgehmr.validate import validate
-from model_helpers import HMR, POSE, slow
+from model_helpers import HMR, POSE, hmr2_depths, slow
 
 TARGETS = ["onnx", "openvino"]
-
-
-def _depths(name: str) -> tuple[int, int]:
-    """(ViT blocks, SMPL-head decoder layers) of an HMR2.0 model, read from the built module."""
-    module = get_model_info(name).build()
-    return len(module.backbone.blocks), len(module.smpl_head.transformer.transformer.layers)
 
 
 def _meta(path):
@@ -39,7 +33,7 @@ def test_validate_passes(name, target, precision, artifact, bundle):
 
 def test_onnx_int8_is_qdq_and_keeps_the_recipe_float(artifact):
     path = artifact(HMR, "int8")
-    blocks, layers = _depths(HMR)
+    blocks, layers = hmr2_depths(HMR)
     meta = _meta(path)
     model = onnx.load(str(path / "model.onnx"))
     dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
@@ -59,14 +53,14 @@ def test_onnx_int8_is_qdq_and_keeps_the_recipe_float(artifact):
 
 def test_onnx_int8_weights_uses_matmulnbits(artifact):
     meta = _meta(artifact(HMR, "int8-weights"))
-    blocks, layers = _depths(HMR)
+    blocks, layers = hmr2_depths(HMR)
     assert meta["target_details"]["matmul_nbits"] == 4 * blocks + layers  # backbone linears + decoder to_kv
     assert meta["quantization"]["calibration"] is None
 
 
 def test_openvino_int8_has_fake_quantize_and_ignored_scope(artifact):
     path = artifact(HMR, "int8", target="openvino")
-    blocks, layers = _depths(HMR)
+    blocks, layers = hmr2_depths(HMR)
     meta = _meta(path)
     model = ov.Core().read_model(str(path / "model.xml"))
     fq = [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]

@@ -15,21 +15,16 @@ from edgehmr.converters.capabilities import Precision
 from edgehmr.converters.tensorrt_engine import can_build_here
 from edgehmr.converters.tensorrt_onnx import check_tensorrt_onnx, qdq_summary
 from edgehmr.validate import validate
+from model_helpers import hmr2_depths
 
 
 def _metadata(path):
     return json.loads((path / "metadata.json").read_text())
 
 
-def _depths(loaded_models) -> tuple[int, int]:
-    """(ViT blocks, SMPL-head decoder layers) of the tiny HMR2.0."""
-    module = loaded_models("test-hmr2").module
-    return len(module.backbone.blocks), len(module.smpl_head.transformer.transformer.layers)
-
-
 def test_int8_writes_explicit_qdq_onnx_that_passes_simulated_validation(artifact, bundle, loaded_models):
     path = artifact("test-hmr2", "int8", target="tensorrt")
-    blocks, layers = _depths(loaded_models)
+    blocks, layers = hmr2_depths("test-hmr2")
     meta = _metadata(path)
     model = onnx.load(str(path / "model.onnx"))
     counts = qdq_summary(model)  # recounted from the file, compared with what the metadata claims
@@ -55,7 +50,7 @@ def test_int8_writes_explicit_qdq_onnx_that_passes_simulated_validation(artifact
 
 def test_fp16_onnx_is_float16_inside_and_passes_simulated_validation(artifact, bundle, loaded_models):
     path = artifact("test-hmr2", "fp16", target="tensorrt")
-    blocks, layers = _depths(loaded_models)
+    blocks, layers = hmr2_depths("test-hmr2")
     model = onnx.load(str(path / "model.onnx"))
     halves = sum(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
     assert halves > 6 * blocks + 7 * layers  # every weight and bias of the blocks and decoder layers
