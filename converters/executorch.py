@@ -11,21 +11,23 @@ static per-tensor 81 ms and 3.2e-2 rel. L2 on betas; dynamic 60 ms and 3.6e-3. X
 the output in float, so residual adds, LayerNorm and softmax stay float without extra quantize/dequantize pairs.
 Dynamic activations need no calibration data.
 
-Several static shapes can share one ``.pte``: :func:`lower_methods` lowers one method per shape, and the
-delegate's weights are stored once (the SAT-HMR bucketing uses it). :func:`convert_multishape` does that for a
-:class:`~edgehmr.converters.multishape.MultiShapeJob`: one method per entry, named after the entry.
+Several shapes can share one ``.pte`` (the SAT-HMR bucketing uses it): :func:`convert_multishape` writes one
+method with dynamic axes (FP32) or one static method per entry (INT8); methods lowered together store the
+delegate's weights once.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from edgehmr.converters.base import ConvertResult, ExportJob, node_scope, vendor_quiet
 from edgehmr.converters.capabilities import Precision
-from edgehmr.converters.multishape import MultiShapeJob, prepare
+from edgehmr.converters.multishape import (MultiShapeJob, dynamic_axes_json, export_job, prepare,
+                                            torch_dynamic_shapes)
 from edgehmr.errors import ConversionError
 
 MODEL_FILE = "model.pte"
@@ -102,9 +104,17 @@ def quantized_linears(module: torch.nn.Module) -> tuple[int, int]:
     return quantized, total
 
 
-def lower_methods(methods: dict[str, tuple[torch.nn.Module, tuple[torch.Tensor, ...]]], delegate: str,
-                  precision: Precision, name: str) -> tuple[bytes, dict[str, dict[str, int]]]:
-    """Export and lower each (module, example inputs) as one method of a single program.
+class Method(NamedTuple):
+    """One method of a program: what to export, with what inputs, and which axes stay dynamic (None: none)."""
+    module: torch.nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    dynamic_shapes: tuple | None = None
+
+
+def lower_methods(methods: dict[str, Method | tuple], delegate: str, precision: Precision,
+                  name: str) -> tuple[bytes, dict[str, dict[str, int]]]:
+    """Export and lower each :class:`Method` (or a plain (module, example inputs) pair) as one method of a single
+    program.
 
     Returns the ``.pte`` bytes and, per method, the ops left outside the delegate. Methods lowered together
     share the delegate's constant data (weights are stored once).
@@ -116,7 +126,11 @@ def lower_methods(methods: dict[str, tuple[torch.nn.Module, tuple[torch.Tensor, 
             if precision == Precision.int8:
                 # Registers portable out-variants of quantize/dequantize for any left outside the delegate.
                 import executorch.kernels.quantized  # noqa: F401
-            programs = {m: torch.export.export(mod, ex) for m, (mod, ex) in methods.items()}
+            programs = {}
+            for method, spec in methods.items():
+                spec = Method(*spec)
+                programs[method] = torch.export.export(spec.module, spec.example_inputs,
+                                                       dynamic_shapes=spec.dynamic_shapes)
             edge = to_edge_transform_and_lower(programs, partitioner=_partitioners(delegate, precision))
             leftover = {m: non_delegated_ops(edge, m) for m in methods}
             buffer = edge.to_executorch().buffer
@@ -133,7 +147,7 @@ def torch2pte(job: ExportJob, out_path: Path, delegate: str = "xnnpack") -> dict
         done, total = quantized_linears(module)
         details |= {"weights": "int8 per-channel symmetric", "activations": "int8 dynamic (per row, at run time)",
                     "quantized_linear_conv": done, "linear_conv": total}
-    buffer, leftover = lower_methods({DEFAULT_METHOD: (module, job.example_inputs)}, delegate, job.precision,
+    buffer, leftover = lower_methods({DEFAULT_METHOD: Method(module, job.example_inputs)}, delegate, job.precision,
                                      job.model_name)
     out_path.write_bytes(buffer)
     left = leftover[DEFAULT_METHOD]
@@ -164,23 +178,36 @@ def convert_coreml_delegate(job: ExportJob, out_dir: Path) -> ConvertResult:
 
 
 def convert_multishape(job: MultiShapeJob, out_dir: Path) -> ConvertResult:
-    """One ``model.pte`` (XNNPACK) with one method per entry, each static in that entry's shapes."""
+    """One ``model.pte`` (XNNPACK) that runs every entry; ``details["entry_methods"]`` maps entry -> method.
+
+    FP32: one method whose varying axes are dynamic, bounded by the largest entry. Every method of a program
+    is exported, decomposed and partitioned on its own (about 100 s per method for published SAT-HMR, whatever
+    its size), so one method instead of one per bucket cuts the conversion by the number of buckets; XNNPACK
+    plans memory for the upper bounds and reshapes its runtime when the input shape changes.
+    INT8: one static method per entry: the XNNPACK partitioner cannot yet partition a dynamically quantized
+    graph whose token axes are dynamic (it reports a dependency cycle), so each entry is quantized and lowered on
+    its own and the program stores the identical INT8 weights once.
+    """
     from edgehmr.environment import package_version
 
     prepare("executorch", job)
-    details: dict = {"delegate": "xnnpack", "methods": list(job.entries), "default_method": job.default_entry}
-    methods = {entry: (job.module, inputs) for entry, inputs in job.entries.items()}
     kept: list[str] = []
+    details: dict = {"delegate": "xnnpack"}
     if job.precision == Precision.int8:
-        # Each method is quantized on its own graph; the INT8 weights come out identical, and the program stores
-        # identical delegate data once.
         methods, details["quantized_linear_conv"] = _quantize_methods(job)
+        entry_methods = {entry: entry for entry in job.entries}
         details |= {"weights": "int8 per-channel symmetric", "activations": "int8 dynamic (per row, at run time)",
                     "recipe": job.recipe_json()}
         kept = [f"linear/conv in {s}" for s in job.int8_recipe.keep_float_scopes]
+    else:
+        single = export_job(job)
+        methods = {DEFAULT_METHOD: Method(single.module, single.example_inputs, torch_dynamic_shapes(job))}
+        entry_methods = {entry: DEFAULT_METHOD for entry in job.entries}
+        details["dynamic_axes"] = dynamic_axes_json(job)
     buffer, leftover = lower_methods(methods, "xnnpack", job.precision, job.model_name)
     (out_dir / MODEL_FILE).write_bytes(buffer)
-    details |= {"non_delegated": leftover, "executorch": package_version("executorch")}
+    details |= {"methods": list(methods), "entry_methods": entry_methods, "default_method": entry_methods[
+        job.default_entry], "non_delegated": leftover, "executorch": package_version("executorch")}
     return ConvertResult(MODEL_FILE, details, kept_fp32=kept)
 
 
@@ -190,7 +217,7 @@ def _quantize_methods(job: MultiShapeJob):
         single = ExportJob(job.module, inputs, job.input_names, job.output_names, job.precision, job.model_name,
                            recipe=job.recipe)
         module = quantized_or_fail(single, f"{job.model_name} ({entry})")
-        methods[entry] = (module, inputs)
+        methods[entry] = Method(module, inputs)
         done, total = quantized_linears(module)
         counts[entry] = {"quantized": done, "total": total}
     return methods, counts

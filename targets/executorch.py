@@ -3,7 +3,8 @@
 Programs with the Core ML delegate run only where ExecuTorch is built with the Core ML backend (Apple apps, or
 an ExecuTorch build for macOS); elsewhere opening one is refused with that reason.
 
-Multi-shape parts hold one method per entry (named after it); the runner loads the program once and each method.
+Multi-shape parts map entries to methods (``details.entry_methods``: one dynamic method, or one per entry); the
+runner loads the program once and each method once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from edgehmr.converters.multishape import MultiShapeRunner
-from edgehmr.errors import TargetUnavailableError
+from edgehmr.errors import InputError, TargetUnavailableError
 from edgehmr.targets.base import Runner, native_output_silenced
 
 COREML_ONLY_ON_APPLE = ("this .pte delegates to Core ML, which runs only on Apple devices (an iOS/macOS app, or "
@@ -64,22 +65,35 @@ def open_runner(artifact_dir: Path, metadata: dict, threads: int | None = None) 
                             [o["name"] for o in metadata["outputs"]])
 
 
+def entry_methods(part: dict) -> dict[str, str]:
+    """Entry -> the method that runs it. Parts converted before ``entry_methods`` was recorded have one method
+    per entry, named after it."""
+    recorded = part.get("details", {}).get("entry_methods", {})
+    methods = {entry: recorded.get(entry, entry) if isinstance(recorded, dict) else None for entry in part["entries"]}
+    if not all(isinstance(m, str) and m for m in methods.values()):
+        raise InputError("metadata.json: details.entry_methods must map every entry to a method name; reconvert "
+                         "the artifact.")
+    return methods
+
+
 class ExecuTorchMultiShapeRunner(MultiShapeRunner):
-    """The program loaded once, one loaded method per entry."""
+    """The program loaded once, each of its methods once (one with dynamic axes, or one per entry)."""
 
     def __init__(self, model_path: Path, part: dict):
         super().__init__(part)
+        self._method_of = entry_methods(part)
         with native_output_silenced():
             self._program = _runtime().load_program(str(model_path))
-        missing = [e for e in self.entries if e not in set(self._program.method_names)]
+        missing = sorted(set(self._method_of.values()) - set(self._program.method_names))
         if missing:
-            raise TargetUnavailableError(f"{model_path} has no method for entries {missing}; methods: "
+            raise TargetUnavailableError(f"{model_path} has no methods {missing}; methods: "
                                          f"{sorted(self._program.method_names)}. Reconvert the part.")
         with native_output_silenced():
-            self._methods = {e: self._program.load_method(e) for e in self.entries}
+            self._methods = {m: self._program.load_method(m) for m in set(self._method_of.values())}
 
     def _run(self, entry: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self._methods[entry].execute([torch.from_numpy(feeds[n]) for n in self.input_names])
+        outputs = self._methods[self._method_of[entry]].execute([torch.from_numpy(feeds[n])
+                                                                 for n in self.input_names])
         return {n: o.detach().numpy().copy() for n, o in zip(self.output_names, outputs)}
 
 

@@ -232,12 +232,13 @@ def test_openvino_ir_bounds_the_dynamic_dims_to_the_entries(converted):
     assert shapes == {"tokens": "[1,16,32]", "index": "[1,4..8]", "mask": "[1,4..8]", "extra": "[1,8..16,32]"}
 
 
-def test_executorch_pte_has_one_method_per_entry(converted):
+def test_executorch_fp32_pte_serves_every_entry_from_one_method_with_bounded_dynamic_axes(converted):
     from edgehmr.targets.executorch import method_names
 
     path, part = converted("executorch")
-    assert method_names(path / part["file"]) == set(ENTRIES)
-    assert part["details"]["methods"] == list(ENTRIES)
+    assert method_names(path / part["file"]) == {"forward"}
+    assert part["details"]["entry_methods"] == {entry: "forward" for entry in ENTRIES}
+    assert part["details"]["dynamic_axes"]["extra"]["1"] == {"min": 8, "max": 16, "dim": "extra_dim1"}
 
 
 def test_coreml_package_has_one_function_per_entry_with_int32_indices(converted):
@@ -354,6 +355,7 @@ def test_executorch_int8_quantizes_every_method_without_calibration(module, tmp_
     job = MultiShapeJob(job.module, job.entries, INPUTS, OUTPUTS, Precision.int8, "stage2-like")  # no calibration
     part = part_metadata("executorch", job, convert_multishape("executorch", job, tmp_path))
     assert part["details"]["quantized_linear_conv"] == {e: {"quantized": 6, "total": 6} for e in ENTRIES}
+    assert part["details"]["entry_methods"] == {entry: entry for entry in ENTRIES}  # one static method per entry
     runner = open_multishape_runner(tmp_path, part)
     for entry, (n, m) in ENTRIES.items():
         inputs = make_inputs(n, m, seed=11)
@@ -387,3 +389,13 @@ def test_unsupported_target_or_precision_is_one_clear_error(module, tmp_path, ta
     with pytest.raises(ConversionError, match=message):
         convert_multishape(target, make_job(module, Precision(precision)), tmp_path)
     assert not any(tmp_path.iterdir())  # refused before any work
+
+
+def test_executorch_runner_refuses_entry_methods_that_name_no_method(converted):
+    from edgehmr.targets.executorch import entry_methods
+
+    _, part = converted("executorch")
+    assert entry_methods({"entries": part["entries"], "details": {}}) == {e: e for e in ENTRIES}  # older parts
+    for bad in ([], {"b4x8": 3}, {"b4x8": ""}):
+        with pytest.raises(InputError, match="entry_methods must map every entry to a method name"):
+            entry_methods({"entries": part["entries"], "details": {"entry_methods": bad}})

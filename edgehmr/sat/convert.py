@@ -7,7 +7,7 @@ Artifact folder::
     stage1/         one graph: image -> scale_map, low_res_tokens, cls
     stage2/         one artifact holding every bucket with shared weights (ONNX/TensorRT: dynamic token axes
                     pinned per bucket at run/build time; OpenVINO: one IR reshaped per bucket; ExecuTorch: one
-                    method per bucket; Core ML: one function per bucket)
+                    method with dynamic token axes (INT8: one per bucket); Core ML: one function per bucket)
 """
 
 from __future__ import annotations

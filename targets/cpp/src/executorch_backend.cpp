@@ -1,9 +1,11 @@
 // ExecuTorch through its Module extension: loads the .pte (mmap) and runs a method: "forward", or for multi-stage
-// parts one method per entry (named after it). The XNNPACK delegate and the CPU kernels register themselves from
+// parts the method metadata names for the entry (one with dynamic axes, or one per entry). The XNNPACK delegate and the CPU kernels register themselves from
 // static initialisers; CMake links them so the linker keeps them (see CMakeLists.txt), otherwise loading fails
 // with "Missing operator" or "backend XnnpackBackend is not registered".
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
+
+#include <set>
 
 #include "edgehmr/backend.h"
 #include "edgehmr/errors.h"
@@ -94,16 +96,16 @@ class ExecuTorchStage : public StageBackend {
  public:
   ExecuTorchStage(const Metadata& meta, const StagePart& part) : part_(part) {
     refuse_coreml(meta);
-    std::vector<std::string> methods;
-    for (const auto& [entry, shapes] : part.entries) methods.push_back(entry);
-    module_ = load((meta.dir / part.file).string(), methods);
+    std::set<std::string> methods;
+    for (const auto& [entry, method] : part.entry_methods) methods.insert(method);
+    module_ = load((meta.dir / part.file).string(), {methods.begin(), methods.end()});
   }
 
   std::string name() const override { return "executorch"; }
 
   std::vector<Tensor> run(const std::string& entry, const std::vector<Tensor>& inputs) override {
     if (!part_.entries.count(entry)) throw BackendError(part_.name + " has no entry '" + entry + "'.");
-    return execute(*module_, entry, inputs, part_.output_names);
+    return execute(*module_, part_.entry_methods.at(entry), inputs, part_.output_names);
   }
 
  private:

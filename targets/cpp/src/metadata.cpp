@@ -72,6 +72,15 @@ StagePart stage(const json& j, const std::string& name, const std::string& where
     for (const std::string& input : s.input_names)
       if (!shapes.count(input)) throw MetadataError(where + ": entry '" + entry + "' has no shape for '" + input + "'.");
   s.details = part.value("details", json::object());
+  if (!s.details.is_object()) throw MetadataError(where + ".details must be an object.");
+  const json methods = s.details.value("entry_methods", json::object());
+  if (!methods.is_object()) throw MetadataError(where + ".details.entry_methods must map entries to method names.");
+  for (const auto& [entry, shapes] : s.entries) {
+    const json method = methods.value(entry, json(entry));
+    if (!method.is_string() || method.get<std::string>().empty())
+      throw MetadataError(where + ".details.entry_methods: entry '" + entry + "' needs a method name.");
+    s.entry_methods[entry] = method.get<std::string>();
+  }
   return s;
 }
 

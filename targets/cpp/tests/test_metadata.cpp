@@ -28,6 +28,23 @@ static json sample() {
   })");
 }
 
+// A two-stage (SAT-HMR) ExecuTorch artifact, abridged: stage 2 runs both buckets on one dynamic method.
+static json multistage() {
+  const json part = json::parse(R"({
+    "file": "stage2/model.pte", "input_names": ["hr_cells"], "output_names": ["betas"],
+    "input_dtypes": {"hr_cells": "int64"},
+    "entries": {"b4x8": {"hr_cells": [1, 4]}, "b8x16": {"hr_cells": [1, 8]}},
+    "details": {"entry_methods": {"b4x8": "forward", "b8x16": "forward"}}
+  })");
+  json j = sample();
+  j["target"] = "executorch";
+  j["stages"] = {{"stage1", part}, {"stage2", part}};
+  j["stages"]["stage1"]["details"] = json::object();  // not recorded: each entry's method is named after it
+  j["canvas"] = {{"width", 56}, {"height", 56}, {"grid", {4, 4}}};
+  j["buckets"] = json::object();
+  return j;
+}
+
 static fs::path write_artifact(const std::string& name, const std::string& metadata_text) {
   const fs::path dir = fs::temp_directory_path() / ("edgehmr_test_" + std::to_string(::getpid()) + "_" + name);
   fs::create_directories(dir);
@@ -54,6 +71,18 @@ int main() {
     CHECK_NEAR(m.camera.focal_length_px, 5000.0, 0);
     CHECK(m.target_details["runtime_config"]["INFERENCE_PRECISION_HINT"] == "f32");
     fs::remove_all(dir);
+  }
+  // Multi-stage parts: each entry's ExecuTorch method, recorded or by default the entry's name.
+  {
+    const Metadata m = parse_metadata(multistage(), "x");
+    CHECK(m.multistage());
+    CHECK(m.stages.at("stage2").entry_methods.at("b8x16") == "forward");
+    CHECK(m.stages.at("stage1").entry_methods.at("b8x16") == "b8x16");
+    json j = multistage();
+    j["stages"]["stage2"]["details"]["entry_methods"]["b4x8"] = 3;
+    CHECK_THROWS(parse_metadata(j, "x"), MetadataError, "entry 'b4x8' needs a method name");
+    j["stages"]["stage2"]["details"]["entry_methods"] = json::array();
+    CHECK_THROWS(parse_metadata(j, "x"), MetadataError, "must map entries to method names");
   }
   // A newer format version is refused with its own type, naming both versions.
   {

@@ -48,6 +48,8 @@ struct StagePart {
   std::map<std::string, std::string> input_dtypes;    // input -> "float32" | "int64"
   std::map<std::string, std::map<std::string, std::vector<int64_t>>> entries;  // entry -> input -> shape
   nlohmann::json details;                             // runtime_config (OpenVINO), ...
+  // ExecuTorch: entry -> method that runs it (details.entry_methods; the entry's own name when not recorded).
+  std::map<std::string, std::string> entry_methods;
 };
 
 struct Metadata {
