@@ -74,6 +74,21 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# resolved path -> (size, mtime_ns, inode, sha256): every command re-reads the metadata of an artifact it has
+# already verified (the CLI, then the validator, then the runner); an unchanged file is not hashed twice.
+_VERIFIED: dict[Path, tuple[int, int, int, str]] = {}
+
+
+def _sha256_cached(path: Path) -> str:
+    stat = path.stat()
+    key, signature = path.resolve(), (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    known = _VERIFIED.get(key)
+    if known is None or known[:3] != signature:
+        known = (*signature, _sha256(path))
+        _VERIFIED[key] = known
+    return known[3]
+
+
 def file_hashes(artifact_dir: Path) -> dict[str, str]:
     """sha256 of every file of a finished artifact folder but its metadata (``files_sha256`` in metadata.json):
     apps check them before loading, so a truncated copy or a model file from another artifact is refused."""
@@ -81,22 +96,49 @@ def file_hashes(artifact_dir: Path) -> dict[str, str]:
             for p in sorted(artifact_dir.rglob("*")) if p.is_file() and p.name != METADATA}
 
 
+def inside(artifact_dir: Path, name: object, what: str) -> Path:
+    """``artifact_dir / name`` when ``name`` is a relative path that stays inside the folder, links resolved;
+    InputError otherwise. The C++ runtime applies the same rule (``targets/cpp/src/metadata.cpp``)."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in name:
+        raise InputError(f"{artifact_dir / METADATA}: {what} must be a path inside the artifact folder, not "
+                         f"{name!r}; re-run 'edgehmr convert'.")
+    path = artifact_dir / name
+    root = artifact_dir.resolve()
+    if not path.resolve().is_relative_to(root):
+        raise InputError(f"{artifact_dir / METADATA}: {what} '{name}' leads outside the artifact folder (a link to "
+                         f"{path.resolve()}); copy the file into the folder or re-run 'edgehmr convert'.")
+    return path
+
+
+def named_files(meta: dict) -> dict[str, object]:
+    """What the metadata names as a file -> where it names it: the model file(s), each stage's file and every
+    hashed file."""
+    named: dict[str, object] = {f"files.{k}": v for k, v in (meta.get("files") or {}).items()}
+    for stage, part in (meta.get("stages") or {}).items():
+        named[f"stages.{stage}.file"] = part.get("file") if isinstance(part, dict) else None
+    named |= {f"files_sha256 entry '{k}'": k for k in (meta.get("files_sha256") or {})}
+    return named
+
+
 def verify_file_hashes(artifact_dir: str | Path, meta: dict) -> None:
     """Raise InputError when a recorded file is missing or differs from its hash in metadata.json (artifacts
     that record none pass; files added later, such as an engine built on the device, are not covered)."""
     artifact_dir = Path(artifact_dir)
     for name, want in (meta.get("files_sha256") or {}).items():
-        path = artifact_dir / name
+        path = inside(artifact_dir, name, "files_sha256")
         if not path.is_file():
             raise InputError(f"{artifact_dir}: metadata.json records a hash for {name}, which is missing; "
                              f"re-run 'edgehmr convert'.")
-        got = _sha256(path)
-        if got != want.lower():
-            raise InputError(f"{path} does not match metadata.json (sha256 {got[:12]}..., recorded {want[:12]}...): "
-                             f"the artifact was modified or mixed up; re-run 'edgehmr convert'.")
+        got = _sha256_cached(path)
+        if not isinstance(want, str) or got != want.lower():
+            raise InputError(f"{path} does not match metadata.json (sha256 {got[:12]}..., recorded {str(want)[:12]}"
+                             f"...): the artifact was modified or mixed up; re-run 'edgehmr convert'.")
 
 
-def read_metadata(artifact_dir: str | Path) -> dict:
+def read_metadata(artifact_dir: str | Path, verify: bool = True) -> dict:
+    """The one reader of ``metadata.json``: refuses a missing, corrupt or other-version file and any file name
+    that leads outside the folder; with ``verify`` (the default) also any file whose sha256 differs from the one
+    recorded."""
     artifact_dir = Path(artifact_dir)
     meta = artifact_dir / METADATA
     if not meta.is_file():
@@ -104,9 +146,15 @@ def read_metadata(artifact_dir: str | Path) -> dict:
                          f"create one with 'edgehmr convert'.")
     try:
         data = json.loads(meta.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{meta} is corrupt ({e}).") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{meta} is not a JSON object; re-run 'edgehmr convert'.")
     if data.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"{meta} has schema version {data.get('schema_version')}, this edgehmr reads "
                          f"{SCHEMA_VERSION}; re-run 'edgehmr convert'.")
+    for where, name in named_files(data).items():
+        inside(artifact_dir, name, where)
+    if verify:
+        verify_file_hashes(artifact_dir, data)
     return data

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgehmr.artifact import read_metadata, verify_file_hashes
+from edgehmr.artifact import read_metadata
 from edgehmr.errors import InputError
 from edgehmr.models.geometry import cam_crop_to_full
 from edgehmr.models.keypoints import decode_heatmaps
@@ -73,15 +73,13 @@ class Predictor:
         files against the sha256 hashes metadata.json records (a modified or mixed-up artifact is refused)."""
         self.artifact_dir = Path(artifact_dir)
         self.confidence = confidence
-        self.meta = read_metadata(self.artifact_dir)
-        if verify:
-            verify_file_hashes(self.artifact_dir, self.meta)
+        self.meta = read_metadata(self.artifact_dir, verify=verify)
         self.family = self.meta["model"].get("family")
         if self.family == "sat-hmr":
             from edgehmr.sat.frame import Canvas
             from edgehmr.sat.runner import SatPipeline
 
-            self.pipeline = SatPipeline(self.artifact_dir, threads)
+            self.pipeline = SatPipeline(self.artifact_dir, threads, verify=verify)
             canvas = self.meta["canvas"]
             self.canvas = Canvas(canvas["width"], canvas["height"])
             return

@@ -214,12 +214,11 @@ def ov_artifact(artifact) -> Path:
 
 
 def copy_artifact(src: Path, dst: Path, **metadata_changes) -> Path:
-    """A copy whose model files are symlinks (hundreds of MB) and whose metadata.json is edited."""
-    dst.mkdir()
-    for f in src.iterdir():
-        if f.name != "metadata.json":
-            (dst / f.name).symlink_to(f)
+    """A copy whose model files are hard links (no copying; a symbolic link out of the folder is refused) and
+    whose metadata.json is edited."""
+    shutil.copytree(src, dst, copy_function=os.link)
     meta = json.loads((src / "metadata.json").read_text()) | metadata_changes
+    (dst / "metadata.json").unlink()  # a hard link to the source's: replace, do not write through it
     (dst / "metadata.json").write_text(json.dumps(meta))
     return dst
 
@@ -240,6 +239,17 @@ def test_recorded_hash_is_checked(app, ov_artifact, astronaut, tmp_path):
     assert_clean_error(run_app(app, bad, astronaut, "--box", "140,20,420,512"), "does not match metadata.json")
     # An app that must start without hashing hundreds of MB can opt out explicitly.
     assert run_app(app, bad, astronaut, "--box", "140,20,420,512", "--no-hash-check").returncode == 0
+
+
+def test_files_outside_the_artifact_folder_are_refused(app, ov_artifact, astronaut, tmp_path):
+    """The rule edgehmr.artifact.inside applies in Python (tests/test_artifact_files.py)."""
+    escape = copy_artifact(ov_artifact, tmp_path / "escape", files={"model": "../model.xml"})
+    assert_clean_error(run_app(app, escape, astronaut, "--box", "140,20,420,512"), "path inside the artifact folder")
+    linked = copy_artifact(ov_artifact, tmp_path / "linked")
+    shutil.move(linked / "model.xml", tmp_path / "model.xml")
+    (linked / "model.xml").symlink_to(tmp_path / "model.xml")  # same bytes, so only the link gives it away
+    assert_clean_error(run_app(app, linked, astronaut, "--box", "140,20,420,512", "--no-hash-check"),
+                       "leads outside the artifact folder")
 
 
 def test_bad_inputs_fail_with_one_clear_line(app, ov_artifact, astronaut, tmp_path):

@@ -30,11 +30,13 @@ class SatResult:
 
 
 class SatPipeline:
-    def __init__(self, artifact_dir: str | Path, threads: int | None = None, shared_weights: bool = False):
+    def __init__(self, artifact_dir: str | Path, threads: int | None = None, shared_weights: bool = False,
+                 verify: bool = True):
         """``shared_weights``: OpenVINO compiles stage 2 once for every bucket (weights held once, 1-3% slower)
-        instead of once per bucket (see :func:`edgehmr.converters.multishape.open_multishape_runner`)."""
+        instead of once per bucket (see :func:`edgehmr.converters.multishape.open_multishape_runner`).
+        ``verify``: check the files against the sha256 hashes metadata.json records."""
         self.artifact_dir = Path(artifact_dir)
-        self.meta = read_metadata(self.artifact_dir)
+        self.meta = read_metadata(self.artifact_dir, verify=verify)
         if self.meta["model"].get("family") != "sat-hmr":
             raise InputError(f"{artifact_dir} is not a SAT-HMR artifact (model {self.meta['model']['model']}).")
         self.table = table_from_json(self.meta["buckets"])

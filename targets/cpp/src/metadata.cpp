@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iomanip>
 #include <memory>
@@ -37,6 +38,24 @@ T get(const json& j, const char* key, const std::string& where) {
   }
 }
 
+// A file name from metadata.json must be a relative path inside the artifact folder: the same rule as
+// edgehmr.artifact.inside in Python (no absolute path, no "..", checked again with links resolved on read).
+void check_inside(const std::string& name, const std::string& where, const std::string& what) {
+  if (name.empty() || fs::path(name).is_absolute() || name.find("..") != std::string::npos)
+    throw MetadataError(where + ": " + what + " must be a path inside the artifact folder, not '" + name +
+                        "'; re-run 'edgehmr convert'.");
+}
+
+void check_resolved_inside(const fs::path& dir, const std::string& name) {
+  std::error_code ec;
+  const fs::path root = fs::weakly_canonical(dir, ec);
+  const fs::path target = fs::weakly_canonical(dir / name, ec);
+  const auto [r, t] = std::mismatch(root.begin(), root.end(), target.begin(), target.end());
+  if (ec || r != root.end())
+    throw MetadataError((dir / "metadata.json").string() + ": '" + name + "' leads outside the artifact folder (a "
+                        "link to " + target.string() + "); copy the file into the folder or re-run 'edgehmr convert'.");
+}
+
 std::vector<TensorSpec> tensors(const json& list, const std::string& where) {
   if (!list.is_array()) throw MetadataError(where + " is not a list.");
   std::vector<TensorSpec> out;
@@ -58,8 +77,7 @@ StagePart stage(const json& j, const std::string& name, const std::string& where
   StagePart s;
   s.name = name;
   s.file = get<std::string>(part, "file", where);
-  if (s.file.empty() || fs::path(s.file).is_absolute() || s.file.find("..") != std::string::npos)
-    throw MetadataError(where + ": file must be a path inside the artifact, not '" + s.file + "'.");
+  check_inside(s.file, where, "file");
   s.input_names = get<std::vector<std::string>>(part, "input_names", where);
   s.output_names = get<std::vector<std::string>>(part, "output_names", where);
   s.input_dtypes = get<std::map<std::string, std::string>>(part, "input_dtypes", where);
@@ -120,14 +138,14 @@ Metadata parse_metadata(const json& j, const fs::path& dir) {
   m.precision = get<std::string>(j, "precision", where);
   // Optional: file name -> sha256. Older artifacts record none; then there is nothing to check.
   if (j.contains("files_sha256")) m.files_sha256 = get<std::map<std::string, std::string>>(j, "files_sha256", where);
+  for (const auto& [name, hash] : m.files_sha256) check_inside(name, where, "files_sha256");
   m.target_details = j.value("target_details", json::object());
   if (j.contains("stages")) {
     parse_multistage(j, where, m);
     return m;
   }
   m.model_file = get<std::string>(field(j, "files", where), "model", where);
-  if (m.model_file.empty() || fs::path(m.model_file).is_absolute() || m.model_file.find("..") != std::string::npos)
-    throw MetadataError(where + ": files.model must be a file name inside the artifact, not '" + m.model_file + "'.");
+  check_inside(m.model_file, where, "files.model");
   m.inputs = tensors(field(j, "inputs", where), where + " inputs");
   m.outputs = tensors(field(j, "outputs", where), where + " outputs");
 
@@ -175,9 +193,12 @@ Metadata read_metadata(const fs::path& artifact_dir, bool verify_hashes) {
     for (const auto& [name, part] : m.stages) files.push_back(part.file);
   else
     files.push_back(m.model_file);
-  for (const std::string& f : files)
+  for (const std::string& f : files) {
+    check_resolved_inside(artifact_dir, f);
     if (!fs::is_regular_file(artifact_dir / f))
       throw MetadataError(artifact_dir.string() + " lacks its model file " + f + ".");
+  }
+  for (const auto& [name, hash] : m.files_sha256) check_resolved_inside(artifact_dir, name);
   if (verify_hashes) verify_file_hashes(m);
   return m;
 }

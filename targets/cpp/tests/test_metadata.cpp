@@ -114,9 +114,25 @@ int main() {
     j = sample();
     j["files"]["model"] = "../model.xml";
     CHECK_THROWS(parse_metadata(j, "x"), MetadataError, "inside the artifact");
+    j["files"]["model"] = "/etc/passwd";
+    CHECK_THROWS(parse_metadata(j, "x"), MetadataError, "inside the artifact");
+    j = sample();
+    j["files_sha256"] = {{"../../etc/passwd", "00"}};
+    CHECK_THROWS(parse_metadata(j, "x"), MetadataError, "files_sha256 must be a path inside the artifact");
     j = sample();
     j["inputs"][0]["dtype"] = "float16";
     CHECK_THROWS(parse_metadata(j, "x"), MetadataError, "float32 only");
+  }
+  // A model file that is a link to a file outside the folder is refused before anything reads it.
+  {
+    const fs::path dir = write_artifact("link", sample().dump());
+    const fs::path outside = dir.parent_path() / (dir.filename().string() + "_outside.xml");
+    std::ofstream(outside) << "abc";
+    fs::remove(dir / "model.xml");
+    fs::create_symlink(outside, dir / "model.xml");
+    CHECK_THROWS(read_metadata(dir), MetadataError, "leads outside the artifact folder");
+    fs::remove_all(dir);
+    fs::remove(outside);
   }
   // File hashes: sha256("abc") is the FIPS 180-2 test vector.
   {
