@@ -10,11 +10,19 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from edgehmr.artifact import file_hashes
 from edgehmr.drift import debug_drift
 from edgehmr.errors import SpecError
 from model_helpers import slow
 
 DEGRADED = 5  # a MatMul in the backbone's second block: several layers after it carry its error along
+
+
+def _record_hashes(artifact_dir) -> None:
+    """Re-record the file hashes of a deliberately edited artifact (otherwise every reader refuses it)."""
+    meta = json.loads((artifact_dir / "metadata.json").read_text())
+    meta["files_sha256"] = file_hashes(artifact_dir)
+    (artifact_dir / "metadata.json").write_text(json.dumps(meta))
 
 
 def _degrade_one_matmul(src, dst, index: int) -> str:
@@ -32,6 +40,7 @@ def _degrade_one_matmul(src, dst, index: int) -> str:
     step = np.abs(w).max() / 3
     weight.CopyFrom(numpy_helper.from_array((np.round(w / step) * step).astype(w.dtype), weight.name))
     onnx.save(model, str(path))
+    _record_hashes(dst)
     return node.output[0]
 
 
@@ -54,6 +63,7 @@ def _degrade_one_openvino_matmul(src, dst, index: int) -> str:
     del model
     for suffix in (".xml", ".bin"):
         path.with_suffix(".tmp" + suffix).replace(path.with_suffix(suffix))
+    _record_hashes(dst)
     return node.get_friendly_name()
 
 
