@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgehmr.errors import CheckpointMismatchError, EdgeHMRError, SpecError
+from edgehmr.tasks import CROPS, FRAMES
 
 # Wide enough for the tables when output is piped or captured (rich falls back to 80 columns there).
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -187,8 +188,6 @@ def convert(
                                                               (one small bucket; crowded frames demoted)
       edgehmr convert -m deformable-hmr-vit-s-x2 -t tensorrt -p fp16 --sampler gather
     """
-    from edgehmr.convert import calibration_for
-    from edgehmr.convert import convert as run_convert
     from edgehmr.models import load_model
     from edgehmr.spec import resolve_spec
 
@@ -202,9 +201,13 @@ def convert(
         loaded = load_model(model, checkpoint, trust_checkpoint=trust_checkpoint, seed=seed)
     if loaded.weights == "untrained":
         err.print(f"[yellow]note:[/] {model} uses seeded untrained weights (give --checkpoint for trained ones)")
-    if loaded.info.family == "sat-hmr":
-        _convert_sat(spec, loaded, quiet)
-        return
+    CONVERT_BY_INPUT[loaded.info.task.input](spec, loaded, quiet)
+
+
+def _convert_crops(spec, loaded, quiet: bool) -> None:
+    from edgehmr.convert import calibration_for
+    from edgehmr.convert import convert as run_convert
+
     calibration = None
     if spec.calib:
         with progress_bar("calibration crops", spec.calib_count, quiet) as advance:
@@ -232,6 +235,9 @@ def _convert_sat(spec, loaded, quiet: bool) -> None:
     names = ", ".join(f"{b['name']} ({b['memory']} tokens)" for b in table["buckets"])
     out.print(f"{path}  ({_size_mb(path):.1f} MB; buckets: {names})")
     _print_next_step(path)
+
+
+CONVERT_BY_INPUT = {CROPS: _convert_crops, FRAMES: _convert_sat}
 
 
 def _print_coverage(table: dict) -> None:
@@ -283,25 +289,35 @@ def reference(
                         (full frames; SAT-HMR's dynamic-shape reference)
     """
     from edgehmr.calibration.sources import open_source
-    from edgehmr.models import get_model_info, load_model
-    from edgehmr.reference import make_bundle
+    from edgehmr.models import load_model
 
-    info = get_model_info(model)
     samples = open_source(inputs, count, boxes, seed)
     loaded = load_model(model, checkpoint, trust_checkpoint=trust_checkpoint, seed=seed)
     target = Path(out_path or f"runs/reference-{model}")
-    if info.family == "sat-hmr":
-        from edgehmr.sat.bundle import make_sat_bundle, unique_frames
-        from edgehmr.sat.frame import Canvas
+    REFERENCE_BY_INPUT[loaded.info.task.input](loaded, samples, target, device, inputs, batch_size, canvas, quiet)
 
-        frames = unique_frames(samples)
-        with progress_bar("reference frames", len(frames), quiet) as advance:
-            make_sat_bundle(loaded, frames, Canvas.parse(canvas), target, device, inputs, advance)
-        out.print(f"{target}  ({len(frames)} frames, {model}, {loaded.weights})")
-        return
+
+def _reference_crops(loaded, samples, target: Path, device: str, source: str, batch_size: int, canvas: str,
+                     quiet: bool) -> None:
+    from edgehmr.reference import make_bundle
+
     with progress_bar("reference", len(samples), quiet) as advance:
-        make_bundle(loaded, samples, target, device, inputs, batch_size, advance)
-    out.print(f"{target}  ({len(samples)} samples, {model}, {loaded.weights})")
+        make_bundle(loaded, samples, target, device, source, batch_size, advance)
+    out.print(f"{target}  ({len(samples)} samples, {loaded.info.name}, {loaded.weights})")
+
+
+def _reference_frames(loaded, samples, target: Path, device: str, source: str, batch_size: int, canvas: str,
+                      quiet: bool) -> None:
+    from edgehmr.sat.bundle import make_sat_bundle, unique_frames
+    from edgehmr.sat.frame import Canvas
+
+    frames = unique_frames(samples)
+    with progress_bar("reference frames", len(frames), quiet) as advance:
+        make_sat_bundle(loaded, frames, Canvas.parse(canvas), target, device, source, advance)
+    out.print(f"{target}  ({len(frames)} frames, {loaded.info.name}, {loaded.weights})")
+
+
+REFERENCE_BY_INPUT = {CROPS: _reference_crops, FRAMES: _reference_frames}
 
 
 @app.command()
@@ -322,10 +338,11 @@ def validate(
     from edgehmr.artifact import read_metadata
     from edgehmr.reference import load_bundle
     from edgehmr.sat.validate import validate_sat
+    from edgehmr.tasks import artifact_task
     from edgehmr.validate import validate as validate_crops
 
     count = load_bundle(reference_dir).count
-    run_validate = validate_sat if read_metadata(artifact)["model"].get("family") == "sat-hmr" else validate_crops
+    run_validate = {CROPS: validate_crops, FRAMES: validate_sat}[artifact_task(read_metadata(artifact)).input]
     with progress_bar("validate", count, quiet) as advance:
         report = run_validate(artifact, reference_dir, smpl, threads, advance)
     if as_json:
@@ -549,17 +566,18 @@ def build_engine(
     from edgehmr.artifact import read_metadata
     from edgehmr.converters.tensorrt import build_artifact_engine, build_sat_engines
     from edgehmr.converters.tensorrt_engine import EngineOptions
+    from edgehmr.tasks import artifact_task
 
     options = EngineOptions(workspace_mb, dla_core, timing_cache)
-    if read_metadata(artifact)["model"].get("family") == "sat-hmr":
+    if artifact_task(read_metadata(artifact)).input == FRAMES:
         with stage("built TensorRT engines (stage 1, stage 2 with one profile per bucket)"):
-            infos = build_sat_engines(artifact, options)
-        for name, info in infos.items():
-            out.print(f"{name}: {artifact / name / info['file']}  (TensorRT {info['tensorrt']}, {info['build_seconds']} s)")
-        return
-    with stage("built TensorRT engine"):
-        info = build_artifact_engine(artifact, options)
-    out.print(f"{artifact / info['file']}  (TensorRT {info['tensorrt']}, {info['build_seconds']} s)")
+            infos = {name: (Path(name) / info["file"], info) for name, info in build_sat_engines(artifact, options).items()}
+    else:
+        with stage("built TensorRT engine"):
+            info = build_artifact_engine(artifact, options)
+            infos = {"engine": (Path(info["file"]), info)}
+    for name, (file, info) in infos.items():
+        out.print(f"{name}: {artifact / file}  (TensorRT {info['tensorrt']}, {info['build_seconds']} s)")
 
 
 @app.command()
@@ -611,7 +629,7 @@ def demo(
 
     with stage(f"loaded {model} (seeded, untrained)", quiet):
         loaded = load_model(model)
-    if loaded.info.family == "sat-hmr":
+    if loaded.info.task.input == FRAMES:
         _demo_sat(loaded, Path(out_dir), quiet)
         return
     bundle = Path(out_dir) / f"reference-{model}"

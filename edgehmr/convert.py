@@ -22,19 +22,21 @@ from edgehmr.models.geometry import CROP_SIZE, FOCAL_LENGTH
 from edgehmr.models.hmr2 import MESH_OUTPUTS, HMR2WithMesh
 from edgehmr.models.smpl import SMPLLayer, load_smpl
 from edgehmr.spec import ConvertSpec
+from edgehmr.tasks import KEYPOINTS, MESH
 
 MESH_MODEL_SCOPE = "hmr2"  # attribute names inside HMR2WithMesh
 MESH_SMPL_SCOPE = "smpl"
 
+# What an app does with a crop model's outputs, by the task's output.
 POSTPROCESS = {
-    "hmr2": {
+    MESH: {
         "rotations": "rotation matrices; HMR2.0 6D convention applied inside the graph",
         "camera": {"focal_length_px": FOCAL_LENGTH, "crop_size_px": CROP_SIZE,
                    "crop_translation": "t = (tx, ty, 2*f/(crop*s))",
                    "full_image_translation": "f_full = f/crop*max(W,H); bs = box_side*s; "
                                              "t = (2*(cx-W/2)/bs + tx, 2*(cy-H/2)/bs + ty, 2*f_full/bs)"},
     },
-    "vitpose": {
+    KEYPOINTS: {
         "keypoints": "COCO-17", "decoder": "argmax + DARK-UDP (Gaussian blur 11x11), optional flip averaging",
         "heatmap_to_image": "x = x_hm*(w_roi)/(48-1) + cx - w_roi/2; y likewise with 64 and h_roi",
     },
@@ -110,6 +112,7 @@ def convert(spec: ConvertSpec, loaded: LoadedModel | None = None, calibration: C
         write_json(stage / METADATA, {
             "schema_version": SCHEMA_VERSION,
             "model": loaded.describe() | {"family": info.family, "description": info.description},
+            "task": info.task.name,
             "target": caps.id,
             "runtime": caps.runtime,
             "precision": spec.precision.value,
@@ -121,7 +124,7 @@ def convert(spec: ConvertSpec, loaded: LoadedModel | None = None, calibration: C
                         "meaning": t.meaning} for t in info.inputs],
             "outputs": [{"name": n, "shape": s, "dtype": "float32"} for n, s in zip(output_names, shapes)],
             "preprocessing": info.crop.to_json(),
-            "postprocessing": POSTPROCESS[info.family],
+            "postprocessing": POSTPROCESS[info.task.output],
             "target_details": result.details,
             "kept_fp32_ops": result.kept_fp32,
             "quantization": None if recipe is None else {

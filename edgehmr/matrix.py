@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgehmr.errors import EdgeHMRError, SpecError, TargetUnavailableError
+from edgehmr.tasks import FRAMES
 
 BENCH_CALIBRATION = 32
 
@@ -40,7 +41,7 @@ def run_matrix(models: list[str], targets: list[str], precisions: list[str], out
     from edgehmr.validate import validate
 
     for model in models:
-        if get_model_info(model).family == "sat-hmr":
+        if get_model_info(model).task.input == FRAMES:
             raise SpecError("edgehmr bench covers the person-crop models; for sat-hmr use 'edgehmr demo -m sat-hmr' "
                             "or convert/validate/profile.")
     artifacts_dir = out_dir / "artifacts"

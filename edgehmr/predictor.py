@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edgehmr.artifact import read_metadata
+from edgehmr.tasks import FRAMES, KEYPOINTS, artifact_task
 from edgehmr.errors import InputError
 from edgehmr.models.geometry import cam_crop_to_full
 from edgehmr.models.keypoints import decode_heatmaps
@@ -74,8 +75,8 @@ class Predictor:
         self.artifact_dir = Path(artifact_dir)
         self.confidence = confidence
         self.meta = read_metadata(self.artifact_dir, verify=verify)
-        self.family = self.meta["model"].get("family")
-        if self.family == "sat-hmr":
+        self.task = artifact_task(self.meta)
+        if self.task.input == FRAMES:
             from edgehmr.sat.frame import Canvas
             from edgehmr.sat.runner import SatPipeline
 
@@ -83,8 +84,6 @@ class Predictor:
             canvas = self.meta["canvas"]
             self.canvas = Canvas(canvas["width"], canvas["height"])
             return
-        if self.family not in ("hmr2", "vitpose"):
-            raise InputError(f"Predictor runs HMR2.0, ViTPose and SAT-HMR artifacts, not family {self.family}.")
         from edgehmr.targets.base import open_artifact_runner
 
         self.runner = open_artifact_runner(self.artifact_dir, self.meta, threads)
@@ -98,7 +97,7 @@ class Predictor:
         """``image_rgb``: ``[H, W, 3]`` uint8. ``boxes``: person boxes xyxy in image pixels (not for SAT-HMR)."""
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise InputError(f"expected an RGB uint8 image [H, W, 3], got {image_rgb.dtype} {image_rgb.shape}")
-        if self.family == "sat-hmr":
+        if self.task.input == FRAMES:
             if boxes is not None:
                 raise InputError("SAT-HMR finds the people itself: pass the whole frame, no boxes.")
             return self._frame(image_rgb)
@@ -132,7 +131,7 @@ class Predictor:
     def _decode(self, out: dict, boxes: list, crops: list, width: int, height: int) -> list[Person]:
         n = len(boxes)
         per = [{k: v[i] for k, v in out.items()} for i in range(n)]
-        if self.family == "vitpose":
+        if self.task.output == KEYPOINTS:
             centers = np.stack([c.center for c in crops])
             scales = np.stack([c.size for c in crops]) / 200.0  # mmpose's box scale unit
             keypoints = decode_heatmaps(out["heatmaps"][:n], centers, scales)

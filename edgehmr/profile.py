@@ -24,6 +24,7 @@ import numpy as np
 from edgehmr.artifact import read_metadata, write_json
 from edgehmr.environment import environment
 from edgehmr.errors import InputError, TargetUnavailableError
+from edgehmr.tasks import FRAMES, artifact_task
 
 PROFILE_FILE = "profile.json"
 MAD_CLIP = 3.0  # outliers: further than this many scaled MADs from the median
@@ -149,7 +150,7 @@ def profile(artifact_dir: str | Path, runs: int = 50, warmup: int = 5, threads: 
     artifact_dir = Path(artifact_dir)
     meta = read_metadata(artifact_dir)
     rss_before = _rss_mb()
-    if meta["model"].get("family") == "sat-hmr":
+    if artifact_task(meta).input == FRAMES:
         return _profile_sat(artifact_dir, meta, runs, warmup, threads, progress, rss_before)
     from edgehmr.targets.base import open_artifact_runner
 

@@ -18,11 +18,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgehmr.artifact import METADATA, read_metadata, write_json
+from edgehmr.tasks import KEYPOINTS, MESH, artifact_task
 from edgehmr.errors import InputError
 
 VALIDATION_FILE = "validation.json"
 PROFILE_FILE = "profile.json"
-TASK_METRIC = {"hmr2": "mpjpe_mm", "sat-hmr": "mpjpe_mm", "vitpose": "kp2d_px"}
+TASK_METRIC = {MESH: "mpjpe_mm", KEYPOINTS: "kp2d_px"}  # by the task's output
 
 
 @dataclass
@@ -65,7 +66,7 @@ def _read(path: Path) -> dict | None:
 def row_for(artifact: Path) -> Row:
     meta = read_metadata(artifact)
     val, prof = _read(artifact / VALIDATION_FILE), _read(artifact / PROFILE_FILE)
-    metric = TASK_METRIC.get(meta["model"].get("family"))
+    metric = TASK_METRIC[artifact_task(meta).output]
     verdict = "not validated"
     worst = task = execution = None
     if val:

@@ -14,6 +14,7 @@ from edgehmr.converters.capabilities import (DEFAULT_TARGET, Precision, check_av
                                              parse_precision)
 from edgehmr.errors import InputError, SpecError
 from edgehmr.models import get_model_info
+from edgehmr.tasks import FRAMES, MESH
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
         if not info.samplers:
             raise SpecError(f"--sampler applies to deformable-attention models (deformable-hmr-*), not {model}.")
         raise SpecError(f"Unknown sampler '{sampler}'; {model} exports {', '.join(info.samplers)}.")
-    if info.family == "sat-hmr":
+    if info.task.input == FRAMES:
         if keep_float or quantize or recipe != "default":
             raise SpecError("--recipe/--keep-float/--quantize are not available for sat-hmr yet: its INT8 keeps "
                             "softmax and LayerNorm float and quantizes every linear, conv and matmul.")
@@ -75,7 +76,7 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
     check_available(caps)
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise InputError(f"Checkpoint not found: {checkpoint}")
-    if with_mesh and info.family != "hmr2":
+    if with_mesh and info.task.output != MESH:
         raise SpecError(f"--with-mesh needs an HMR model; {model} predicts 2D keypoints only.")
     if with_mesh and smpl != "synthetic" and not Path(smpl).is_file():
         raise InputError(f"SMPL model file not found: {smpl}. Pass SMPL_NEUTRAL.pkl (or its .npz) with --smpl.")

@@ -19,10 +19,11 @@ from edgehmr.models.smpl import SMPL_JOINT_NAMES, SMPLLayer, load_smpl
 from edgehmr.preprocess import INPUT_HW
 from edgehmr.reference import Bundle, load_bundle
 from edgehmr.targets.base import Runner, open_artifact_runner
+from edgehmr.tasks import KEYPOINTS, MESH, artifact_task
 
 REPORT_FILE = "validation.json"
-# Reference outputs each family's task drift reads (a hand-written bundle must hold them).
-TASK_DRIFT_OUTPUTS = {"hmr2": ("global_orient", "body_pose", "betas", "pred_cam_t"), "vitpose": ("heatmaps",)}
+# Reference outputs each task's drift reads, by the task's output (a hand-written bundle must hold them).
+TASK_DRIFT_OUTPUTS = {MESH: ("global_orient", "body_pose", "betas", "pred_cam_t"), KEYPOINTS: ("heatmaps",)}
 
 
 @dataclass
@@ -194,11 +195,11 @@ def validate(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: str | 
     check_bundle_matches(meta, bundle)
     precision = meta["precision"]
     check_input_shape(meta["inputs"][0]["shape"], bundle)
-    family = meta["model"]["family"]
-    missing = [name for name in TASK_DRIFT_OUTPUTS[family] if name not in bundle.outputs]
+    task = artifact_task(meta)
+    missing = [name for name in TASK_DRIFT_OUTPUTS[task.output] if name not in bundle.outputs]
     if missing:
-        raise InputError(f"Reference bundle {bundle.path} lacks {', '.join(missing)} in outputs.npz: the {family} task "
-                         f"drift needs them.")
+        raise InputError(f"Reference bundle {bundle.path} lacks {', '.join(missing)} in outputs.npz: the {task.output} "
+                         f"task drift needs them.")
     runner = open_artifact_runner(artifact_dir, meta, threads)
     out = run_artifact(runner, meta, bundle.inputs["image"], progress)
     ref = dict(bundle.outputs)
@@ -212,7 +213,7 @@ def validate(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: str | 
     for name in compared_outputs(out, ref, bundle, report.notes):
         stats = error_stats(out[name], ref[name])
         report.outputs[name] = stats | {"tolerance_rel_l2": tol, "ok": Check(stats["rel_l2"], tol).ok}
-    if family == "hmr2":
+    if task.output == MESH:
         if smpl is None:
             smpl = SMPLLayer(load_smpl(smpl_path), dtype=torch.float64)
         if smpl.source == "synthetic":

@@ -10,6 +10,7 @@ from torch import nn
 
 from edgehmr.errors import SpecError
 from edgehmr.preprocess import CropRule
+from edgehmr.tasks import Task, family_task
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class TensorInfo:
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
-    family: str  # "hmr2" | "vitpose" | "sat-hmr": selects the pipeline, decoding and task metrics
+    family: str  # "hmr2" | "vitpose" | "sat-hmr": the architecture family; its task (below) selects the steps
     description: str
     build: Callable[[], nn.Module]  # architecture only, parameters uninitialised
     init_weights: Callable[[nn.Module], None]  # seeded "untrained" weights
@@ -48,6 +49,11 @@ class ModelInfo:
     @property
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
+
+    @property
+    def task(self) -> Task:
+        """What the pipeline does with this model (crops or frames in, mesh or keypoints out)."""
+        return family_task(self.family)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}

@@ -107,6 +107,7 @@ def convert_sat(spec: ConvertSpec, loaded: LoadedModel | None = None) -> Path:
         write_json(stage / METADATA, {
             "schema_version": SCHEMA_VERSION,
             "model": loaded.describe() | {"family": loaded.info.family, "description": loaded.info.description},
+            "task": loaded.info.task.name,
             "target": caps.id,
             "runtime": caps.runtime,
             "precision": spec.precision.value,

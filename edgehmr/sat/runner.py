@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgehmr.artifact import read_metadata
+from edgehmr.tasks import FRAMES, artifact_task
 from edgehmr.bucketing import Selection, classify, pack
 from edgehmr.converters.multishape import open_multishape_runner
 from edgehmr.errors import InputError
@@ -37,7 +38,7 @@ class SatPipeline:
         ``verify``: check the files against the sha256 hashes metadata.json records."""
         self.artifact_dir = Path(artifact_dir)
         self.meta = read_metadata(self.artifact_dir, verify=verify)
-        if self.meta["model"].get("family") != "sat-hmr":
+        if artifact_task(self.meta).input != FRAMES:
             raise InputError(f"{artifact_dir} is not a SAT-HMR artifact (model {self.meta['model']['model']}).")
         self.table = table_from_json(self.meta["buckets"])
         rule = self.meta["buckets"]["selection"]
