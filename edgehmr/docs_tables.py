@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=ROOT, help="repository root (default: %(default)s)")
     parser.add_argument("--check", action="store_true", help="compare only; exit status 1 when a table differs")
     args = parser.parse_args(argv)
+    updates = []  # every file is read and checked before any is written
     for rel, name, render in BLOCKS:
         path = args.root / rel
         if not path.is_file():
@@ -97,19 +98,21 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         text = path.read_text(encoding="utf-8")
         try:
-            new = replace_block(text, name, render())
+            updates.append((rel, name, path, text, replace_block(text, name, render())))
         except ValueError as exc:
             print(f"{COMMAND}: error: {rel}: {exc}.", file=sys.stderr)
             return 2
+    stale = False
+    for rel, name, path, text, new in updates:
         if new == text:
             print(f"{rel}: {name} is up to date")
         elif args.check:
+            stale = True
             print(f"{rel}: {name} differs from converters/capabilities.py; run '{COMMAND}'")
         else:
             path.write_text(new, encoding="utf-8")
             print(f"{rel}: {name} rewritten")
-    return 1 if args.check and stale_blocks(args.root) else 0
-
+    return 1 if stale else 0
 
 if __name__ == "__main__":
     sys.exit(main())
