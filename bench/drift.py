@@ -2,7 +2,7 @@
 
     python bench/drift.py --models hmr2-vit-s vitpose-s --calib synthetic
 
-Prints a Markdown table (the README's "measured" table comes from here). Accuracy only: no timing.
+Prints a Markdown table (the "measured" table of docs/profiling.md comes from here). Accuracy only: no timing.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@
 
 A target the capability table refuses for a model (VMamba on Core ML / ExecuTorch) is recorded as ``refused`` with
 ``convert``'s reason. Every cell is appended to a JSON-lines file as it finishes, so an interrupted run resumes
-where it stopped; ``--summary`` prints the Markdown table the README quotes. Seeded weights, synthetic crops:
+where it stopped; ``--summary`` prints the Markdown table docs/models.md quotes. Seeded weights, synthetic crops:
 
     python bench/hierarchical_matrix.py                        # all 42, cheapest first
     python bench/hierarchical_matrix.py --models hmr2-swin-t-s2 --cells onnx-fp32 openvino-int8

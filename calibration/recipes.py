@@ -19,7 +19,7 @@ Default recipes, and why (measured by ``bench/recipe_ablation.py`` on hmr2-vit-s
   buys little more, so they are quantized by default; ``--keep-float attention_matmul`` is one flag away.
 - Softmax and LayerNorm stay float (neither runtime speeds them up in INT8).
 - ViTPose: the patch embedding and the final 1x1 heatmap conv stay float (same reasoning as above; untrained
-  ViTPose heatmaps are too flat to rank finer choices, see the README).
+  ViTPose heatmaps are too flat to rank finer choices, see docs/targets.md).
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ TARGETS: dict[str, TargetCaps] = {
         ),
         TargetCaps(
             id="executorch", runtime="ExecuTorch (XNNPACK)", suffix=".pte",
-            precisions=(Precision.fp32, Precision.int8), calibrated=(), buckets="multi-method .pte",
+            precisions=(Precision.fp32, Precision.int8), calibrated=(),
+            buckets="one .pte: fp32 one method with dynamic token axes, int8 a method per bucket",
             host="Android / iOS / Linux (XNNPACK: ARM and x86 CPUs)", extra="edgehmr[executorch]",
             converter="edgehmr.converters.executorch", runner="edgehmr.targets.executorch",
             deformable_ops="portable grid_sampler_2d (ExecuTorch 1.5; older runtimes: --sampler gather), reflect pad as "

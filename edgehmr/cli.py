@@ -371,7 +371,7 @@ def profile(
     Run it on the device (a Jetson, a Mac, an x86 box). SAT-HMR artifacts are timed per frame, for stage 1 and for
     every bucket. On devices without Python, time the artifact with the vendor's tool and import its output:
     trtexec --exportTimes/--exportProfile JSON, OpenVINO benchmark_app's report folder, an ExecuTorch ETDump, or
-    the Core ML timings JSON (see the README). Examples:
+    the Core ML timings JSON (see docs/profiling.md). Examples:
       edgehmr profile runs/hmr2-vit-s-openvino-int8 --runs 100
       edgehmr profile runs/sat-hmr-onnx-fp32-1288x728 --threads 4
       edgehmr profile runs/hmr2-vit-s-tensorrt-fp16 --import times.json --import layers.json --device "Orin NX 25W"
@@ -459,7 +459,7 @@ def bench_matrix(
     threads: int = typer.Option(None, "--threads", help="Runtime threads (default: runtime's choice)."),
     out_dir: Path = typer.Option(Path("runs/bench"), "--out", "-o", help="Artifacts, bundles and the report."),
 ):
-    """Convert, validate and profile every model x target x precision; one report (how the README table is made).
+    """Convert, validate and profile every model x target x precision; one report (how the table in docs/benchmarks.md is made).
 
     Run it alone on the machine: other load skews the timings. Example:
       edgehmr bench --models hmr2-vit-s,vitpose-s --targets onnx,openvino --precisions fp32,fp16,int8

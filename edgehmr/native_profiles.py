@@ -13,7 +13,7 @@ what the file says about the device). ``read_native`` recognises the format from
 - ExecuTorch ETDump (``executor_runner --etdump_path F``, or a Module loaded with ``enable_etdump``): read with
   the ExecuTorch Inspector; ``Method::execute`` gives one sample per inference, operator events the layers.
 - Core ML: Xcode's performance report has no machine-readable export, so apps write a small JSON
-  (format ``edgehmr-coreml-timings/1``; the README shows the Swift that writes it) with per-prediction times
+  (format ``edgehmr-coreml-timings/1``; docs/profiling.md shows the Swift that writes it) with per-prediction times
   and, optionally, ``MLComputePlan``'s per-op device and estimated cost.
 """
 

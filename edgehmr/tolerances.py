@@ -1,9 +1,9 @@
-"""Tolerances per precision scheme: what ``edgehmr validate`` gates on. Documented in the README.
+"""Tolerances per precision scheme: what ``edgehmr validate`` gates on. Documented in docs/profiling.md.
 
 Output tolerances bound the relative L2 error ||out - ref|| / ||ref|| of every network output. Task tolerances
 bound the mean drift over the bundle in body-frame millimetres (through SMPL) and 2D keypoint error in
 model-input (256x192 crop) pixels. The FP16 bounds leave room for deeper (ViT-L/H) trained models: on ViT-S/B
-the measured FP16 drift is 0.05-0.3 mm MPJPE (README). The INT8 bounds follow the deployment goal (MPJPE drift
+the measured FP16 drift is 0.05-0.3 mm MPJPE (docs/profiling.md). The INT8 bounds follow the deployment goal (MPJPE drift
 under 5 mm); measured INT8 drift with the default recipe is 1.5-2.5 mm on hmr2-vit-s.
 """
 

@@ -101,7 +101,7 @@ def max_abs_diff(a, b) -> float:
 
 
 def assert_close(name: str, ours, golden, tol: float) -> float:
-    """Max |ours - golden| within the case's absolute tolerance; returns it (for the README's parity table)."""
+    """Max |ours - golden| within the case's absolute tolerance; returns it (for the parity table of docs/models.md)."""
     diff = max_abs_diff(ours, golden)
     assert diff <= tol, f"{name}: max |ours - original| = {diff:.3g} > tolerance {tol:g}"
     return diff

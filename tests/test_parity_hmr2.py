@@ -39,7 +39,7 @@ NETWORK_OUTPUTS = [
 
 @pytest.fixture
 def record(request):
-    """Keeps a worst difference on the test's report (``user_properties``), for the README's parity table."""
+    """Keeps a worst difference on the test's report (``user_properties``), for the parity table of docs/models.md."""
     return lambda name, value: request.node.user_properties.append((name, value))
 
 
