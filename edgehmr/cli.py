@@ -175,6 +175,7 @@ def convert(
 ):
     """Convert a model for a target and precision into an artifact folder.
 
+    \b
     Examples:
       edgehmr convert --model hmr2-vit-s --target onnx
       edgehmr convert -m hmr2-vit-h -c hmr2_ckpt/epoch=35-step=1000000.ckpt --trust-checkpoint -p fp16
@@ -283,6 +284,7 @@ def reference(
 ):
     """Run FP32 PyTorch (TF32 off) and save a reference bundle: inputs, outputs, model hash, environment.
 
+    \b
     Run this on your reference GPU:
       edgehmr reference -m hmr2-vit-h -c hmr2.ckpt --inputs frames/ --device cuda -o ref-hmr2-h
       edgehmr reference -m sat-hmr -c sat_644.pth --inputs frames/ --canvas 1288x728 --device cuda
@@ -332,7 +334,10 @@ def validate(
 ):
     """Run an artifact on a bundle's inputs; report drift per output and task drift in mm / px.
 
-    Exits 1 when any tolerance is exceeded. Example:
+    Exits 1 when any tolerance is exceeded.
+
+    \b
+    Example:
       edgehmr validate runs/hmr2-vit-s-onnx-fp16 --reference runs/reference-hmr2-vit-s
     """
     from edgehmr.artifact import read_metadata
@@ -371,7 +376,10 @@ def profile(
     Run it on the device (a Jetson, a Mac, an x86 box). SAT-HMR artifacts are timed per frame, for stage 1 and for
     every bucket. On devices without Python, time the artifact with the vendor's tool and import its output:
     trtexec --exportTimes/--exportProfile JSON, OpenVINO benchmark_app's report folder, an ExecuTorch ETDump, or
-    the Core ML timings JSON (see docs/profiling.md). Examples:
+    the Core ML timings JSON (see docs/profiling.md).
+
+    \b
+    Examples:
       edgehmr profile runs/hmr2-vit-s-openvino-int8 --runs 100
       edgehmr profile runs/sat-hmr-onnx-fp32-1288x728 --threads 4
       edgehmr profile runs/hmr2-vit-s-tensorrt-fp16 --import times.json --import layers.json --device "Orin NX 25W"
@@ -435,6 +443,7 @@ def report(
 ):
     """Merge validation and profile results into report.json, report.md and a self-contained report.html.
 
+    \b
     Examples:
       edgehmr report runs/                       (every artifact folder under runs/)
       edgehmr report runs/a runs/b -o docs/report
@@ -461,7 +470,10 @@ def bench_matrix(
 ):
     """Convert, validate and profile every model x target x precision; one report (how the table in docs/benchmarks.md is made).
 
-    Run it alone on the machine: other load skews the timings. Example:
+    Run it alone on the machine: other load skews the timings.
+
+    \b
+    Example:
       edgehmr bench --models hmr2-vit-s,vitpose-s --targets onnx,openvino --precisions fp32,fp16,int8
     """
     from edgehmr.matrix import run_matrix
@@ -492,6 +504,7 @@ def debug_drift_command(
 ):
     """Rank the layers where the artifact first departs from FP32 (error added per layer, not inherited).
 
+    \b
     Example:
       edgehmr debug drift runs/hmr2-vit-s-onnx-int8 -r runs/reference-hmr2-vit-s --top 15
     """
@@ -558,7 +571,10 @@ def build_engine(
     """Build the TensorRT engine of a tensorrt artifact on this device (TensorRT Python API).
 
     Needs TensorRT and an NVIDIA GPU (Jetson: JetPack's TensorRT). Without Python on the device, run the
-    artifact's build_engine.sh (trtexec) instead. Examples:
+    artifact's build_engine.sh (trtexec) instead.
+
+    \b
+    Examples:
       edgehmr build-engine runs/hmr2-vit-s-tensorrt-int8
       edgehmr build-engine runs/hmr2-vit-s-tensorrt-fp16 --dla-core 0 --timing-cache trt.cache
       edgehmr build-engine runs/sat-hmr-tensorrt-fp16-1288x728    (both stages; a profile per bucket)

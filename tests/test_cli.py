@@ -177,3 +177,20 @@ def test_int8_from_an_image_folder_end_to_end(capsys, tmp_path, monkeypatch):
     code, out, _ = run(capsys, "validate", str(tmp_path / "out" / "test-hmr2-openvino-int8"), "-r",
                        str(tmp_path / "ref"))
     assert code == 0 and "mpjpe_mm" in out and "PASS" in out
+
+
+def test_help_examples_keep_one_command_per_line():
+    """Click rewraps help paragraphs; every example command line must come out as written."""
+    from typer.testing import CliRunner
+
+    from edgehmr.cli import app
+
+    commands = [c for c in app.registered_commands if c.callback.__doc__ and "edgehmr " in c.callback.__doc__]
+    assert len(commands) >= 6
+    for command in commands:
+        name = command.name or command.callback.__name__.replace("_", "-")
+        examples = [line.strip() for line in command.callback.__doc__.splitlines()
+                    if line.strip().startswith("edgehmr ")]
+        shown = {line.strip() for line in CliRunner().invoke(app, [name, "--help"], terminal_width=200).output
+                 .splitlines()}
+        assert set(examples) <= shown, name
