@@ -124,7 +124,7 @@ def test_allow_demotion_is_said_everywhere(setup, tmp_path, capsys):
 
 
 def test_convert_says_what_the_full_coverage_buckets_do(setup, tmp_path, capsys):
-    from edgehmr.cli import _print_coverage
+    from edgehmr.cli.convert import _print_coverage
 
     root, loaded, _ = setup
     for allow, expected in ((False, "never demotes: full-coverage buckets b48x96, b96x64"),

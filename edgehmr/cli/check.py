@@ -1,0 +1,253 @@
+"""``edgehmr validate``, ``profile``, ``report``, ``bench`` and ``debug drift``: how an artifact compares and
+performs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from edgehmr.cli.common import QuietOpt, SmplOpt, app, err, out, progress_bar, stage
+from edgehmr.tasks import CROPS, FRAMES
+
+
+@app.command()
+def validate(
+    artifact: Path = typer.Argument(..., help="Artifact folder from 'edgehmr convert'."),
+    reference_dir: Path = typer.Option(..., "--reference", "-r", help="Bundle from 'edgehmr reference', or one your "
+                                       "own code wrote (docs/reference-bundles.md)."),
+    smpl: str = SmplOpt,
+    threads: int = typer.Option(None, "--threads", help="Runtime threads (default: runtime's choice)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    quiet: bool = QuietOpt,
+):
+    """Run an artifact on a bundle's inputs; report drift per output and task drift in mm / px.
+
+    Exits 1 when any tolerance is exceeded.
+
+    \b
+    Example:
+      edgehmr validate runs/hmr2-vit-s-onnx-fp16 --reference runs/reference-hmr2-vit-s
+    """
+    from edgehmr.artifact import read_metadata
+    from edgehmr.reference import load_bundle
+    from edgehmr.sat.validate import validate_sat
+    from edgehmr.tasks import artifact_task
+    from edgehmr.validate import validate as validate_crops
+
+    count = load_bundle(reference_dir).count
+    run_validate = {CROPS: validate_crops, FRAMES: validate_sat}[artifact_task(read_metadata(artifact)).input]
+    with progress_bar("validate", count, quiet) as advance:
+        report = run_validate(artifact, reference_dir, smpl, threads, advance)
+    if as_json:
+        out.print_json(json.dumps(report.to_json()))
+    else:
+        print_report(report)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def profile(
+    artifact: Path = typer.Argument(..., help="Artifact folder from 'edgehmr convert'."),
+    runs: int = typer.Option(50, "--runs", help="Timed inferences (after warm-up)."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed inferences first."),
+    threads: int = typer.Option(None, "--threads", help="Runtime threads (default: runtime's choice)."),
+    imported: list[Path] = typer.Option(None, "--import", help="Instead of running: read a native tool's timing file "
+                                        "(or folder) made on the device; repeatable."),
+    device: str = typer.Option(None, "--device", help="With --import: label for the device the files came from."),
+    out_path: Path = typer.Option(None, "--out", "-o", help="Report file (default ARTIFACT/profile.json)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    quiet: bool = QuietOpt,
+):
+    """Measure an artifact on this machine: load time, first inference, latency percentiles, memory, size.
+
+    Run it on the device (a Jetson, a Mac, an x86 box). SAT-HMR artifacts are timed per frame, for stage 1 and for
+    every bucket. On devices without Python, time the artifact with the vendor's tool and import its output:
+    trtexec --exportTimes/--exportProfile JSON, OpenVINO benchmark_app's report folder, an ExecuTorch ETDump, or
+    the Core ML timings JSON (see docs/profiling.md).
+
+    \b
+    Examples:
+      edgehmr profile runs/hmr2-vit-s-openvino-int8 --runs 100
+      edgehmr profile runs/sat-hmr-onnx-fp32-1288x728 --threads 4
+      edgehmr profile runs/hmr2-vit-s-tensorrt-fp16 --import times.json --import layers.json --device "Orin NX 25W"
+      edgehmr profile runs/hmr2-vit-s-openvino-int8 --import bench_report/
+    """
+    from edgehmr.artifact import read_metadata
+    from edgehmr.profile import import_profile, progress_steps, save_profile
+    from edgehmr.profile import profile as run_profile
+
+    if imported:
+        report = import_profile(artifact, imported, device)
+    else:
+        meta = read_metadata(artifact)
+        with progress_bar("profile", progress_steps(meta, warmup, runs), quiet) as advance:
+            report = run_profile(artifact, runs, warmup, threads, advance)
+    path = save_profile(report, out_path)
+    if as_json:
+        out.print_json(json.dumps(report.to_json()))
+        return
+    print_profile(report)
+    out.print(f"[dim]{path}[/]")
+
+
+def print_profile(report) -> None:
+    device = report.device.get("label") or report.device.get("cpu") or report.device.get("device") or "device"
+    table = Table(title=f"{report.model} · {report.target} · {report.precision} · {device}")
+    for col in ("", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "runs (clipped)"):
+        table.add_column(col, justify="left" if not col else "right")
+    rows = [("inference" if not report.per_entry else "whole frame", asdict(report.latency))] if report.latency else []
+    rows += list(report.per_entry.items())
+    for name, s in rows:
+        table.add_row(name, _ms(s["p50_ms"]), _ms(s["p90_ms"]), _ms(s["p99_ms"]),
+                      f"{_ms(s['mean_ms'])} ± {_ms(s['std_ms'])}", f"{s['runs'] or '-'} ({s['clipped']})")
+    out.print(table)
+    facts = [f"load {report.load_s:.2f} s" if report.load_s is not None else None,
+             f"first inference {report.first_inference_ms:.1f} ms" if report.first_inference_ms is not None else None,
+             f"peak RSS {report.peak_rss_mb:.0f} MB (+{report.rss_growth_mb:.0f} MB)"
+             if report.peak_rss_mb is not None else None, f"size {report.size_mb:.1f} MB", report.source]
+    out.print(" · ".join(f for f in facts if f))
+    if report.layers:
+        layers = Table(title="slowest layers")
+        for col in ("layer", "type", "ms", "share"):
+            layers.add_column(col, justify="left" if col in ("layer", "type") else "right")
+        for layer in report.layers[:10]:
+            ms = layer.get("ms")
+            layers.add_row(layer["name"][:70], layer.get("type", ""), _ms(ms),
+                           f"{layer['share']:.1%}" if "share" in layer else f"cost {layer.get('estimated_cost', 0):.3f}")
+        out.print(layers)
+    for note in report.notes:
+        out.print(f"[dim]note: {note}[/]")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="Artifact folders, or folders holding them."),
+    out_dir: Path = typer.Option(Path("runs/report"), "--out", "-o", help="Where report.{json,md,html} go."),
+):
+    """Merge validation and profile results into report.json, report.md and a self-contained report.html.
+
+    \b
+    Examples:
+      edgehmr report runs/                       (every artifact folder under runs/)
+      edgehmr report runs/a runs/b -o docs/report
+    """
+    from edgehmr.report import make_report
+
+    paths = make_report(run_dirs, out_dir)
+    out.print((paths["md"]).read_text())
+    out.print(f"[dim]{paths['html']}  ·  {paths['json']}[/]")
+
+
+@app.command("bench")
+def bench_matrix(
+    models: str = typer.Option("hmr2-vit-s", "--models", help="Comma-separated model ids."),
+    targets: str = typer.Option("onnx,openvino,executorch", "--targets", help="Comma-separated target ids."),
+    precisions: str = typer.Option("fp32,fp16,int8", "--precisions", help="Comma-separated precisions."),
+    runs: int = typer.Option(20, "--runs", help="Timed inferences per artifact."),
+    warmup: int = typer.Option(3, "--warmup", help="Untimed inferences first."),
+    inputs: str = typer.Option("synthetic", "--inputs", "-i", help="Crops for the bundle and INT8 calibration: "
+                                                                   "image folder, video, or 'synthetic'."),
+    count: int = typer.Option(8, "--count", help="Reference samples per model."),
+    threads: int = typer.Option(None, "--threads", help="Runtime threads (default: runtime's choice)."),
+    out_dir: Path = typer.Option(Path("runs/bench"), "--out", "-o", help="Artifacts, bundles and the report."),
+):
+    """Convert, validate and profile every model x target x precision into one report (docs/benchmarks.md's table).
+
+    Run it alone on the machine: other load skews the timings.
+
+    \b
+    Example:
+      edgehmr bench --models hmr2-vit-s,vitpose-s --targets onnx,openvino --precisions fp32,fp16,int8
+    """
+    from edgehmr.matrix import run_matrix
+
+    def split(text: str) -> list[str]:
+        return [t.strip() for t in text.split(",") if t.strip()]
+
+    cells, paths = run_matrix(split(models), split(targets), split(precisions), out_dir, runs, warmup, inputs, count,
+                              threads, log=lambda line: err.print(f"[dim]{escape(line)}[/]"))
+    out.print(paths["md"].read_text())
+    out.print(f"[dim]{paths['html']}[/]")
+    if any(c.status == "failed" for c in cells):
+        raise typer.Exit(1)
+
+
+debug_app = typer.Typer(help="Debugging tools: where an artifact departs from FP32.", no_args_is_help=True)
+app.add_typer(debug_app, name="debug")
+
+
+@debug_app.command("drift")
+def debug_drift_command(
+    artifact: Path = typer.Argument(..., help="Artifact folder (targets onnx, tensorrt, openvino, executorch)."),
+    reference_dir: Path = typer.Option(..., "--reference", "-r", help="Bundle from 'edgehmr reference', or one your "
+                                       "own code wrote (docs/reference-bundles.md)."),
+    samples: int = typer.Option(4, "--samples", help="Bundle samples to compare on (worst case per layer)."),
+    top: int = typer.Option(10, "--top", help="Layers to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Rank the layers where the artifact first departs from FP32 (error added per layer, not inherited).
+
+    \b
+    Example:
+      edgehmr debug drift runs/hmr2-vit-s-onnx-int8 -r runs/reference-hmr2-vit-s --top 15
+    """
+    from edgehmr.drift import debug_drift
+
+    with stage("compared every intermediate tensor with the FP32 build"):
+        result = debug_drift(artifact, reference_dir, samples, top)
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    table = Table(title=f"{artifact.name}: layers ranked by the drift they add ({result['samples']} samples)")
+    for col in ("#", "tensor", "op", "rel L2 vs FP32", "added here"):
+        table.add_column(col, justify="right" if col in ("#", "rel L2 vs FP32", "added here") else "left")
+    for i, layer in enumerate(result["layers"], 1):
+        table.add_row(str(i), escape(layer["tensor"]), layer["op"], f"{layer['rel_l2']:.2e}", f"{layer['added']:.2e}")
+    out.print(table)
+    out.print(f"[dim]method: {result['method']}[/]")
+
+
+def print_report(report) -> None:
+    title = f"{report.model} · {report.target} · {report.precision} · {report.samples} samples · {report.weights}"
+    table = Table(title=title)
+    for col in ("output", "max abs", "mean abs", "rel L2", "cosine", "tol rel L2", ""):
+        table.add_column(col, justify="left" if col == "output" else "right")
+    for name, s in report.outputs.items():
+        table.add_row(name, f"{s['max_abs']:.2e}", f"{s['mean_abs']:.2e}", f"{s['rel_l2']:.2e}",
+                      f"{s['cosine']:.6f}", f"{s['tolerance_rel_l2']:.0e}", _mark(s["ok"]))
+    out.print(f"compared against the {report.reference}")
+    out.print(table)
+    task = Table(title="task drift vs FP32 reference")
+    for col in ("metric", "value", "tolerance", ""):
+        task.add_column(col, justify="left" if col == "metric" else "right")
+    for metric, t in report.task.items():
+        task.add_row(metric, f"{t['value']:.4f} {t['unit']}", f"{t['tolerance']:g} {t['unit']}", _mark(t["ok"]))
+    out.print(task)
+    buckets = getattr(report, "buckets", None)
+    if buckets:
+        per = Table(title="per bucket (SAT-HMR stage 2)")
+        for col in ("bucket", "frames", "selection changed", "demoted cells", "max abs", "worst rel L2", ""):
+            per.add_column(col, justify="left" if col == "bucket" else "right")
+        for name, b in buckets.items():
+            per.add_row(name, str(b["frames"]), str(b["selection_changed"]), str(b["demoted_cells"]),
+                        f"{b['max_abs']:.2e}", f"{b['worst_rel_l2']:.2e}", _mark(b["ok"]))
+        out.print(per)
+    if report.execution != "runtime":
+        out.print(f"[yellow]execution: {report.execution}[/]")
+    for note in report.notes:
+        out.print(f"[dim]note: {note}[/]")
+    out.print("[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]: drift beyond tolerance")
+
+
+def _mark(ok: bool) -> str:
+    return "[green]ok[/]" if ok else "[red]over[/]"

@@ -1,0 +1,79 @@
+"""``edgehmr build-engine``, ``doctor`` and ``smpl-to-npz``: setting up a device and its files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from edgehmr.cli.common import app, out, stage
+from edgehmr.tasks import FRAMES
+
+
+@app.command("build-engine")
+def build_engine(
+    artifact: Path = typer.Argument(..., help="Artifact folder from 'edgehmr convert --target tensorrt'."),
+    workspace_mb: int = typer.Option(2048, "--workspace-mb", help="Builder workspace memory pool (MiB)."),
+    dla_core: int = typer.Option(None, "--dla-core", help="Build for this DLA core (Jetson), GPU fallback on."),
+    timing_cache: str = typer.Option(None, "--timing-cache", help="Timing cache file: read if present, "
+                                                                  "written after the build."),
+):
+    """Build the TensorRT engine of a tensorrt artifact on this device (TensorRT Python API).
+
+    Needs TensorRT and an NVIDIA GPU (Jetson: JetPack's TensorRT). Without Python on the device, run the
+    artifact's build_engine.sh (trtexec) instead.
+
+    \b
+    Examples:
+      edgehmr build-engine runs/hmr2-vit-s-tensorrt-int8
+      edgehmr build-engine runs/hmr2-vit-s-tensorrt-fp16 --dla-core 0 --timing-cache trt.cache
+      edgehmr build-engine runs/sat-hmr-tensorrt-fp16-1288x728    (both stages; a profile per bucket)
+    """
+    from edgehmr.artifact import read_metadata
+    from edgehmr.converters.tensorrt import build_artifact_engine, build_sat_engines
+    from edgehmr.converters.tensorrt_engine import EngineOptions
+    from edgehmr.tasks import artifact_task
+
+    options = EngineOptions(workspace_mb, dla_core, timing_cache)
+    if artifact_task(read_metadata(artifact)).input == FRAMES:
+        with stage("built TensorRT engines (stage 1, stage 2 with one profile per bucket)"):
+            built = build_sat_engines(artifact, options)
+            infos = {name: (Path(name) / info["file"], info) for name, info in built.items()}
+    else:
+        with stage("built TensorRT engine"):
+            info = build_artifact_engine(artifact, options)
+            infos = {"engine": (Path(info["file"]), info)}
+    for name, (file, info) in infos.items():
+        out.print(f"{name}: {artifact / file}  (TensorRT {info['tensorrt']}, {info['build_seconds']} s)")
+
+
+@app.command()
+def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """List installed runtimes with versions, and the install command for missing ones (installs nothing)."""
+    from edgehmr.doctor import accelerators, check_runtimes
+
+    rows = check_runtimes()
+    if as_json:
+        out.print_json(json.dumps({"runtimes": rows, "accelerators": accelerators()}))
+        return
+    table = Table(title="edgehmr doctor")
+    for col in ("runtime", "version", "needed for", "install"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["runtime"], r["version"] or "[red]missing[/]", r["needed_for"], escape(r["install"] or ""))
+    out.print(table)
+    acc = accelerators()
+    out.print(f"accelerators: {', '.join(acc) if acc else 'none visible to PyTorch (CPU only)'}")
+
+
+@app.command("smpl-to-npz")
+def smpl_to_npz(src: Path = typer.Argument(..., help="SMPL .pkl (official chumpy pickle or plain dict)."),
+                dst: Path = typer.Argument(..., help="Output .npz (loads without pickle).")):
+    """Convert an official SMPL pickle once to a chumpy-free .npz (no chumpy or scipy needed)."""
+    from edgehmr.models.smpl import load_smpl_data, save_smpl_npz
+
+    save_smpl_npz(load_smpl_data(src), dst)
+    out.print(str(dst))
