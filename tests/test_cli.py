@@ -194,3 +194,29 @@ def test_help_examples_keep_one_command_per_line():
         shown = {line.strip() for line in CliRunner().invoke(app, [name, "--help"], terminal_width=200).output
                  .splitlines()}
         assert set(examples) <= shown, name
+
+
+def test_an_os_error_inside_a_command_is_one_line(capsys, monkeypatch):
+    """What the OS refuses (here a bundle folder that cannot be written) is the user's to fix: one line, exit 2."""
+    import edgehmr.reference
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/locked/ref")
+
+    monkeypatch.setattr(edgehmr.reference, "make_bundle", refused)
+    code, _, err = run(capsys, "reference", "-m", "test-vitpose", "--count", "1", "-o", "/locked/ref")
+    assert code == 2 and "permission denied: /locked/ref" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("error, code, text", [
+    (PermissionError(13, "Permission denied", "/x"), 2, "permission denied: /x"),
+    (IsADirectoryError(21, "Is a directory", "/d"), 2, "/d is a folder"),
+    (MemoryError(), 1, "out of memory"),
+    (OSError(28, "No space left on device", "/big"), 2, "No space left on device: '/big'"),
+    (OSError("device busy"), 2, "device busy"),
+])
+def test_foreign_errors_have_one_line_each(error, code, text):
+    from edgehmr.cli import foreign_error_line
+
+    got_code, line = foreign_error_line(error)
+    assert got_code == code and text in line and "\n" not in line

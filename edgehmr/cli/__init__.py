@@ -19,6 +19,25 @@ ORDER = ("models", "targets", "convert", "reference", "validate", "profile", "re
 app.registered_commands.sort(key=lambda c: ORDER.index(c.name or c.callback.__name__))
 
 
+# Errors raised outside edgehmr's own checks that are still the user's to fix: (type, exit code, what to say).
+# The first matching row wins, so subclasses come before OSError.
+FOREIGN_ERRORS: tuple[tuple[type[BaseException], int, str], ...] = (
+    (PermissionError, 2, "permission denied: {e.filename}; choose a folder you can write, or fix its permissions."),
+    (IsADirectoryError, 2, "{e.filename} is a folder where a file was expected."),
+    (NotADirectoryError, 2, "{e.filename} is a file where a folder was expected."),
+    (MemoryError, 1, "out of memory; close other programs, or use a smaller model, batch or canvas."),
+    (OSError, 2, "{e}"),
+)
+
+
+def foreign_error_line(e: BaseException) -> tuple[int, str] | None:
+    """(exit code, one line) for an error of :data:`FOREIGN_ERRORS`; None for anything else (a bug: traceback)."""
+    for kind, code, text in FOREIGN_ERRORS:
+        if isinstance(e, kind):
+            return code, text.format(e=e)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=True)
@@ -35,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except (OSError, MemoryError) as e:
+        code, line = foreign_error_line(e)
+        if os.environ.get("EDGEHMR_DEBUG"):
+            raise
+        err.print(f"[bold red]error:[/] {escape(line)}", highlight=False)
+        return code
     return 0
 
 
