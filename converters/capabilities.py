@@ -25,6 +25,7 @@ class TargetCaps:
     precisions: tuple[Precision, ...]
     calibrated: tuple[Precision, ...]  # precisions that need calibration data
     buckets: str  # how SAT-HMR's static-shape buckets are packaged (converters.multishape)
+    multishape: tuple[Precision, ...]  # precisions with a multi-shape (bucketed) artifact; () = none
     host: str  # where the artifact runs
     extra: str  # pip extra that installs the runtime
     converter: str  # module in edgehmr.converters with convert()
@@ -42,6 +43,7 @@ TARGETS: dict[str, TargetCaps] = {
             id="onnx", runtime="ONNX Runtime (CPU)", suffix=".onnx",
             precisions=(Precision.fp32, Precision.fp16, Precision.int8, Precision.int8_weights),
             calibrated=(Precision.int8,), buckets="one graph, dynamic token axes",
+            multishape=(Precision.fp32, Precision.fp16, Precision.int8),
             host="any (x86, ARM; CPU execution provider)", extra="edgehmr (core)",
             converter="edgehmr.converters.onnx", runner="edgehmr.targets.onnxruntime",
             deformable_ops="GridSample (opset 16+), Pad reflect/edge: fp32, fp16, int8 validated",
@@ -50,6 +52,7 @@ TARGETS: dict[str, TargetCaps] = {
             id="openvino", runtime="OpenVINO (CPU plugin)", suffix=".xml",
             precisions=(Precision.fp32, Precision.fp16, Precision.int8, Precision.int8_weights),
             calibrated=(Precision.int8,), buckets="one IR, reshaped per bucket",
+            multishape=(Precision.fp32, Precision.fp16, Precision.int8),
             host="x86 / ARM CPU (Intel GPU/NPU devices untested)", extra="edgehmr[openvino]",
             converter="edgehmr.converters.openvino", runner="edgehmr.targets.openvino",
             deformable_ops="GridSample-9, Pad reflect/edge: fp32, fp16, int8 validated",
@@ -59,6 +62,7 @@ TARGETS: dict[str, TargetCaps] = {
             id="tensorrt", runtime="TensorRT (NVIDIA GPU / Jetson)", suffix=".onnx",
             precisions=(Precision.fp32, Precision.fp16, Precision.int8), calibrated=(Precision.int8,),
             buckets="one engine, a profile per bucket", host="Jetson Orin (TensorRT 10.x, JetPack 6), NVIDIA GPUs (TensorRT 10.x/11.x)",
+            multishape=(Precision.fp32, Precision.fp16, Precision.int8),
             extra="edgehmr[tensorrt] on the device; the ONNX is built anywhere",
             converter="edgehmr.converters.tensorrt", runner="edgehmr.targets.tensorrt",
             deformable_ops="GridSample from TensorRT 8.5 (not in JetPack 4.6's 8.2: --sampler gather); ONNX checked with "
@@ -68,6 +72,7 @@ TARGETS: dict[str, TargetCaps] = {
             id="executorch", runtime="ExecuTorch (XNNPACK)", suffix=".pte",
             precisions=(Precision.fp32, Precision.int8), calibrated=(),
             buckets="one .pte: fp32 one method with dynamic token axes, int8 a method per bucket",
+            multishape=(Precision.fp32, Precision.int8),
             host="Android / iOS / Linux (XNNPACK: ARM and x86 CPUs)", extra="edgehmr[executorch]",
             converter="edgehmr.converters.executorch", runner="edgehmr.targets.executorch",
             deformable_ops="portable grid_sampler_2d (ExecuTorch 1.5; older runtimes: --sampler gather), reflect pad as "
@@ -77,6 +82,7 @@ TARGETS: dict[str, TargetCaps] = {
         TargetCaps(
             id="executorch-coreml", runtime="ExecuTorch (Core ML delegate)", suffix=".pte",
             precisions=(Precision.fp16, Precision.fp32), calibrated=(), buckets="none (use coreml)",
+            multishape=(),
             host="iOS / macOS only (built anywhere)", extra="edgehmr[executorch,coreml]",
             converter="edgehmr.converters.executorch_coreml", runner="edgehmr.targets.executorch",
             deformable_ops="not measured",
@@ -86,6 +92,7 @@ TARGETS: dict[str, TargetCaps] = {
             id="coreml", runtime="Core ML", suffix=".mlpackage",
             precisions=(Precision.fp16, Precision.fp32, Precision.int8, Precision.int8_weights),
             calibrated=(Precision.int8,), buckets="multifunction .mlpackage",
+            multishape=(Precision.fp32, Precision.fp16),
             host="iOS / macOS (runs on macOS only; simulated in torch elsewhere)", extra="edgehmr[coreml]",
             converter="edgehmr.converters.coreml", runner="edgehmr.targets.coreml",
             deformable_ops="grid_sample -> resample, pads -> pad reflect/replicate: fp16 program checked, numerics "

@@ -29,7 +29,7 @@ from torch import nn
 
 from edgehmr.calibration.recipes import QuantRecipe
 from edgehmr.converters.base import ConvertResult, ExportJob
-from edgehmr.converters.capabilities import Precision, get_target
+from edgehmr.converters.capabilities import TARGETS, Precision, get_target
 from edgehmr.errors import ConversionError, InputError, SpecError
 
 
@@ -62,21 +62,17 @@ class MultiShapeJob:
 DEFAULT_INT8_RECIPE = QuantRecipe("multishape-default", (), ("softmax", "layernorm"))
 
 
-# What each target can hold as a multi-shape artifact. Anything else is refused before any work.
-MULTISHAPE_PRECISIONS: dict[str, tuple[Precision, ...]] = {
-    "onnx": (Precision.fp32, Precision.fp16, Precision.int8),
-    "openvino": (Precision.fp32, Precision.fp16, Precision.int8),
-    "executorch": (Precision.fp32, Precision.int8),  # int8: dynamic activations, no calibration needed
-    "coreml": (Precision.fp32, Precision.fp16),
-    "tensorrt": (Precision.fp32, Precision.fp16, Precision.int8),
-}
+def multishape_targets() -> list[str]:
+    """Targets that hold multi-shape artifacts (``TargetCaps.multishape``); anything else is refused before any
+    work."""
+    return [caps.id for caps in TARGETS.values() if caps.multishape]
 
 
 def check_precision(target_id: str, job: MultiShapeJob) -> None:
     """One clear line for a target or precision without a multi-shape path."""
-    supported = MULTISHAPE_PRECISIONS.get(target_id)
-    if supported is None:
-        have = ", ".join(MULTISHAPE_PRECISIONS)
+    supported = get_target(target_id).multishape
+    if not supported:
+        have = ", ".join(multishape_targets())
         raise ConversionError(f"Target '{target_id}' has no multi-shape export; targets with one: {have}.")
     if job.precision not in supported:
         have = ", ".join(p.value for p in supported)

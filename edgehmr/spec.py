@@ -106,17 +106,17 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
 def _resolve_sat_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, batch, out_dir, seed, calib,
                       calib_count, calib_boxes, canvas, buckets, bucket_count, allow_demotion) -> ConvertSpec:
     """SAT-HMR: one frame per inference, a canvas, a bucket table; calibration frames size the buckets."""
-    from edgehmr.converters.multishape import MULTISHAPE_PRECISIONS
+    from edgehmr.converters.multishape import multishape_targets
     from edgehmr.sat.frame import Canvas
     from edgehmr.sat.tables import parse_buckets
 
     caps = get_target(target)
     prec = caps.precisions[0] if precision is None else parse_precision(precision, caps)
     check_available(caps)
-    supported = MULTISHAPE_PRECISIONS.get(caps.id, ())
+    supported = caps.multishape
     if not supported:
         raise SpecError(f"sat-hmr needs multi-bucket artifacts, which target {caps.id} cannot hold; targets that "
-                        f"can: {', '.join(MULTISHAPE_PRECISIONS)}.")
+                        f"can: {', '.join(multishape_targets())}.")
     if prec not in supported:
         raise SpecError(f"sat-hmr on {caps.id} converts at {', '.join(p.value for p in supported)}; not "
                         f"{prec.value}.")
