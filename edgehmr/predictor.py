@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from edgehmr.artifact import read_metadata
-from edgehmr.tasks import FRAMES, KEYPOINTS, artifact_task
 from edgehmr.errors import InputError
 from edgehmr.models.geometry import cam_crop_to_full
 from edgehmr.models.keypoints import decode_heatmaps
 from edgehmr.models.sat_hmr import CANVAS, FOCAL_PX
 from edgehmr.preprocess import CropRule, prepare_crop
+from edgehmr.tasks import FRAMES, KEYPOINTS, artifact_task
 
 SAT_CONFIDENCE = 0.3  # people kept from SAT-HMR's 50 queries: confidence > this (its demo's conf_thresh; no NMS)
 

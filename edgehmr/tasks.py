@@ -40,8 +40,8 @@ TASKS = {t.name: t for t in (
 FAMILY_TASKS = {"hmr2": "crop-mesh", "vitpose": "crop-keypoints", "sat-hmr": "frame-mesh"}
 
 
-def family_task(family: str) -> Task:
-    if family not in FAMILY_TASKS:
+def family_task(family: object) -> Task:
+    if not isinstance(family, str) or family not in FAMILY_TASKS:
         raise InputError(f"unknown model family {family!r}; this edgehmr knows {', '.join(FAMILY_TASKS)}.")
     return TASKS[FAMILY_TASKS[family]]
 
@@ -53,7 +53,7 @@ def artifact_task(meta: dict) -> Task:
     if name is None:
         model = meta.get("model")
         return family_task(model.get("family") if isinstance(model, dict) else None)
-    if name not in TASKS:
+    if not isinstance(name, str) or name not in TASKS:
         raise InputError(f"metadata.json names task {name!r}; this edgehmr knows {', '.join(TASKS)}. Update edgehmr "
                          f"or re-run 'edgehmr convert'.")
     return TASKS[name]

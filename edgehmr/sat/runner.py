@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from edgehmr.artifact import read_metadata
-from edgehmr.tasks import FRAMES, artifact_task
 from edgehmr.bucketing import Selection, classify, pack
 from edgehmr.converters.multishape import open_multishape_runner
 from edgehmr.errors import InputError
 from edgehmr.sat.tables import table_from_json
+from edgehmr.tasks import FRAMES, artifact_task
 
 STAGE1_ENTRY = "canvas"
 
