@@ -181,9 +181,9 @@ def convert_multishape(job: MultiShapeJob, out_dir: Path) -> ConvertResult:
     """One ``model.pte`` (XNNPACK) that runs every entry; ``details["entry_methods"]`` maps entry -> method.
 
     FP32: one method whose varying axes are dynamic, bounded by the largest entry. Every method of a program
-    is exported, decomposed and partitioned on its own (about 100 s per method for published SAT-HMR, whatever
-    its size), so one method instead of one per bucket cuts the conversion by the number of buckets; XNNPACK
-    plans memory for the upper bounds and reshapes its runtime when the input shape changes.
+    is exported, decomposed and partitioned on its own (100-150 s per method for published SAT-HMR, whatever
+    the bucket's size), so one method instead of one per bucket cuts the conversion by the number of buckets;
+    XNNPACK plans memory for the upper bounds and reshapes its runtime when the input shape changes.
     INT8: one static method per entry: the XNNPACK partitioner cannot yet partition a dynamically quantized
     graph whose token axes are dynamic (it reports a dependency cycle), so each entry is quantized and lowered on
     its own and the program stores the identical INT8 weights once.
@@ -206,8 +206,9 @@ def convert_multishape(job: MultiShapeJob, out_dir: Path) -> ConvertResult:
         details["dynamic_axes"] = dynamic_axes_json(job)
     buffer, leftover = lower_methods(methods, "xnnpack", job.precision, job.model_name)
     (out_dir / MODEL_FILE).write_bytes(buffer)
-    details |= {"methods": list(methods), "entry_methods": entry_methods, "default_method": entry_methods[
-        job.default_entry], "non_delegated": leftover, "executorch": package_version("executorch")}
+    details |= {"methods": list(methods), "entry_methods": entry_methods,
+                "default_method": entry_methods[job.default_entry], "non_delegated": leftover,
+                "executorch": package_version("executorch")}
     return ConvertResult(MODEL_FILE, details, kept_fp32=kept)
 
 
