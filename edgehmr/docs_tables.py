@@ -114,5 +114,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{rel}: {name} rewritten")
     return 1 if stale else 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
