@@ -8,12 +8,13 @@ import time
 
 
 def time_alternating(rows: list[dict], warmup: int, runs: int) -> None:
-    """``rows[i]["runner"].run(rows[i]["feed"])`` timed; sets ``p50_ms`` and ``p90_ms`` on each row."""
+    """``rows[i]["runner"].run(entry, rows[i]["feed"])`` timed (the runner's default entry unless the row names
+    one); sets ``p50_ms`` and ``p90_ms`` on each row."""
     samples: list[list[float]] = [[] for _ in rows]
     for i in range(warmup + runs):
         for k, row in enumerate(rows):
             start = time.perf_counter()
-            row["runner"].run(row["feed"])
+            row["runner"].run(row.get("entry") or row["runner"].default_entry, row["feed"])
             if i >= warmup:
                 samples[k].append((time.perf_counter() - start) * 1e3)
     for row, s in zip(rows, samples):

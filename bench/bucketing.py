@@ -31,9 +31,11 @@ import numpy as np
 import torch
 
 from edgehmr.bucketing import Bucket, Selection, buckets_from_counts, classify, pack_into
+from edgehmr.converters.base import ExportJob
 from edgehmr.converters.capabilities import Precision
-from edgehmr.converters.multishape import MultiShapeJob, convert_multishape, open_multishape_runner, part_metadata
+from edgehmr.converters.convert import convert_part, part_metadata
 from edgehmr.models.sat_hmr import LOW_RES_CELL, STAGE2_INPUTS, STAGE2_OUTPUTS, SatHmr, Stage2Graph, init_sat_hmr
+from edgehmr.targets.base import open_part_runner
 
 sys.path.insert(0, str(Path(__file__).parent))
 from quantization import time_it  # noqa: E402
@@ -114,12 +116,12 @@ def main() -> None:
         return {"image": image.numpy(), "low_res_tokens": tokens.numpy(), "cls": cls.numpy()} | packed.feeds()
 
     examples = {name: tuple(torch.from_numpy(v) for v in feeds(*e).values()) for name, e in entries.items()}
-    job = MultiShapeJob(Stage2Graph(model).eval(), examples, STAGE2_INPUTS, STAGE2_OUTPUTS, Precision.fp32,
-                        "sat-hmr stage 2")
+    job = ExportJob(Stage2Graph(model).eval(), examples, STAGE2_INPUTS, STAGE2_OUTPUTS, Precision.fp32,
+                    "sat-hmr stage 2")
     with tempfile.TemporaryDirectory() as tmp:
         print(f"converting stage 2 to one OpenVINO IR with {len(entries)} entries ...", file=sys.stderr)
-        result = convert_multishape("openvino", job, Path(tmp))
-        runner = open_multishape_runner(Path(tmp), part_metadata("openvino", job, result))
+        result = convert_part("openvino", job, Path(tmp))
+        runner = open_part_runner(Path(tmp), part_metadata("openvino", job, result))
 
         def run(name: str, selection: Selection, bucket: Bucket) -> float:
             f = feeds(selection, bucket)

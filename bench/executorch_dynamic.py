@@ -33,7 +33,8 @@ def main() -> None:
 
     from edgehmr.converters.capabilities import Precision
     from edgehmr.converters.executorch import Method, lower_methods
-    from edgehmr.converters.multishape import MultiShapeJob, export_job, torch_dynamic_shapes
+    from edgehmr.converters.base import ExportJob
+    from edgehmr.converters.shapes import export_job, torch_dynamic_shapes
     from edgehmr.models import load_model
     from edgehmr.models.sat_hmr import STAGE2_INPUTS, STAGE2_OUTPUTS, Stage2Graph
     from edgehmr.sat.convert import stage2_example
@@ -49,7 +50,7 @@ def main() -> None:
         _, tokens, cls = model.stage1(image)
     graph = Stage2Graph(model).eval()
     entries = {b.name: stage2_example(image, tokens, cls, b, canvas.grid) for b in table.buckets}
-    job = MultiShapeJob(graph, entries, STAGE2_INPUTS, STAGE2_OUTPUTS, Precision.fp32, args.model)
+    job = ExportJob(graph, entries, STAGE2_INPUTS, STAGE2_OUTPUTS, Precision.fp32, args.model)
 
     forms = {"static (one method per bucket)": {name: Method(graph, ex) for name, ex in entries.items()},
              "dynamic (one method)": {"forward": Method(graph, export_job(job).example_inputs,
@@ -63,10 +64,12 @@ def main() -> None:
         print(f"{form}: lowered in {convert_s[form]:.0f} s, {len(buffer) / 2**20:.0f} MB", flush=True)
 
     class Call:
+        default_entry = "forward"
+
         def __init__(self, method, inputs):
             self.method, self.inputs = method, list(inputs)
 
-        def run(self, _feed):
+        def run(self, _entry, _feed):
             return self.method.execute(self.inputs)
 
     rows = []

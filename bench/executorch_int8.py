@@ -34,7 +34,8 @@ from edgehmr.converters.executorch import lower_methods, quantize_int8_dynamic
 from edgehmr.models import load_model, model_cost
 from edgehmr.reference import make_bundle
 from edgehmr.spec import resolve_spec
-from edgehmr.targets.executorch import ExecuTorchRunner, op_time_profile
+from edgehmr.targets.base import open_artifact_runner, open_part_runner
+from edgehmr.targets.executorch import op_time_profile
 from edgehmr.validate import validate
 from quantization import artifact_size_mb, time_it
 
@@ -55,13 +56,15 @@ def gemm_rates(args, work: Path) -> dict[str, float]:
         eager, _ = time_it(lambda: linear(x), args.warmup, args.runs * 5)
     rates = {"PyTorch eager fp32": macs / (eager / 1e3)}
     for label, precision in (("ExecuTorch fp32", Precision.fp32), ("ExecuTorch int8", Precision.int8)):
-        job = ExportJob(linear, (x,), ["x"], ["y"], precision, "gemm")
+        job = ExportJob.single(linear, (x,), ["x"], ["y"], precision, "gemm")
         module = quantize_int8_dynamic(job) if precision == Precision.int8 else linear
         buffer, _ = lower_methods({"forward": (module, (x,))}, "xnnpack", precision, "gemm")
         path = work / f"gemm-{precision.value}.pte"
         path.write_bytes(buffer)
-        runner = ExecuTorchRunner(path, ["x"], ["y"])
-        ms, _ = time_it(lambda: runner.run({"x": x.numpy()}), args.warmup, args.runs * 5)
+        runner = open_part_runner(work, {"target": "executorch", "file": path.name, "input_names": ["x"],
+                                         "output_names": ["y"], "precision": precision.value,
+                                         "entries": {"main": {"x": list(x.shape)}}, "details": {}})
+        ms, _ = time_it(lambda: runner.run("main", {"x": x.numpy()}), args.warmup, args.runs * 5)
         rates[label] = macs / (ms / 1e3)
     return rates
 
@@ -83,8 +86,8 @@ def bench(args, work: Path) -> tuple[list[dict], dict]:
         path = convert(spec, loaded)
         report = validate(path, bundle)
         meta = json.loads((path / "metadata.json").read_text())
-        runner = ExecuTorchRunner(path / "model.pte", ["image"], [o["name"] for o in meta["outputs"]])
-        median, p90 = time_it(lambda: runner.run({"image": image}), args.warmup, args.runs)
+        runner = open_artifact_runner(path, meta)
+        median, p90 = time_it(lambda: runner.run(runner.default_entry, {"image": image}), args.warmup, args.runs)
         rows.append({"runtime": "ExecuTorch XNNPACK", "variant": label, "median_ms": median, "p90_ms": p90,
                      "size_mb": artifact_size_mb(path), "mpjpe_mm": report.task["mpjpe_mm"]["value"],
                      "worst_rel_l2": max(o["rel_l2"] for o in report.outputs.values()),

@@ -91,7 +91,7 @@ def bench_model(name: str, args, work: Path, peak: float) -> list[dict]:
         meta = json.loads((path / "metadata.json").read_text())
         runner = open_artifact_runner(path, meta)
         feed = {meta["inputs"][0]["name"]: image.numpy()}
-        median, p90 = time_it(lambda: runner.run(feed), args.warmup, args.runs)
+        median, p90 = time_it(lambda: runner.run(runner.default_entry, feed), args.warmup, args.runs)
         rows.append({"model": name, "runtime": meta["runtime"], "precision": precision, "median_ms": median,
                      "p90_ms": p90, "gmacs": gmacs, "size_mb": artifact_size_mb(path),
                      "mpjpe_mm": report.task["mpjpe_mm"]["value"],

@@ -1,7 +1,8 @@
 """The small interface every target converter implements.
 
-A converter module exposes ``convert(job, out_dir) -> ConvertResult``. It writes its model file(s) into ``out_dir``
-(a staging folder the caller renames into place when everything succeeded) and never touches anything else.
+A converter module exposes ``convert(job, out_dir) -> ConvertResult`` for every :class:`ExportJob`, one entry or
+many. It writes its model file(s) into ``out_dir`` (a staging folder the caller renames into place when everything
+succeeded) and never touches anything else. :func:`edgehmr.converters.convert.convert_part` is the one way in.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import contextlib
 import io
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from edgehmr.artifact import DEFAULT_ENTRY
 from edgehmr.calibration.recipes import QuantRecipe
 from edgehmr.converters.capabilities import Precision
 
@@ -28,20 +30,69 @@ def node_scope(node: torch.fx.Node) -> str | None:
     return list(stack.values())[-1][0] if stack else None
 
 
+# A calibration sample: one value per model input, with the entry's shapes (batch axis included).
+Sample = tuple[np.ndarray, ...]
+
+
 @dataclass(frozen=True)
 class ExportJob:
-    module: nn.Module  # eval mode, float32, returns a tuple in ``output_names`` order
-    example_inputs: tuple[torch.Tensor, ...]  # static shapes: the artifact is fixed to these
+    """What a converter turns into one part of an artifact: a module and its fixed-shape entries.
+
+    A crop model has one entry (its batch); SAT-HMR's stage 2 one per bucket. Every entry has the same inputs,
+    ranks, dtypes and batch; only the sizes of other axes differ, and the artifact stores the weights once.
+    """
+    module: nn.Module  # eval, float32, returns a tuple of tensors in output_names order
+    entries: dict[str, tuple[torch.Tensor, ...]]  # entry name -> example inputs; the first entry is the default
     input_names: list[str]
     output_names: list[str]
     precision: Precision
     model_name: str
-    calibration: np.ndarray | None = None  # [N, ...] model inputs, for precisions that need calibration
-    recipe: QuantRecipe | None = None  # what stays float under INT8
+    calibration: dict[str, list[Sample]] | None = None  # entry -> calibration samples (calibrated precisions)
+    recipe: QuantRecipe | None = None  # what stays float under INT8; None = DEFAULT_INT8_RECIPE
+
+    @classmethod
+    def single(cls, module: nn.Module, example_inputs: tuple[torch.Tensor, ...], input_names: list[str],
+               output_names: list[str], precision: Precision, model_name: str,
+               calibration: list[Sample] | None = None, recipe: QuantRecipe | None = None) -> "ExportJob":
+        """A job with one entry (:data:`DEFAULT_ENTRY`)."""
+        return cls(module, {DEFAULT_ENTRY: tuple(example_inputs)}, list(input_names), list(output_names), precision,
+                   model_name, {DEFAULT_ENTRY: calibration} if calibration else None, recipe)
+
+    @property
+    def default_entry(self) -> str:
+        return next(iter(self.entries))
+
+    @property
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        """The default entry's example inputs."""
+        return self.entries[self.default_entry]
 
     @property
     def batch(self) -> int:
         return int(self.example_inputs[0].shape[0])
+
+    @property
+    def int8_recipe(self) -> QuantRecipe:
+        return self.recipe or DEFAULT_INT8_RECIPE
+
+    def recipe_json(self) -> dict:
+        """The INT8 recipe as metadata records it (lists, as it reads back from metadata.json)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.int8_recipe.to_json().items()}
+
+    def with_entry(self, entry: str) -> "ExportJob":
+        """The job of one entry only (its calibration included)."""
+        calibration = {entry: self.calibration[entry]} if self.calibration and entry in self.calibration else None
+        return replace(self, entries={entry: self.entries[entry]}, calibration=calibration)
+
+
+# INT8 without a model-specific recipe: every linear/conv/matmul INT8, softmax and LayerNorm float (neither runtime
+# speeds them up in INT8; see edgehmr.calibration.recipes).
+DEFAULT_INT8_RECIPE = QuantRecipe("multishape-default", (), ("softmax", "layernorm"))
+
+
+def batched_samples(images: np.ndarray, batch: int) -> list[Sample]:
+    """Calibration images ``[N, ...]`` as samples of one static batch each (a partial last batch is dropped)."""
+    return [(images[i:i + batch],) for i in range(0, len(images) - batch + 1, batch)]
 
 
 @dataclass

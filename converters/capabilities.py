@@ -24,7 +24,7 @@ class TargetCaps:
     suffix: str  # model file suffix inside the artifact folder
     precisions: tuple[Precision, ...]
     calibrated: tuple[Precision, ...]  # precisions that need calibration data
-    buckets: str  # how SAT-HMR's static-shape buckets are packaged (converters.multishape)
+    buckets: str  # how SAT-HMR's static-shape buckets are packaged (converters.shapes)
     multishape: tuple[Precision, ...]  # precisions with a multi-shape (bucketed) artifact; () = none
     host: str  # where the artifact runs
     extra: str  # pip extra that installs the runtime
@@ -34,6 +34,8 @@ class TargetCaps:
     # How DeformableHMR's grid_sample and JBU ops (reflect/edge pads, shifted slices, fixed convs) run here,
     # measured on deformable-hmr-vit-s (tests/test_deformable_hmr.py).
     deformable_ops: str = ""
+    # ``edgehmr debug drift``: (method line, probe in edgehmr.drift.PROBES); None: no per-layer probe here.
+    drift: tuple[str, str] | None = None
 
 
 TARGETS: dict[str, TargetCaps] = {
@@ -47,6 +49,7 @@ TARGETS: dict[str, TargetCaps] = {
             host="any (x86, ARM; CPU execution provider)", extra="edgehmr (core)",
             converter="edgehmr.converters.onnx", runner="edgehmr.targets.onnxruntime",
             deformable_ops="GridSample (opset 16+), Pad reflect/edge: fp32, fp16, int8 validated",
+            drift=("ONNX Runtime, every shared intermediate tensor vs the FP32 export", "onnxruntime"),
         ),
         TargetCaps(
             id="openvino", runtime="OpenVINO (CPU plugin)", suffix=".xml",
@@ -57,6 +60,7 @@ TARGETS: dict[str, TargetCaps] = {
             converter="edgehmr.converters.openvino", runner="edgehmr.targets.openvino",
             deformable_ops="GridSample-9, Pad reflect/edge: fp32, fp16, int8 validated",
             requires=("openvino", "nncf"),
+            drift=("OpenVINO CPU runtime, every shared op output vs the FP32 IR", "openvino"),
         ),
         TargetCaps(
             id="tensorrt", runtime="TensorRT (NVIDIA GPU / Jetson)", suffix=".onnx",
@@ -67,6 +71,8 @@ TARGETS: dict[str, TargetCaps] = {
             converter="edgehmr.converters.tensorrt", runner="edgehmr.targets.tensorrt",
             deformable_ops="GridSample from TensorRT 8.5 (not in JetPack 4.6's 8.2: --sampler gather); ONNX checked with "
                            "ONNX Runtime, engine untested here",
+            drift=("ONNX Runtime on the Q/DQ ONNX the engine is built from, every shared intermediate tensor vs the "
+                   "FP32 export", "onnxruntime"),
         ),
         TargetCaps(
             id="executorch", runtime="ExecuTorch (XNNPACK)", suffix=".pte",
@@ -78,6 +84,7 @@ TARGETS: dict[str, TargetCaps] = {
             deformable_ops="portable grid_sampler_2d (ExecuTorch 1.5; older runtimes: --sampler gather), reflect pad as "
                            "portable index ops: fp32 validated; int8 refused (XNNPACK partition cycle)",
             requires=("executorch",),
+            drift=("ExecuTorch runtime (XNNPACK)", "executorch"),
         ),
         TargetCaps(
             id="executorch-coreml", runtime="ExecuTorch (Core ML delegate)", suffix=".pte",

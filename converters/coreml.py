@@ -18,9 +18,8 @@ without Core ML (Linux); for int8 the artifact keeps the observer ranges (``w8a8
 weights) so the same quantized graph can be rebuilt. On macOS the real model runs. The minimum deployment target
 is the lowest one that has every feature the artifact uses (see :data:`DEPLOYMENT_TARGETS`); metadata records it.
 
-Several static shapes can share one ``.mlpackage`` (multifunction, weights stored once, iOS 18 / macOS 15):
-:func:`save_multifunction`; the SAT-HMR bucketing uses it through :func:`convert_multishape` (one function per
-entry, named after it; fp32 or fp16 compute).
+A job with several entries (SAT-HMR's buckets) becomes one multifunction ``.mlpackage`` (a function per entry,
+named after it, weights stored once; fp32 or fp16 compute; iOS 18 / macOS 15): :func:`save_multifunction`.
 
 Integer inputs (e.g. gather indices) become int32 inputs: Core ML has no int64 tensors at the model boundary.
 """
@@ -39,7 +38,7 @@ import torch
 from edgehmr.calibration.recipes import QuantRecipe
 from edgehmr.converters.base import ConvertResult, ExportJob, node_scope, vendor_quiet
 from edgehmr.converters.capabilities import Precision
-from edgehmr.converters.multishape import MultiShapeJob, prepare
+from edgehmr.converters.shapes import prepare
 from edgehmr.errors import ConversionError, TargetUnavailableError
 
 MODEL_FILE = "model.mlpackage"
@@ -136,12 +135,12 @@ def _w8a8_prepared(module: torch.nn.Module, recipe: QuantRecipe | None, example:
 
 
 def calibrate_w8a8(module: torch.nn.Module, recipe: QuantRecipe | None, example: tuple[torch.Tensor, ...],
-                   calibration: np.ndarray, batch: int) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+                   samples: list[tuple[np.ndarray, ...]]) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
     """Calibrated W8A8 module (reference-quantized FX graph) and its observer state (small: no weights)."""
     with vendor_quiet(), torch.no_grad():
         quantizer, prepared = _w8a8_prepared(module, recipe, example)
-        for i in range(0, len(calibration) - batch + 1, batch):
-            prepared(torch.from_numpy(calibration[i:i + batch]))
+        for sample in samples:
+            prepared(*(torch.from_numpy(np.asarray(v)) for v in sample))
         state = {k: v.clone() for k, v in prepared.state_dict().items() if "activation_post_process" in k}
         return quantizer.finalize(), state
 
@@ -284,40 +283,6 @@ def package_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
-    ct = _coremltools()
-    state = None
-    if job.precision == Precision.int8:
-        module, state = calibrate_w8a8(job.module, job.recipe, job.example_inputs, job.calibration, job.batch)
-    else:
-        module = coreml_module(job.module, job.precision, job.recipe)
-    model = torch2coreml(module, job.example_inputs, job.input_names, job.output_names, job.precision,
-                         job.model_name)
-    out = out_dir / MODEL_FILE
-    model.save(str(out))
-    summary = program_summary(out)
-    target = deployment_target(job.precision)
-    details = {
-        "coremltools": ct.__version__, "format": "mlprogram",
-        "compute_precision": compute_precision(job.precision),
-        "minimum_deployment_target": {"ios": target.ios, "macos": target.macos, "why": target.why},
-        "program": summary,
-    }
-    kept = []
-    if job.precision in (Precision.int8, Precision.int8_weights):
-        kept = [f"linear/conv {n}" for n in _scopes_to_skip(job.module, job.recipe)]
-        details["weights"] = "int8 per-channel symmetric (expanded to float16 at load)"
-        details["quantized_weights"] = summary["ops"].get("constexpr_affine_dequantize", 0)
-    if job.precision == Precision.int8:
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in state.items()}, str(out_dir / W8A8_STATE_FILE))
-        details["activations"] = "int8 symmetric per-tensor, calibrated (quantize/dequantize around compute ops)"
-        details["quantize_ops"] = summary["ops"].get("quantize", 0)
-        details["w8a8_state"] = W8A8_STATE_FILE
-    return ConvertResult(MODEL_FILE, details, kept_fp32=kept)
-
-
 def torch2coreml_multifunction(module: torch.nn.Module, functions: dict[str, tuple[torch.Tensor, ...]],
                                input_names: list[str], output_names: list[str], precision: Precision, name: str,
                                out_path: Path, default: str | None = None) -> None:
@@ -334,9 +299,48 @@ def torch2coreml_multifunction(module: torch.nn.Module, functions: dict[str, tup
         save_multifunction(parts, out_path, default or next(iter(functions)))
 
 
-def convert_multishape(job: MultiShapeJob, out_dir: Path) -> ConvertResult:
-    """One multifunction ``model.mlpackage``: a function per entry (the first is the default), weights once."""
+def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
+    """``model.mlpackage``: one function for a job with one entry, a multifunction package for several (the first
+    entry is the default function)."""
     prepare("coreml", job)
+    if len(job.entries) > 1:
+        return _convert_multifunction(job, out_dir)
+    ct = _coremltools()
+    state = None
+    recipe = job.int8_recipe
+    if job.precision == Precision.int8:
+        module, state = calibrate_w8a8(job.module, recipe, job.example_inputs, job.calibration[job.default_entry])
+    else:
+        module = coreml_module(job.module, job.precision, recipe)
+    model = torch2coreml(module, job.example_inputs, job.input_names, job.output_names, job.precision,
+                         job.model_name)
+    out = out_dir / MODEL_FILE
+    model.save(str(out))
+    summary = program_summary(out)
+    target = deployment_target(job.precision)
+    details = {
+        "coremltools": ct.__version__, "format": "mlprogram",
+        "compute_precision": compute_precision(job.precision),
+        "minimum_deployment_target": {"ios": target.ios, "macos": target.macos, "why": target.why},
+        "functions": ["main"], "default_function": "main",
+        "program": summary,
+    }
+    kept = []
+    if job.precision in (Precision.int8, Precision.int8_weights):
+        kept = [f"linear/conv {n}" for n in _scopes_to_skip(job.module, recipe)]
+        details["weights"] = "int8 per-channel symmetric (expanded to float16 at load)"
+        details["quantized_weights"] = summary["ops"].get("constexpr_affine_dequantize", 0)
+    if job.precision == Precision.int8:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(out_dir / W8A8_STATE_FILE))
+        details["activations"] = "int8 symmetric per-tensor, calibrated (quantize/dequantize around compute ops)"
+        details["quantize_ops"] = summary["ops"].get("quantize", 0)
+        details["w8a8_state"] = W8A8_STATE_FILE
+    return ConvertResult(MODEL_FILE, details, kept_fp32=kept)
+
+
+def _convert_multifunction(job: ExportJob, out_dir: Path) -> ConvertResult:
     ct = _coremltools()
     out = out_dir / MODEL_FILE
     torch2coreml_multifunction(job.module, dict(job.entries), job.input_names, job.output_names, job.precision,

@@ -11,9 +11,9 @@ static per-tensor 81 ms and 3.2e-2 rel. L2 on betas; dynamic 60 ms and 3.6e-3. X
 the output in float, so residual adds, LayerNorm and softmax stay float without extra quantize/dequantize pairs.
 Dynamic activations need no calibration data.
 
-Several shapes can share one ``.pte`` (the SAT-HMR bucketing uses it): :func:`convert_multishape` writes one
-method with dynamic axes (FP32) or one static method per entry (INT8); methods lowered together store the
-delegate's weights once.
+A job with several entries (SAT-HMR's buckets) becomes one ``.pte``: one method with dynamic axes (FP32) or
+one static method per entry (INT8); methods lowered together store the delegate's weights once. Metadata maps
+each entry to its method (``entry_methods``).
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ import torch
 
 from edgehmr.converters.base import ConvertResult, ExportJob, node_scope, vendor_quiet
 from edgehmr.converters.capabilities import Precision
-from edgehmr.converters.multishape import (MultiShapeJob, dynamic_axes_json, export_job, prepare,
-                                            torch_dynamic_shapes)
+from edgehmr.converters.shapes import dynamic_axes_json, export_job, prepare, torch_dynamic_shapes
 from edgehmr.errors import ConversionError
 
 MODEL_FILE = "model.pte"
@@ -73,11 +72,10 @@ def quantize_int8_dynamic(job: ExportJob) -> torch.nn.Module:
                                                                          get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    recipe = job.recipe
+    recipe = job.int8_recipe
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
                                                                                   is_dynamic=True))
-    if recipe is not None:
-        quantizer.set_filter_function(lambda node: not recipe.covers(node_scope(node) or ""))
+    quantizer.set_filter_function(lambda node: not recipe.covers(node_scope(node) or ""))
     graph = torch.export.export(job.module, job.example_inputs).module()
     prepared = prepare_pt2e(graph, quantizer)
     prepared(*job.example_inputs)  # dynamic observers only record shapes: one forward is all it takes
@@ -139,86 +137,61 @@ def lower_methods(methods: dict[str, Method | tuple], delegate: str, precision: 
     return buffer, leftover
 
 
-def torch2pte(job: ExportJob, out_path: Path, delegate: str = "xnnpack") -> dict:
-    details: dict = {"delegate": delegate, "methods": [DEFAULT_METHOD]}
-    module = job.module
-    if job.precision == Precision.int8:
-        module = quantized_or_fail(job, job.model_name)
-        done, total = quantized_linears(module)
-        details |= {"weights": "int8 per-channel symmetric", "activations": "int8 dynamic (per row, at run time)",
-                    "quantized_linear_conv": done, "linear_conv": total}
-    buffer, leftover = lower_methods({DEFAULT_METHOD: Method(module, job.example_inputs)}, delegate, job.precision,
-                                     job.model_name)
-    out_path.write_bytes(buffer)
-    left = leftover[DEFAULT_METHOD]
-    return details | {"non_delegated": left, "non_delegated_total": sum(left.values())}
-
-
-def _convert(job: ExportJob, out_dir: Path, delegate: str) -> ConvertResult:
-    from edgehmr.environment import package_version
-
-    details = torch2pte(job, out_dir / MODEL_FILE, delegate)
-    kept = []
-    if job.precision == Precision.int8:
-        kept = [f"linear/conv in {s}" for s in job.recipe.keep_float_scopes] if job.recipe else []
-    return ConvertResult(MODEL_FILE, details | {"executorch": package_version("executorch")},
-                         kept_fp32=kept)
-
-
 def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
-    if job.precision not in (Precision.fp32, Precision.int8):
-        raise ConversionError(f"ExecuTorch XNNPACK target has no {job.precision.value} path.")
-    return _convert(job, out_dir, "xnnpack")
+    """``model.pte`` with the XNNPACK delegate."""
+    prepare("executorch", job)
+    return convert_with_delegate(job, out_dir, "xnnpack")
 
 
-def convert_coreml_delegate(job: ExportJob, out_dir: Path) -> ConvertResult:
-    if job.precision not in (Precision.fp32, Precision.fp16):
-        raise ConversionError(f"ExecuTorch Core ML target has no {job.precision.value} path.")
-    return _convert(job, out_dir, "coreml")
+def convert_with_delegate(job: ExportJob, out_dir: Path, delegate: str) -> ConvertResult:
+    """One ``model.pte`` that runs every entry; ``details["entry_methods"]`` maps entry -> method.
 
-
-def convert_multishape(job: MultiShapeJob, out_dir: Path) -> ConvertResult:
-    """One ``model.pte`` (XNNPACK) that runs every entry; ``details["entry_methods"]`` maps entry -> method.
-
-    FP32: one method whose varying axes are dynamic, bounded by the largest entry. Every method of a program
-    is exported, decomposed and partitioned on its own (100-150 s per method for published SAT-HMR, whatever
-    the bucket's size), so one method instead of one per bucket cuts the conversion by the number of buckets;
-    XNNPACK plans memory for the upper bounds and reshapes its runtime when the input shape changes.
+    FP32/FP16: one method, its varying axes dynamic and bounded by the largest entry (one entry: static). Every
+    method of a program is exported, decomposed and partitioned on its own (100-150 s per method for published
+    SAT-HMR, whatever the bucket's size), so one method instead of one per bucket cuts the conversion by the
+    number of buckets; XNNPACK plans memory for the upper bounds and reshapes its runtime when the input shape
+    changes.
     INT8: one static method per entry: the XNNPACK partitioner cannot yet partition a dynamically quantized
     graph whose token axes are dynamic (it reports a dependency cycle), so each entry is quantized and lowered on
     its own and the program stores the identical INT8 weights once.
     """
     from edgehmr.environment import package_version
 
-    prepare("executorch", job)
     kept: list[str] = []
-    details: dict = {"delegate": "xnnpack"}
+    details: dict = {"delegate": delegate}
     if job.precision == Precision.int8:
-        methods, details["quantized_linear_conv"] = _quantize_methods(job)
-        entry_methods = {entry: entry for entry in job.entries}
+        methods, counts = _quantize_methods(job)
+        entry_methods = {entry: method for method, entry in zip(methods, job.entries)}
         details |= {"weights": "int8 per-channel symmetric", "activations": "int8 dynamic (per row, at run time)",
-                    "recipe": job.recipe_json()}
+                    "recipe": job.recipe_json(), "quantized_linear_conv": sum(c["quantized"] for c in counts.values()),
+                    "linear_conv": sum(c["total"] for c in counts.values()), "linear_conv_by_method": counts}
         kept = [f"linear/conv in {s}" for s in job.int8_recipe.keep_float_scopes]
     else:
         single = export_job(job)
         methods = {DEFAULT_METHOD: Method(single.module, single.example_inputs, torch_dynamic_shapes(job))}
         entry_methods = {entry: DEFAULT_METHOD for entry in job.entries}
         details["dynamic_axes"] = dynamic_axes_json(job)
-    buffer, leftover = lower_methods(methods, "xnnpack", job.precision, job.model_name)
+    buffer, leftover = lower_methods(methods, delegate, job.precision, job.model_name)
     (out_dir / MODEL_FILE).write_bytes(buffer)
+    left = Counter()
+    for ops in leftover.values():
+        left.update(ops)
     details |= {"methods": list(methods), "entry_methods": entry_methods,
-                "default_method": entry_methods[job.default_entry], "non_delegated": leftover,
-                "executorch": package_version("executorch")}
+                "default_method": entry_methods[job.default_entry],
+                "non_delegated": dict(left.most_common()), "non_delegated_total": sum(left.values()),
+                "non_delegated_by_method": leftover, "executorch": package_version("executorch")}
     return ConvertResult(MODEL_FILE, details, kept_fp32=kept)
 
 
-def _quantize_methods(job: MultiShapeJob):
+def _quantize_methods(job: ExportJob) -> tuple[dict[str, Method], dict[str, dict[str, int]]]:
+    """Each entry quantized on its own: method -> Method, method -> {"quantized", "total"} linear/conv ops.
+    A job with one entry keeps the program's default method name."""
     methods, counts = {}, {}
     for entry, inputs in job.entries.items():
-        single = ExportJob(job.module, inputs, job.input_names, job.output_names, job.precision, job.model_name,
-                           recipe=job.recipe)
-        module = quantized_or_fail(single, f"{job.model_name} ({entry})")
-        methods[entry] = Method(module, inputs)
+        method = DEFAULT_METHOD if len(job.entries) == 1 else entry
+        what = job.model_name if len(job.entries) == 1 else f"{job.model_name} ({entry})"
+        module = quantized_or_fail(job.with_entry(entry), what)
+        methods[method] = Method(module, inputs)
         done, total = quantized_linears(module)
-        counts[entry] = {"quantized": done, "total": total}
+        counts[method] = {"quantized": done, "total": total}
     return methods, counts

@@ -4,6 +4,14 @@ It runs only where ExecuTorch is built with the Core ML backend (iOS / macOS app
 delegation checked. See :mod:`edgehmr.converters.executorch`.
 """
 
-from edgehmr.converters.executorch import convert_coreml_delegate as convert
+from pathlib import Path
 
-__all__ = ["convert"]
+from edgehmr.converters.base import ConvertResult, ExportJob
+from edgehmr.converters.executorch import convert_with_delegate
+from edgehmr.converters.shapes import prepare
+
+
+def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
+    """``model.pte`` with the Core ML delegate."""
+    prepare("executorch-coreml", job)
+    return convert_with_delegate(job, out_dir, "coreml")

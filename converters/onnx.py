@@ -4,9 +4,9 @@ fp16 converts weights and compute to float16 with ONNX Runtime's converter and k
 float32 (``keep_io_types``), so apps feed the same float32 crop for every precision. INT8 lives in
 :mod:`edgehmr.converters.onnx_quant`.
 
-Multi-shape artifacts (:func:`convert_multishape`): one graph whose axes that differ between the entries are
-dynamic, so ONNX Runtime runs every entry's shape with one copy of the weights. INT8 uses the same static QDQ
-scheme as single-shape artifacts, calibrated on every entry's samples (one set of scales for the shared weights).
+A job with several entries (SAT-HMR's buckets) becomes one graph whose axes that differ between the entries are
+dynamic, so ONNX Runtime runs every entry's shape with one copy of the weights; INT8 is calibrated on every
+entry's samples (one set of scales for the shared weights).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import torch
 from edgehmr.converters import onnx_quant
 from edgehmr.converters.base import ConvertResult, ExportJob
 from edgehmr.converters.capabilities import Precision
-from edgehmr.converters.multishape import (MultiShapeJob, calibration_counts, calibration_feeds, dynamic_axes_json,
-                                           export_job, prepare, torch_dynamic_shapes)
+from edgehmr.converters.shapes import (calibration_counts, calibration_feeds, dynamic_axes_json, export_job,
+                                      prepare, torch_dynamic_shapes)
 from edgehmr.errors import ConversionError
 
 OPSET = 18
@@ -90,53 +90,36 @@ def onnx2fp16(src: Path, out_path: Path) -> Path:
     return out_path
 
 
-def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
-    out = out_dir / MODEL_FILE
-    if job.precision == Precision.fp32:
-        torch2onnx(job, out)
-        return ConvertResult(MODEL_FILE, {"opset": OPSET})
-    fp32 = out_dir / "model.fp32.tmp.onnx"
-    torch2onnx(job, fp32)
-    if job.precision == Precision.fp16:
-        onnx2fp16(fp32, out)
-        details, kept = {"io_dtype": "float32"}, list(FP16_KEEP_FP32_OPS)
-    elif job.precision == Precision.int8:
-        details = onnx_quant.onnx2int8_qdq(fp32, out, job.calibration, job.recipe, job.input_names[0], job.batch)
-        kept = details["kept_float_nodes"]
-    elif job.precision == Precision.int8_weights:
-        details = onnx_quant.onnx2int8_weights(fp32, out, job.recipe)
-        kept = details["kept_float_nodes"]
-    else:
-        raise ConversionError(f"ONNX target has no {job.precision.value} path.")
-    fp32.unlink()
-    return ConvertResult(MODEL_FILE, {"opset": OPSET} | details, kept_fp32=kept)
-
-
-def torch2onnx_multishape(job: MultiShapeJob, out_path: Path) -> Path:
-    """Export with the axes that differ between ``job.entries`` dynamic (shared axes share one symbol)."""
+def torch2onnx_entries(job: ExportJob, out_path: Path) -> Path:
+    """Export with the axes that differ between ``job.entries`` dynamic (shared axes share one symbol); a job with
+    one entry exports static."""
     return torch2onnx(export_job(job), out_path, dynamic_shapes=torch_dynamic_shapes(job))
 
 
-def convert_multishape(job: MultiShapeJob, out_dir: Path) -> ConvertResult:
+def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
     """One ``model.onnx`` for every entry: dynamic dims where the entries differ, weights stored once."""
     prepare("onnx", job)
     out = out_dir / MODEL_FILE
     details: dict = {"opset": OPSET, "dynamic_axes": dynamic_axes_json(job), "entries": list(job.entries)}
     if job.precision == Precision.fp32:
-        torch2onnx_multishape(job, out)
+        torch2onnx_entries(job, out)
         return ConvertResult(MODEL_FILE, details)
     fp32 = out_dir / "model.fp32.tmp.onnx"
-    torch2onnx_multishape(job, fp32)
+    torch2onnx_entries(job, fp32)
     if job.precision == Precision.fp16:
         onnx2fp16(fp32, out)
         details["io_dtype"] = "float32"
         kept = list(FP16_KEEP_FP32_OPS)
     elif job.precision == Precision.int8:
-        quant = onnx2int8_qdq_multishape(fp32, out, job)
+        quant = onnx2int8_qdq(fp32, out, job)
+        details |= quant
+        kept = quant["kept_float_nodes"]
+    elif job.precision == Precision.int8_weights:
+        quant = onnx_quant.onnx2int8_weights(fp32, out, job.int8_recipe)
         details |= quant
         kept = quant["kept_float_nodes"]
     else:  # prepare() refused every other precision
-        raise ConversionError(f"ONNX multi-shape has no {job.precision.value} path.")
+        raise ConversionError(f"ONNX target has no {job.precision.value} path.")
     fp32.unlink()
     return ConvertResult(MODEL_FILE, details, kept_fp32=kept)
 
@@ -151,9 +134,10 @@ class _FeedsReader:
         return next(self._feeds, None)
 
 
-def onnx2int8_qdq_multishape(src: Path, out_path: Path, job: MultiShapeJob, tensorrt: bool = False) -> dict:
-    """W8A8 static QDQ of a dynamic-dim graph: the scheme of :func:`onnx_quant.onnx2int8_qdq`, calibrated on the
-    samples of every entry (MinMax ranges reduce each sample to a scalar, so the entries' shapes may differ)."""
+def onnx2int8_qdq(src: Path, out_path: Path, job: ExportJob, tensorrt: bool = False) -> dict:
+    """W8A8 static QDQ (symmetric INT8, per-channel weights, per-tensor activations, MinMax; MatMul/Gemm/Conv
+    only, so LayerNorm, Softmax and residual adds stay float), calibrated on the samples of every entry (MinMax
+    ranges reduce each sample to a scalar, so the entries' shapes may differ)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     recipe = job.int8_recipe
@@ -170,7 +154,7 @@ def onnx2int8_qdq_multishape(src: Path, out_path: Path, job: MultiShapeJob, tens
             )
     except Exception as e:
         raise ConversionError(f"INT8 quantization of {job.model_name} failed: {str(e).splitlines()[0]}") from e
-    scheme = ("W8A8 static QDQ, symmetric, per-channel weights, per-tensor activations, MinMax over every entry"
+    scheme = ("W8A8 static QDQ, symmetric, per-channel weights, per-tensor activations, MinMax"
               + ("; float weights behind Q/DQ pairs, float biases (TensorRT layout)" if tensorrt else ""))
     return {"scheme": scheme, "recipe": job.recipe_json(), "kept_float_nodes": kept,
             "calibration_samples": calibration_counts(job)} | onnx_quant.count_quantized(onnx.load(str(out_path)))

@@ -1,7 +1,7 @@
-"""ONNX INT8: ONNX Runtime static quantization in QDQ form, and 8-bit weight-only MatMulNBits.
+"""ONNX INT8 helpers: which nodes stay float, TensorRT's Q/DQ layout, 8-bit weight-only MatMulNBits, counts.
 
-``int8`` (W8A8): symmetric INT8 everywhere (per-channel weights, per-tensor activations, MinMax calibration),
-quantizing MatMul/Gemm/Conv only, so LayerNorm, Softmax and residual adds stay float by construction. This is
+``int8`` (W8A8, :func:`edgehmr.converters.onnx.onnx2int8_qdq`): symmetric INT8 everywhere (per-channel weights,
+per-tensor activations, MinMax calibration), quantizing MatMul/Gemm/Conv only, so LayerNorm, Softmax and residual adds stay float by construction. This is
 the explicit-quantization form TensorRT builds from. The recipe's kept-float scopes become ``nodes_to_exclude``
 through the exporter's ``pkg.torch.onnx.name_scopes`` node metadata.
 
@@ -15,7 +15,6 @@ import contextlib
 import logging
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from edgehmr.calibration.recipes import QuantRecipe
@@ -52,42 +51,11 @@ def nodes_kept_float(model: onnx.ModelProto, recipe: QuantRecipe) -> list[str]:
     return kept
 
 
-class _CalibrationReader:
-    """ONNX Runtime's CalibrationDataReader protocol over a float32 array, in batches of the static batch size."""
-
-    def __init__(self, input_name: str, images: np.ndarray, batch: int):
-        usable = len(images) - len(images) % batch
-        self._batches = iter([{input_name: images[i:i + batch]} for i in range(0, usable, batch)])
-
-    def get_next(self):
-        return next(self._batches, None)
-
-
 # TensorRT's explicit-quantization conventions on top of the shared scheme: weights stay float behind their own
 # Q->DQ pair (TensorRT quantizes them at build time, as ModelOpt's ONNX PTQ writes them), biases stay float
 # (TensorRT folds them into the INT8 kernels' epilogue), and per-channel MatMul weights use the output axis.
 TENSORRT_OPTIONS = {"AddQDQPairToWeight": True, "QuantizeBias": False,
                     "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}}
-
-
-def onnx2int8_qdq(src: Path, out_path: Path, images: np.ndarray, recipe: QuantRecipe, input_name: str,
-                  batch: int, tensorrt: bool = False) -> dict:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    model = onnx.load(str(src))
-    kept = nodes_kept_float(model, recipe)
-    with _root_logger_quiet():  # it advises pre-processing on the root logger; our graphs are already optimised
-        quantize_static(
-            str(src), str(out_path), _CalibrationReader(input_name, images, batch),
-            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-            op_types_to_quantize=QUANTIZED_OP_TYPES, nodes_to_exclude=kept,
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": True}
-            | (TENSORRT_OPTIONS if tensorrt else {}),
-        )
-    return {"scheme": "W8A8 static QDQ, symmetric, per-channel weights, per-tensor activations, MinMax"
-                      + ("; float weights behind Q/DQ pairs, float biases (TensorRT layout)" if tensorrt else ""),
-            "kept_float_nodes": kept} | count_quantized(onnx.load(str(out_path)))
 
 
 def onnx2int8_weights(src: Path, out_path: Path, recipe: QuantRecipe) -> dict:

@@ -5,10 +5,10 @@ fp16 weight compression, INT8 static PTQ with NNCF, or NNCF 8-bit weight compres
 The recipe's kept-float scopes reach NNCF as op names: OpenVINO names each op after the FX node it came from
 (``linear_90/aten.linear.default/MatMul``), and the exported program records each FX node's module path.
 
-Multi-shape artifacts (:func:`convert_multishape`): one IR whose axes that differ between the entries are
+A job with several entries (SAT-HMR's buckets) becomes one IR whose axes that differ between the entries are
 dynamic, bounded to the entries' range; the runner reshapes a copy per entry to its static shapes and compiles
-each, so every entry runs as a static graph while the ``.bin`` holds the weights once. INT8 is NNCF's static PTQ
-as above, calibrated on every entry's samples (one set of scales for the shared weights).
+each, so every entry runs as a static graph while the ``.bin`` holds the weights once. INT8 is calibrated on
+every entry's samples (one set of scales for the shared weights).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import torch
 from edgehmr.calibration.recipes import QuantRecipe
 from edgehmr.converters.base import ConvertResult, ExportJob, node_scope
 from edgehmr.converters.capabilities import Precision
-from edgehmr.converters.multishape import (MultiShapeJob, calibration_counts, calibration_feeds, dynamic_axes,
-                                           dynamic_axes_json, entry_shapes, export_job, prepare, torch_dynamic_shapes)
+from edgehmr.converters.shapes import (calibration_counts, calibration_feeds, dynamic_axes, dynamic_axes_json,
+                                      entry_shapes, export_job, prepare, torch_dynamic_shapes)
 from edgehmr.errors import ConversionError, TargetUnavailableError
 
 MODEL_FILE = "model.xml"
@@ -126,22 +126,10 @@ def _ignored_scope(model, scopes, recipe: QuantRecipe):
     return nncf.IgnoredScope(names=names, types=types, validate=False), names
 
 
-def quantize_int8(model, scopes, job: ExportJob):
-    import nncf
-
-    ignored, names = _ignored_scope(model, scopes, job.recipe)
-    batches = [job.calibration[i:i + job.batch] for i in range(0, len(job.calibration) - job.batch + 1, job.batch)]
-    with _quiet():
-        quantized = nncf.quantize(model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
-                                  preset=nncf.QuantizationPreset.MIXED, subset_size=len(batches),
-                                  ignored_scope=ignored)
-    return quantized, names
-
-
 def compress_int8_weights(model, scopes, job: ExportJob):
     import nncf
 
-    ignored, names = _ignored_scope(model, scopes, job.recipe)
+    ignored, names = _ignored_scope(model, scopes, job.int8_recipe)
     with _quiet():
         compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_SYM, ignored_scope=ignored)
     return compressed, names
@@ -169,32 +157,14 @@ def runtime_config(precision: Precision) -> dict[str, str]:
     return config
 
 
-def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
-    ov = _import_openvino()
-    model, scopes = torch2openvino(job)
-    kept: list[str] = []
-    if job.precision == Precision.int8:
-        model, kept = quantize_int8(model, scopes, job)
-        scheme = "W8A8 static PTQ (NNCF, TRANSFORMER, mixed preset)"
-    elif job.precision == Precision.int8_weights:
-        model, kept = compress_int8_weights(model, scopes, job)
-        scheme = "8-bit symmetric weight compression (NNCF)"
-    elif job.precision in (Precision.fp32, Precision.fp16):
-        scheme = "float"
-    else:
-        raise ConversionError(f"OpenVINO target has no {job.precision.value} path.")
-    ov.save_model(model, str(out_dir / MODEL_FILE), compress_to_fp16=job.precision == Precision.fp16)
-    details = {"scheme": scheme, "openvino": ov.__version__, "runtime_config": runtime_config(job.precision),
-               "weights": "fp16" if job.precision == Precision.fp16 else "as scheme"}
-    return ConvertResult(MODEL_FILE, details | count_quantized(model), kept_fp32=kept)
-
-
-def torch2openvino_multishape(job: MultiShapeJob):
+def torch2openvino_entries(job: ExportJob):
     """The ``ov.Model`` with the entries' varying axes dynamic and bounded to the entries' range (the IR then
-    documents which sizes it was made for), and the FX scope map."""
+    documents which sizes it was made for; one entry: static), and the FX scope map."""
     ov = _import_openvino()
     model, scopes = torch2openvino(export_job(job), dynamic_shapes=torch_dynamic_shapes(job))
     ranges = dynamic_axes(job)
+    if not ranges:
+        return model, scopes
     first = entry_shapes(job)[job.default_entry]
     bounded = {}
     for name in job.input_names:
@@ -209,21 +179,25 @@ def torch2openvino_multishape(job: MultiShapeJob):
     return model, scopes
 
 
-def convert_multishape(job: MultiShapeJob, out_dir: Path) -> ConvertResult:
+def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
     """One IR for every entry; the runner compiles one static CompiledModel per entry at load time."""
     prepare("openvino", job)
     ov = _import_openvino()
-    model, scopes = torch2openvino_multishape(job)
+    model, scopes = torch2openvino_entries(job)
     kept: list[str] = []
     details: dict = {}
     if job.precision == Precision.int8:
-        model, kept = quantize_int8_multishape(model, scopes, job)
+        model, kept = quantize_int8(model, scopes, job)
         details = {"recipe": job.recipe_json(), "calibration_samples": calibration_counts(job)}
-        scheme = "W8A8 static PTQ (NNCF, TRANSFORMER, mixed preset), calibrated on every entry"
+        scheme = "W8A8 static PTQ (NNCF, TRANSFORMER, mixed preset)"
+    elif job.precision == Precision.int8_weights:
+        model, kept = compress_int8_weights(model, scopes, job)
+        details = {"recipe": job.recipe_json()}
+        scheme = "8-bit symmetric weight compression (NNCF)"
     elif job.precision in (Precision.fp32, Precision.fp16):
         scheme = "float"
     else:  # prepare() refused every other precision
-        raise ConversionError(f"OpenVINO multi-shape has no {job.precision.value} path.")
+        raise ConversionError(f"OpenVINO target has no {job.precision.value} path.")
     ov.save_model(model, str(out_dir / MODEL_FILE), compress_to_fp16=job.precision == Precision.fp16)
     details |= {"scheme": scheme, "openvino": ov.__version__, "runtime_config": runtime_config(job.precision),
                 "weights": {Precision.fp16: "fp16", Precision.fp32: "fp32"}.get(job.precision, "as scheme"),
@@ -232,9 +206,9 @@ def convert_multishape(job: MultiShapeJob, out_dir: Path) -> ConvertResult:
     return ConvertResult(MODEL_FILE, details | count_quantized(model), kept_fp32=kept)
 
 
-def quantize_int8_multishape(model, scopes, job: MultiShapeJob):
-    """NNCF static PTQ of the dynamic-dim model over every entry's samples (statistics reduce per sample, so the
-    entries' shapes may differ)."""
+def quantize_int8(model, scopes, job: ExportJob):
+    """NNCF static PTQ over every entry's samples (statistics reduce per sample, so the entries' shapes may
+    differ)."""
     import nncf
 
     ignored, names = _ignored_scope(model, scopes, job.int8_recipe)

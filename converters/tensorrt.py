@@ -11,10 +11,10 @@
   points 0, per-channel weights kept float behind Q->DQ pairs, per-tensor activations, float biases, MatMul /
   Gemm / Conv only, the recipe's exclusions), built strongly typed.
 
-Multi-shape artifacts (:func:`convert_multishape`, fp32 / fp16 / int8): one ONNX whose axes that differ between
-the entries are dynamic, typed or Q/DQ-quantized like the static ones (INT8 calibrated on every entry), and an
-engine with one optimization profile per entry (min = opt = max = the entry's shapes; profile index = the
-entry's position), so each entry runs kernels tuned for its static shape and the weights are stored once.
+A job with several entries (SAT-HMR's buckets) becomes one ONNX whose axes that differ between the entries are
+dynamic, typed or Q/DQ-quantized like the static ones (INT8 calibrated on every entry), and an engine with one
+optimization profile per entry (min = opt = max = the entry's shapes; profile index = the entry's position), so
+each entry runs kernels tuned for its static shape and the weights are stored once.
 
 Every ONNX passes :func:`check_tensorrt_onnx` before the artifact is written. Off the device, ``validate`` runs
 the same ONNX with ONNX Runtime and reports it as simulated; on the device ``edgehmr build-engine`` (or
@@ -27,16 +27,15 @@ from pathlib import Path
 
 import onnx
 
-from edgehmr.converters import onnx_quant
 from edgehmr.converters.base import ConvertResult, ExportJob
 from edgehmr.converters.capabilities import Precision
 from edgehmr.converters.fp16_range import FP16_MAX, activation_peaks
-from edgehmr.converters.multishape import MultiShapeJob, dynamic_axes, dynamic_axes_json, entry_shapes, prepare
-from edgehmr.converters.onnx import OPSET, onnx2fp16, onnx2int8_qdq_multishape, torch2onnx, torch2onnx_multishape
+from edgehmr.converters.onnx import OPSET, onnx2fp16, onnx2int8_qdq, torch2onnx_entries
+from edgehmr.converters.shapes import dynamic_axes, dynamic_axes_json, entry_shapes, prepare
 from edgehmr.converters.tensorrt_engine import (ENGINE_FILE, EngineOptions, Profile, build_engine, can_build_here,
                                                 trtexec_command)
 from edgehmr.converters.tensorrt_onnx import check_tensorrt_onnx, qdq_summary
-from edgehmr.artifact import METADATA, read_metadata, write_json
+from edgehmr.artifact import METADATA, parts, read_metadata, write_json
 from edgehmr.errors import ConversionError, InputError
 
 MODEL_FILE = "model.onnx"
@@ -45,8 +44,7 @@ BUILD_SCRIPT = "build_engine.sh"
 
 def write_build_script(out_dir, precision: Precision, profiles: list[Profile] | None = None) -> str:
     command = trtexec_command(precision, profiles=profiles)
-    python_way = ("edgehmr build-engine <the artifact folder, one level up> (builds every stage)" if profiles
-                  else "edgehmr build-engine <this folder>")
+    python_way = "edgehmr build-engine <the artifact folder> (builds every part)"
     (out_dir / BUILD_SCRIPT).write_text(
         "#!/bin/sh\n# Build the TensorRT engine on the device (TensorRT 10.x or 11.x), from this folder.\n"
         f"# With Python and edgehmr there: {python_way}\n"
@@ -68,74 +66,22 @@ def checked_onnx(path, precision: Precision, what: str, details: dict, profiles:
 
 
 def fp16_range_or_fail(job: ExportJob) -> dict:
-    """Measured float16 headroom (largest activation, largest attention logit); refuses a model that overflows."""
-    peaks = activation_peaks(job.module, [job.example_inputs]) | {"measured_on": "the export example crop"}
+    """Measured float16 headroom (largest activation, largest attention logit) over every entry's example;
+    refuses a model that overflows."""
+    peaks = activation_peaks(job.module, list(job.entries.values())) | {"measured_on": "every entry's example"}
     if peaks["max_abs"] > FP16_MAX:
         raise ConversionError(f"{job.model_name} produces |{peaks['max_abs']:.0f}| in '{peaks['op']}', beyond "
                               f"float16's {FP16_MAX:.0f}: use --precision int8 or fp32 for TensorRT.")
     return peaks
 
 
-def convert(job: ExportJob, out_dir) -> ConvertResult:
-    if job.precision not in (Precision.fp32, Precision.fp16, Precision.int8):
-        raise ConversionError(f"TensorRT target has no {job.precision.value} path.")
-    out = out_dir / MODEL_FILE
-    fp32 = out_dir / "model.fp32.tmp.onnx"
-    torch2onnx(job, fp32)
-    details: dict = {"opset": OPSET}
-    kept: list[str] = []
-    if job.precision == Precision.fp32:
-        fp32.rename(out)
-    else:
-        if job.precision == Precision.fp16:
-            details["fp16_range"] = fp16_range_or_fail(job)
-            onnx2fp16(fp32, out)
-        else:
-            quant = onnx_quant.onnx2int8_qdq(fp32, out, job.calibration, job.recipe, job.input_names[0], job.batch,
-                                             tensorrt=True)
-            kept = quant["kept_float_nodes"]
-            details |= {"scheme": quant["scheme"], "quantized_compute_ops": quant["quantized_compute_ops"]}
-        fp32.unlink()
-    checked_onnx(out, job.precision, f"ONNX of {job.model_name}", details)
-    details |= {
-        "tensorrt_check": "passed (structural: opset, operators, Q/DQ form, static shapes; no TensorRT needed)",
-        "build": "strongly typed" if job.precision != Precision.fp32 else "fp32, TF32 off",
-        "trtexec": write_build_script(out_dir, job.precision),
-        "engine": None,
-    }
-    if can_build_here():
-        details["engine"] = build_engine(out, out_dir / ENGINE_FILE, job.precision, EngineOptions())
-    return ConvertResult(MODEL_FILE, details, kept_fp32=kept)
-
-
-def build_artifact_engine(artifact_dir, options: EngineOptions = EngineOptions()) -> dict:
-    """``edgehmr build-engine``: build ``model.engine`` for a tensorrt artifact and record it in its metadata."""
-    artifact_dir = Path(artifact_dir)
-    meta = read_metadata(artifact_dir)
-    if meta["target"] != "tensorrt":
-        raise InputError(f"{artifact_dir} is a '{meta['target']}' artifact; build-engine takes artifacts converted "
-                         f"with --target tensorrt.")
-    precision = Precision(meta["precision"])
-    info = build_engine(artifact_dir / meta["files"]["model"], artifact_dir / ENGINE_FILE, precision, options)
-    meta["target_details"]["engine"] = info
-    meta["target_details"]["trtexec"] = trtexec_command(precision, options)
-    write_json(artifact_dir / METADATA, meta)
-    return info
-
-
-def multishape_profiles(part_or_details: dict) -> list[Profile]:
-    """The optimization profiles recorded at conversion (entry order), as build_engine / trtexec take them."""
-    details = part_or_details.get("details", part_or_details)
-    return [p["shapes"] for p in details["profiles"]]
-
-
-def convert_multishape(job: MultiShapeJob, out_dir: Path) -> ConvertResult:
-    """A dynamic-dim TensorRT-ready ONNX for every entry, and the engine (one profile per entry) where TensorRT
-    and a GPU are present."""
+def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
+    """A TensorRT-ready ONNX for every entry (dynamic dims where entries differ), and the engine (one profile per
+    entry; a static engine for one entry) where TensorRT and a GPU are present."""
     prepare("tensorrt", job)
     out = out_dir / MODEL_FILE
     fp32 = out_dir / "model.fp32.tmp.onnx"
-    torch2onnx_multishape(job, fp32)
+    torch2onnx_entries(job, fp32)
     kept: list[str] = []
     dynamic = dynamic_axes(job)
     # Profiles name the dynamic inputs only: static ones need (and trtexec takes) no shapes. Without dynamic axes
@@ -147,21 +93,21 @@ def convert_multishape(job: MultiShapeJob, out_dir: Path) -> ConvertResult:
     if job.precision == Precision.fp32:
         fp32.rename(out)
     elif job.precision == Precision.fp16:
-        details["fp16_range"] = _fp16_range_all_entries(job)
+        details["fp16_range"] = fp16_range_or_fail(job)
         onnx2fp16(fp32, out)
         fp32.unlink()
     elif job.precision == Precision.int8:
-        quant = onnx2int8_qdq_multishape(fp32, out, job, tensorrt=True)
+        quant = onnx2int8_qdq(fp32, out, job, tensorrt=True)
         kept = quant["kept_float_nodes"]
         details |= {k: quant[k] for k in ("scheme", "recipe", "calibration_samples", "quantized_compute_ops")}
         fp32.unlink()
     else:  # prepare() refused every other precision
-        raise ConversionError(f"TensorRT multi-shape has no {job.precision.value} path.")
-    checked_onnx(out, job.precision, f"multi-shape ONNX of {job.model_name}", details,
-                 [p["shapes"] for p in profiles])
-    shape_profiles = multishape_profiles(details)
+        raise ConversionError(f"TensorRT target has no {job.precision.value} path.")
+    checked_onnx(out, job.precision, f"ONNX of {job.model_name}", details, [p["shapes"] for p in profiles])
+    shape_profiles = engine_profiles(details)
     details |= {
-        "tensorrt_check": "passed (structural: opset, operators, Q/DQ form, dynamic dims covered by the profiles)",
+        "tensorrt_check": "passed (structural: opset, operators, Q/DQ form, static shapes or dynamic dims covered "
+                          "by the profiles; no TensorRT needed)",
         "build": "strongly typed" if job.precision != Precision.fp32 else "fp32, TF32 off",
         "trtexec": write_build_script(out_dir, job.precision, shape_profiles),
         "engine": None,
@@ -171,34 +117,34 @@ def convert_multishape(job: MultiShapeJob, out_dir: Path) -> ConvertResult:
     return ConvertResult(MODEL_FILE, details, kept_fp32=kept)
 
 
-def _fp16_range_all_entries(job: MultiShapeJob) -> dict:
-    peaks = activation_peaks(job.module, list(job.entries.values())) | {"measured_on": "every entry's example"}
-    if peaks["max_abs"] > FP16_MAX:
-        raise ConversionError(f"{job.model_name} produces |{peaks['max_abs']:.0f}| in '{peaks['op']}', beyond "
-                              f"float16's {FP16_MAX:.0f}: use fp32 for TensorRT.")
-    return peaks
+def engine_profiles(details: dict) -> list[Profile]:
+    """The optimization profiles recorded at conversion (entry order), as build_engine / trtexec take them; none
+    for a static part."""
+    return [p["shapes"] for p in details.get("profiles", [])]
 
 
-def build_multishape_engine(artifact_dir, part: dict, options: EngineOptions = EngineOptions()) -> dict:
-    """Build ``model.engine`` (one profile per entry) for a tensorrt multi-shape part on the device; records it in
-    ``part["details"]["engine"]`` (the caller saves its metadata) and returns it."""
-    artifact_dir = Path(artifact_dir)
-    if part.get("target") != "tensorrt":
-        raise InputError(f"That part is a '{part.get('target')}' part; engines are built for tensorrt parts.")
-    precision = Precision(part["precision"])
-    profiles = multishape_profiles(part)
-    onnx_path = artifact_dir / part["file"]
-    info = build_engine(onnx_path, onnx_path.with_name(ENGINE_FILE), precision, options, profiles)
-    part["details"]["engine"] = info
-    part["details"]["trtexec"] = trtexec_command(precision, options, profiles=profiles)
-    return info
-
-
-def build_sat_engines(artifact_dir, options: EngineOptions = EngineOptions()) -> dict[str, dict]:
-    """Both stages of a SAT-HMR tensorrt artifact (stage 2: one profile per bucket); metadata.json updated once
-    both engines are built."""
+def build_artifact_engine(artifact_dir, options: EngineOptions = EngineOptions()) -> dict[str, tuple[Path, dict]]:
+    """``edgehmr build-engine``: build ``model.engine`` for every part of a tensorrt artifact (a crop model's one,
+    SAT-HMR's two; a part with several entries gets one optimization profile per entry) and record them in its
+    metadata, which is rewritten once every engine is built. Returns part -> (engine path, engine facts)."""
     artifact_dir = Path(artifact_dir)
     meta = read_metadata(artifact_dir)
-    infos = {name: build_multishape_engine(artifact_dir, part, options) for name, part in meta["stages"].items()}
+    every = parts(meta)
+    if not all("trtexec" in part["details"] for part in every.values()):
+        raise InputError(f"{artifact_dir} is a '{meta['target']}' artifact; build-engine takes artifacts converted "
+                         f"with --target tensorrt.")
+    infos = {name: build_part_engine(artifact_dir, part, options) for name, part in every.items()}
     write_json(artifact_dir / METADATA, meta)
     return infos
+
+
+def build_part_engine(artifact_dir: Path, part: dict, options: EngineOptions = EngineOptions()) -> tuple[Path, dict]:
+    """Build one part's engine beside its ONNX; records it in ``part["details"]`` (the metadata's own dict)."""
+    precision = Precision(part["precision"])
+    profiles = engine_profiles(part["details"])
+    onnx_path = artifact_dir / part["file"]
+    engine_path = onnx_path.with_name(ENGINE_FILE)
+    info = build_engine(onnx_path, engine_path, precision, options, profiles)
+    part["details"]["engine"] = info
+    part["details"]["trtexec"] = trtexec_command(precision, options, profiles=profiles)
+    return engine_path, info

@@ -17,6 +17,10 @@ from edgehmr.errors import InputError
 
 METADATA = "metadata.json"
 SCHEMA_VERSION = 1
+# The part of a crop model's artifact (it has one), and the entry of a part with one fixed shape (Core ML's
+# default function name).
+CROP_PART = "model"
+DEFAULT_ENTRY = "main"
 
 
 def artifact_name(model: str, target: str, precision: str, with_mesh: bool = False) -> str:
@@ -158,3 +162,28 @@ def read_metadata(artifact_dir: str | Path, verify: bool = True) -> dict:
     if verify:
         verify_file_hashes(artifact_dir, data)
     return data
+
+
+def parts(meta: dict) -> dict[str, dict]:
+    """Every part of an artifact in one record shape (target, file, input/output names, precision, entries,
+    recipe, details), as :func:`edgehmr.converters.convert.part_metadata` writes it: SAT-HMR's stages as
+    recorded, a crop model's single part assembled from its top-level fields. ``details`` is the metadata's own
+    dict, so what a caller records there is saved with the metadata."""
+    if "stages" in meta:
+        return meta["stages"]
+    try:
+        inputs, outputs = meta["inputs"], meta["outputs"]
+        return {CROP_PART: {
+            "target": meta["target"],
+            "file": meta["files"]["model"],
+            "input_names": [i["name"] for i in inputs],
+            "output_names": [o["name"] for o in outputs],
+            "precision": meta["precision"],
+            "entries": {DEFAULT_ENTRY: {i["name"]: list(i["shape"]) for i in inputs}},
+            "input_dtypes": {i["name"]: i.get("dtype", "float32") for i in inputs},
+            "recipe": (meta.get("quantization") or {}).get("recipe"),
+            "details": meta.setdefault("target_details", {}),
+        }}
+    except (KeyError, TypeError, AttributeError) as e:
+        raise InputError(f"{METADATA} does not describe the artifact's model ({type(e).__name__}: {e}); re-run "
+                         f"'edgehmr convert'.") from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import time
 from pathlib import Path
 
@@ -13,8 +12,9 @@ import torch
 from edgehmr.artifact import METADATA, SCHEMA_VERSION, artifact_name, file_hashes, staged_dir, write_json
 from edgehmr.calibration.dataset import CalibrationSet, build_calibration
 from edgehmr.calibration.recipes import QuantRecipe, check_scopes
-from edgehmr.converters.base import ExportJob
-from edgehmr.converters.capabilities import get_target
+from edgehmr.converters.base import ExportJob, batched_samples
+from edgehmr.converters.capabilities import TargetCaps, get_target
+from edgehmr.converters.convert import convert_part
 from edgehmr.environment import environment
 from edgehmr.errors import SpecError
 from edgehmr.models import LoadedModel, load_model
@@ -100,26 +100,19 @@ def convert(spec: ConvertSpec, loaded: LoadedModel | None = None, calibration: C
     example = tuple(torch.randn(spec.batch, *t.shape[1:], generator=gen) for t in info.inputs)
     if calibration is not None and len(calibration.images) < spec.batch:
         raise SpecError(f"{len(calibration.images)} calibration samples cannot fill one batch of {spec.batch}.")
-    job = ExportJob(module, example, [t.name for t in info.inputs], output_names, spec.precision, spec.model,
-                    calibration.images if calibration is not None else None, recipe)
-    converter = importlib.import_module(caps.converter)
+    job = ExportJob.single(module, example, [t.name for t in info.inputs], output_names, spec.precision, spec.model,
+                           batched_samples(calibration.images, spec.batch) if calibration is not None else None,
+                           recipe)
     final = artifact_path(spec)
     start = time.perf_counter()
     with staged_dir(final) as stage, sampler_applied(loaded.module, spec.sampler):
-        result = converter.convert(job, stage)
+        result = convert_part(caps.id, job, stage)
         with torch.no_grad():
             shapes = [list(o.shape) for o in module(*example)]
-        write_json(stage / METADATA, {
-            "schema_version": SCHEMA_VERSION,
-            "model": loaded.describe() | {"family": info.family, "description": info.description},
-            "task": info.task.name,
-            "target": caps.id,
-            "runtime": caps.runtime,
-            "precision": spec.precision.value,
+        write_metadata(stage, loaded, caps, spec, start, {
             "with_mesh": spec.with_mesh,
             "smpl": smpl_meta,
             "files": {"model": result.model_file},
-            "files_sha256": file_hashes(stage),
             "inputs": [{"name": t.name, "shape": [spec.batch, *t.shape[1:]], "dtype": "float32",
                         "meaning": t.meaning} for t in info.inputs],
             "outputs": [{"name": n, "shape": s, "dtype": "float32"} for n, s in zip(output_names, shapes)],
@@ -133,7 +126,27 @@ def convert(spec: ConvertSpec, loaded: LoadedModel | None = None, calibration: C
             },
             "spec": {"batch": spec.batch, "seed": spec.seed, "trust_checkpoint": spec.trust_checkpoint}
             | ({"sampler": spec.sampler} if spec.sampler else {}),
-            "environment": environment("cpu"),
-            "convert_seconds": round(time.perf_counter() - start, 2),
         })
     return final
+
+
+def write_metadata(stage: Path, loaded: LoadedModel, caps: TargetCaps, spec: ConvertSpec, started: float,
+                   fields: dict) -> None:
+    """The one writer of ``metadata.json``: what every artifact records (model, task, target, precision, file
+    hashes, environment, time), then the task's own ``fields`` (a crop model's inputs and outputs, SAT-HMR's
+    canvas, buckets and stages), with the file hashes taken last, over everything in the staging folder."""
+    info = loaded.info
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "model": loaded.describe() | {"family": info.family, "description": info.description},
+        "task": info.task.name,
+        "target": caps.id,
+        "runtime": caps.runtime,
+        "precision": spec.precision.value,
+    } | fields
+    record |= {
+        "files_sha256": file_hashes(stage),
+        "environment": environment("cpu"),
+        "convert_seconds": round(time.perf_counter() - started, 2),
+    }
+    write_json(stage / METADATA, record)

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgehmr.artifact import read_metadata
+from edgehmr.artifact import parts, read_metadata
+from edgehmr.converters.capabilities import get_target
 from edgehmr.errors import InputError, SpecError
 from edgehmr.reference import load_bundle
 
@@ -133,14 +134,15 @@ def _reference_job(meta: dict):
     """The export job of the model and weights the artifact was converted from (checkpoint hash checked), FP32."""
     import torch
 
+    from edgehmr.artifact import CROP_PART
     from edgehmr.converters.base import ExportJob
     from edgehmr.converters.capabilities import Precision
-    from edgehmr.targets.coreml import rebuild_module
+    from edgehmr.rebuild import simulation_module
 
-    module = rebuild_module(meta)
+    module = simulation_module(meta, CROP_PART)
     example = tuple(torch.zeros(i["shape"]) for i in meta["inputs"])
-    return ExportJob(module, example, [i["name"] for i in meta["inputs"]], [o["name"] for o in meta["outputs"]],
-                     Precision.fp32, meta["model"]["model"])
+    return ExportJob.single(module, example, [i["name"] for i in meta["inputs"]],
+                            [o["name"] for o in meta["outputs"]], Precision.fp32, meta["model"]["model"])
 
 
 def reference_onnx(meta: dict) -> onnx.ModelProto:
@@ -297,36 +299,41 @@ def openvino_layer_drift(artifact_dir: Path, meta: dict,
     per_batch, gap = [], 0.0
     for feeds in batches:
         got, want = run(feeds), run_reference(feeds)
-        gap = max(gap, probe_gap(got, want, artifact.run(feeds)))
+        gap = max(gap, probe_gap(got, want, artifact.run(artifact.default_entry, feeds)))
         per_batch.append(rank(tensors, got, want, top=len(tensors)))
     return f"; probe outputs within {gap:.1e} of the artifact's run", worst_per_layer(per_batch)
 
 
 def executorch_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.ndarray]]) -> tuple[str, list]:
-    """The ExecuTorch runtime's per-op intermediate outputs (see :mod:`edgehmr.drift_executorch`); its method
-    description carries how far the per-op re-lowering's outputs are from the artifact's own."""
+    """The ExecuTorch runtime's per-op intermediate outputs (see :mod:`edgehmr.drift_executorch`); the note
+    carries how the per-op re-lowering works and how far its outputs are from the artifact's own."""
     from edgehmr.drift_executorch import executorch_layer_drift as per_op
 
     images = np.concatenate([next(iter(feeds.values())) for feeds in batches])
     return per_op(artifact_dir, meta, images, top=10**6)
 
 
-# -> (a note appended to the method line, the layers)
-RunnerFn = Callable[[Path, dict, list[dict[str, np.ndarray]]], tuple[str, list[LayerDrift]]]
-METHODS: dict[str, tuple[str, RunnerFn]] = {
-    "onnx": ("ONNX Runtime, every shared intermediate tensor vs the FP32 export", onnx_layer_drift),
-    "tensorrt": ("ONNX Runtime on the Q/DQ ONNX the engine is built from, every shared intermediate tensor vs the "
-                 "FP32 export", onnx_layer_drift),
-    "openvino": ("OpenVINO CPU runtime, every shared op output vs the FP32 IR", openvino_layer_drift),
-}
-TARGETS = (*METHODS, "executorch")
+# A probe: (artifact folder, metadata, input batches) -> (a note appended to the method line, the layers). Which
+# target uses which probe, with what method line, is the capability table's ``drift`` field.
+Probe = Callable[[Path, dict, list[dict[str, np.ndarray]]], tuple[str, list[LayerDrift]]]
+
+
+PROBES: dict[str, Probe] = {"onnxruntime": onnx_layer_drift, "openvino": openvino_layer_drift,
+                            "executorch": executorch_drift}
+
+
+def drift_targets() -> list[str]:
+    from edgehmr.converters.capabilities import TARGETS
+
+    return [caps.id for caps in TARGETS.values() if caps.drift]
 
 
 def debug_drift(artifact_dir: str | Path, bundle_dir: str | Path, samples: int = 4, top: int = 10) -> dict:
     artifact_dir = Path(artifact_dir)
     meta = read_metadata(artifact_dir)
-    if meta["target"] not in TARGETS or "stages" in meta:
-        raise SpecError(f"debug drift runs {', '.join(TARGETS)} artifacts (not multi-stage SAT-HMR yet). For "
+    drift = get_target(meta["target"]).drift
+    if drift is None or len(parts(meta)) > 1:
+        raise SpecError(f"debug drift runs {', '.join(drift_targets())} artifacts (not multi-stage SAT-HMR yet). For "
                         f"{meta['target']}: convert the same model with -t onnx or -t openvino at this precision "
                         f"and debug that, or use the vendor tool (coremltools' comparator on macOS).")
     bundle = load_bundle(bundle_dir)
@@ -336,11 +343,8 @@ def debug_drift(artifact_dir: str | Path, bundle_dir: str | Path, samples: int =
     if len(images) < batch:
         raise InputError(f"the bundle has {len(images)} samples, the artifact takes batches of {batch}.")
     batches = [{name: images[i:i + batch]} for i in range(0, len(images) - batch + 1, batch)]
-    if meta["target"] == "executorch":
-        method, layers = executorch_drift(artifact_dir, meta, batches)
-    else:
-        method, layer_drift = METHODS[meta["target"]]
-        note, layers = layer_drift(artifact_dir, meta, batches)
-        method += note
+    method, probe = drift
+    note, layers = PROBES[probe](artifact_dir, meta, batches)
+    method += note
     return {"artifact": str(artifact_dir), "target": meta["target"], "precision": meta["precision"],
             "samples": batch * len(batches), "method": method, "layers": [asdict(layer) for layer in layers[:top]]}

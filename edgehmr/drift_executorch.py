@@ -39,9 +39,10 @@ _DATA_MOVEMENT = {"ViewCopyConfig", "PermuteConfig", "SliceCopyConfig", "Unsquee
 
 def _modules(meta: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(module to lower, FP32 reference module): both the model the artifact records (checkpoint hash checked)."""
-    from edgehmr.targets.coreml import rebuild_module
+    from edgehmr.artifact import CROP_PART
+    from edgehmr.rebuild import simulation_module
 
-    reference = rebuild_module(meta)
+    reference = simulation_module(meta, CROP_PART)
     return _lowering_module(meta, reference), reference
 
 
@@ -52,11 +53,14 @@ def _lowering_module(meta: dict, reference: torch.nn.Module) -> torch.nn.Module:
 
 
 def _check_supported(meta: dict) -> None:
-    details = meta.get("target_details", {})
-    if meta.get("target") != "executorch" or details.get("delegate", "xnnpack") != "xnnpack":
+    from edgehmr.artifact import parts
+
+    every = parts(meta)
+    details = next(iter(every.values()))["details"]
+    if details.get("delegate") != "xnnpack":
         raise SpecError("ExecuTorch drift reads XNNPACK .pte artifacts (-t executorch); Core ML-delegated programs "
                         "run only on Apple devices.")
-    if "stages" in meta or len(details.get("methods", ["forward"])) > 1:
+    if len(every) > 1 or len(details.get("methods", ["forward"])) > 1:
         raise SpecError("ExecuTorch drift reads single-method artifacts (not multi-shape or multi-stage ones yet).")
     if meta["precision"] not in ("fp32", "int8"):
         raise SpecError(f"ExecuTorch XNNPACK artifacts are fp32 or int8, not {meta['precision']}.")
@@ -78,9 +82,9 @@ def _lower_per_op(module: torch.nn.Module, meta: dict, example: tuple[torch.Tens
 
             quant = meta.get("quantization")
             recipe = QuantRecipe.from_json(quant["recipe"]) if quant and quant.get("recipe") else None
-            job = ExportJob(module, example, [i["name"] for i in meta["inputs"]],
-                            [o["name"] for o in meta["outputs"]], Precision.int8, meta["model"]["model"],
-                            recipe=recipe)
+            job = ExportJob.single(module, example, [i["name"] for i in meta["inputs"]],
+                                   [o["name"] for o in meta["outputs"]], Precision.int8, meta["model"]["model"],
+                                   recipe=recipe)
             module = quantize_int8_dynamic(job)
         program = torch.export.export(module, example)
         edge = to_edge_transform_and_lower(program, partitioner=[_per_op_partitioner()], generate_etrecord=True)
@@ -227,7 +231,7 @@ def executorch_layer_drift(artifact_dir: Path, meta: dict, images: np.ndarray,
     ``images`` holds whole batches of the artifact's input shape. Returns (method description, layers ranked by
     ``added``, worst case over the batches).
     """
-    from edgehmr.targets.executorch import open_runner
+    from edgehmr.targets.base import open_artifact_runner
 
     _check_supported(meta)
     batch = int(meta["inputs"][0]["shape"][0])
@@ -249,7 +253,7 @@ def executorch_layer_drift(artifact_dir: Path, meta: dict, images: np.ndarray,
 
         etrecord = parse_etrecord(str(saved))
         aten_nodes = {n.name: n for n in etrecord.exported_program.graph.nodes if n.op == "call_function"}
-        artifact = open_runner(Path(artifact_dir), meta)
+        artifact = open_artifact_runner(artifact_dir, meta)
         merged: dict[str, LayerDrift] = {}
         mismatch = 0.0
         for start in range(0, len(images), batch):
@@ -265,14 +269,13 @@ def executorch_layer_drift(artifact_dir: Path, meta: dict, images: np.ndarray,
             for layer in _rank_batch(frame, capture.values, fp32_nodes, aten_nodes, fp32_order):
                 if layer.tensor not in merged or layer.added > merged[layer.tensor].added:
                     merged[layer.tensor] = layer
-            got = artifact.run({meta["inputs"][0]["name"]: feed.numpy()})
+            got = artifact.run(artifact.default_entry, {meta["inputs"][0]["name"]: feed.numpy()})
             for name, out in zip([o["name"] for o in meta["outputs"]], outputs):
                 want = got[name].astype(np.float64)
                 diff = np.linalg.norm(out.numpy().astype(np.float64) - want) / max(np.linalg.norm(want), 1e-12)
                 mismatch = max(mismatch, float(diff))
-    method = (f"ExecuTorch runtime (XNNPACK, {meta['precision']}), per op: the recorded model re-lowered with one "
-              f"XNNPACK delegate call per computing op (data movement on portable kernels), ETDump intermediate "
-              f"outputs lined up by the Inspector "
+    method = (f", {meta['precision']}, per op: the recorded model re-lowered with one XNNPACK delegate call per "
+              f"computing op (data movement on portable kernels), ETDump intermediate outputs lined up by the Inspector "
               f"(calculate_numeric_gap, ETRecord debug handles), each vs the same node of the FP32 torch.export "
               f"graph; the re-lowered program's outputs differ from the artifact's by rel L2 {mismatch:.1e}")
     return method, sorted(merged.values(), key=lambda layer: -layer.added)[:top]

@@ -86,7 +86,7 @@ class Predictor:
             return
         from edgehmr.targets.base import open_artifact_runner
 
-        self.runner = open_artifact_runner(self.artifact_dir, self.meta, threads)
+        self.runner = open_artifact_runner(self.artifact_dir, self.meta, threads=threads)
         pre = self.meta["preprocessing"]
         self.rule = CropRule(pre["name"], pre["padding"], pre["udp"], pre["antialias"], tuple(pre["input_hw"]),
                              tuple(pre["mean"]), tuple(pre["std"]))
@@ -120,7 +120,7 @@ class Predictor:
             crops = [prepare_crop(image_rgb, b, self.rule) for b in chunk]
             images = np.stack([c.image for c in crops] + [crops[-1].image] * (self.batch - len(crops)))
             t1 = time.perf_counter()
-            out = self.runner.run({self.input_name: images})
+            out = self.runner.run(self.runner.default_entry, {self.input_name: images})
             t2 = time.perf_counter()
             people += self._decode(out, chunk, crops, width, height)
             t3 = time.perf_counter()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgehmr.artifact import read_metadata, write_json
+from edgehmr.artifact import parts, read_metadata, write_json
 from edgehmr.environment import environment
 from edgehmr.errors import InputError, TargetUnavailableError
 from edgehmr.tasks import FRAMES, artifact_task
@@ -138,8 +138,9 @@ def _refuse_simulation(execution: str) -> None:
 
 
 def progress_steps(meta: dict, warmup: int, runs: int) -> int:
-    """Progress-bar length: SAT-HMR times the whole frame, stage 1 and every bucket; other artifacts one graph."""
-    timed = 2 + len(meta["stages"]["stage2"]["entries"]) if "stages" in meta else 1
+    """Progress-bar length: every entry of every part, and the whole frame where there are several parts."""
+    every = parts(meta).values()
+    timed = sum(len(part["entries"]) for part in every) + (len(every) > 1)
     return timed * (warmup + runs)
 
 
@@ -155,15 +156,17 @@ def profile(artifact_dir: str | Path, runs: int = 50, warmup: int = 5, threads: 
     from edgehmr.targets.base import open_artifact_runner
 
     start = time.perf_counter()
-    runner = open_artifact_runner(artifact_dir, meta, threads)
+    runner = open_artifact_runner(artifact_dir, meta, threads=threads)
     load_s = time.perf_counter() - start
     _refuse_simulation(runner.execution)
     rng = np.random.default_rng(0)
-    feeds = {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in meta["inputs"]}
+    entry = runner.default_entry
+    shapes = runner.part["entries"][entry]
+    feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
     start = time.perf_counter()
-    runner.run(feeds)
+    runner.run(entry, feeds)
     first_ms = (time.perf_counter() - start) * 1e3
-    samples = _timed(lambda: runner.run(feeds), warmup, runs, progress)
+    samples = _timed(lambda: runner.run(entry, feeds), warmup, runs, progress)
     return ProfileReport(str(artifact_dir), meta["model"]["model"], meta["target"], meta["precision"],
                          runner.execution, device_info(), round(_dir_mb(artifact_dir), 2), load_s, first_ms,
                          LatencyStats.of(samples), _rss_mb(), _rss_mb() - rss_before, threads,
@@ -221,7 +224,7 @@ def import_profile(artifact_dir: str | Path, files: list[Path], device: str | No
 
     artifact_dir = Path(artifact_dir)
     meta = read_metadata(artifact_dir)
-    if "stages" in meta:
+    if artifact_task(meta).input == FRAMES:
         raise InputError("Importing native timings for two-stage SAT-HMR artifacts is not supported yet: run "
                          "'edgehmr profile' on the device.")
     timings = [t for f in files for t in read_native(Path(f))]

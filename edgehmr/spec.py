@@ -106,7 +106,7 @@ def resolve_spec(model: str, target: str = DEFAULT_TARGET, precision: str | None
 def _resolve_sat_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, batch, out_dir, seed, calib,
                       calib_count, calib_boxes, canvas, buckets, bucket_count, allow_demotion) -> ConvertSpec:
     """SAT-HMR: one frame per inference, a canvas, a bucket table; calibration frames size the buckets."""
-    from edgehmr.converters.multishape import multishape_targets
+    from edgehmr.converters.shapes import multishape_targets
     from edgehmr.sat.frame import Canvas
     from edgehmr.sat.tables import parse_buckets
 

@@ -19,7 +19,7 @@ from edgehmr.models.smpl import SMPL_JOINT_NAMES, SMPLLayer, load_smpl
 from edgehmr.preprocess import INPUT_HW
 from edgehmr.reference import Bundle, load_bundle
 from edgehmr.targets.base import Runner, open_artifact_runner
-from edgehmr.tasks import KEYPOINTS, MESH, artifact_task
+from edgehmr.tasks import CROPS, FRAMES, KEYPOINTS, MESH, artifact_task
 
 REPORT_FILE = "validation.json"
 # Reference outputs each task's drift reads, by the task's output (a hand-written bundle must hold them).
@@ -110,17 +110,18 @@ def check_input_shape(shape: list, bundle: Bundle) -> None:
                          f" per sample, the artifact takes {list(shape[1:])}.")
 
 
-def run_artifact(runner: Runner, meta: dict, images: np.ndarray,
+def run_artifact(runner: Runner, images: np.ndarray,
                  progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Run every crop through a static-batch artifact, padding the last batch."""
-    batch = int(meta["inputs"][0]["shape"][0])
-    name = meta["inputs"][0]["name"]
+    entry = runner.default_entry
+    name = runner.input_names[0]
+    batch = int(runner.part["entries"][entry][name][0])
     chunks: list[dict[str, np.ndarray]] = []
     for i in range(0, len(images), batch):
         part = images[i:i + batch]
         feed = np.zeros((batch, *images.shape[1:]), np.float32)
         feed[:len(part)] = part
-        out = runner.run({name: feed})
+        out = runner.run(entry, {name: feed})
         chunks.append({k: v[:len(part)] for k, v in out.items()})
         if progress:
             progress(len(part))
@@ -189,10 +190,26 @@ def mesh_references(meta: dict, ref: dict, smpl_path: str | None) -> tuple[dict[
 
 def validate(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: str | None = None,
              threads: int | None = None, progress: Callable[[int], None] | None = None) -> ValidationReport:
+    """Run the artifact on the bundle's inputs and measure its drift from the bundle's outputs, per output and in
+    the task's own terms; the report is also written to the artifact's ``validation.json``. ``progress`` is
+    called with the number of samples done after each step."""
+    from edgehmr.sat.validate import validate_frames
+
     artifact_dir = Path(artifact_dir)
     meta = read_metadata(artifact_dir)
     bundle = load_bundle(bundle_dir)
     check_bundle_matches(meta, bundle)
+    by_input = {CROPS: validate_crops, FRAMES: validate_frames}
+    report = by_input[artifact_task(meta).input](artifact_dir, meta, bundle, smpl_path, threads, progress)
+    if meta["model"]["weights"] == "untrained":
+        report.notes.append("untrained (seeded) weights: drift is real, accuracy is not meaningful")
+    write_json(artifact_dir / REPORT_FILE, report.to_json())
+    return report
+
+
+def validate_crops(artifact_dir: Path, meta: dict, bundle: Bundle, smpl_path: str | None, threads: int | None,
+                   progress: Callable[[int], None] | None) -> ValidationReport:
+    """A crop model: every crop through the static-batch artifact, drift per output and in the task's terms."""
     precision = meta["precision"]
     check_input_shape(meta["inputs"][0]["shape"], bundle)
     task = artifact_task(meta)
@@ -200,8 +217,8 @@ def validate(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: str | 
     if missing:
         raise InputError(f"Reference bundle {bundle.path} lacks {', '.join(missing)} in outputs.npz: the {task.output} "
                          f"task drift needs them.")
-    runner = open_artifact_runner(artifact_dir, meta, threads)
-    out = run_artifact(runner, meta, bundle.inputs["image"], progress)
+    runner = open_artifact_runner(artifact_dir, meta, threads=threads)
+    out = run_artifact(runner, bundle.inputs["image"], progress)
     ref = dict(bundle.outputs)
     report = ValidationReport(str(artifact_dir), str(bundle.path), meta["model"]["model"], meta["model"]["weights"],
                               meta["target"], precision, bundle.count, runner.execution, bundle.describe_reference())
@@ -224,7 +241,4 @@ def validate(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: str | 
     for metric, (value, unit) in task.items():
         t = tolerances.task_tolerance(precision, metric)
         report.task[metric] = {"value": value, "tolerance": t, "unit": unit, "ok": Check(value, t).ok}
-    if meta["model"]["weights"] == "untrained":
-        report.notes.append("untrained (seeded) weights: drift is real, accuracy is not meaningful")
-    write_json(artifact_dir / REPORT_FILE, report.to_json())
     return report

@@ -1,4 +1,10 @@
-"""The runner interface: what validate and profile need from any runtime."""
+"""The runner interface: one ``Runner`` per runtime serves every artifact part, one entry or many.
+
+A target's runner module exposes ``open_runner(artifact_dir, part, options) -> Runner`` for a part record
+(:func:`edgehmr.artifact.parts`); :func:`open_artifact_runner` is the one way in for an artifact (validate,
+profile, the Predictor, SAT-HMR's pipeline, debug drift, the benchmarks), :func:`open_part_runner` for a part
+converted on its own.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +13,105 @@ import importlib
 import os
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgehmr.artifact import parts
 from edgehmr.converters.capabilities import get_target
+from edgehmr.errors import InputError
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    threads: int | None = None  # intra-op threads where the runtime lets Python set them
+    # OpenVINO: one compiled model with bounded dynamic axes for every entry instead of one static compiled model
+    # per entry; the CPU plugin repacks weights per compiled model, so this holds them once (measured on SAT-HMR
+    # stage 2, 3 buckets: 1.9 GB vs 3.6 GB peak) at 1-3% more latency. Other runtimes hold weights once already.
+    shared_weights: bool = False
+    # The float32 torch module the part was converted from, built on demand, for runtimes that cannot run here
+    # and simulate instead (Core ML off macOS); None: such a runtime refuses with its reason.
+    simulation: Callable[[], object] | None = None
 
 
 class Runner(ABC):
-    input_names: list[str]
-    output_names: list[str]
-    execution = "runtime"  # what runs the model; simulations say so here, and reports carry it
+    """Runs one entry of a part: feeds must have exactly that entry's shapes."""
+
+    # "runtime" when the target's own runtime runs the model; otherwise a description of the simulation.
+    execution = "runtime"
+
+    def __init__(self, part: dict):
+        self.part = part
+        self.entries: list[str] = list(part["entries"])
+        self.input_names: list[str] = list(part["input_names"])
+        self.output_names: list[str] = list(part["output_names"])
+
+    @property
+    def default_entry(self) -> str:
+        return self.entries[0]
+
+    @property
+    def simulated(self) -> bool:
+        return self.execution != "runtime"
+
+    def run(self, entry: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference of ``entry``; float inputs as float32, integer inputs (indices) as int64. Returns float32
+        outputs by name."""
+        outputs = self._run(entry, self.checked_feeds(entry, feeds))
+        return {n: np.array(outputs[n], dtype=np.float32, copy=True) for n in self.output_names}
 
     @abstractmethod
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One inference with static-shape float32 inputs; returns float32 outputs by name."""
+    def _run(self, entry: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run with feeds already checked against the entry's shapes and normalised to float32 / int64."""
+
+    def checked_feeds(self, entry: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if entry not in self.part["entries"]:
+            raise InputError(f"Unknown entry '{entry}'; this artifact has {self.entries}.")
+        shapes = self.part["entries"][entry]
+        checked = {}
+        for name in self.input_names:
+            if name not in feeds:
+                raise InputError(f"Entry '{entry}' needs input '{name}'; got {sorted(feeds)}.")
+            value = np.asarray(feeds[name])
+            if list(value.shape) != list(shapes[name]):
+                raise InputError(f"Input '{name}' of entry '{entry}' has shape {list(value.shape)}; the entry is "
+                                 f"fixed to {shapes[name]}. Pad to the entry's shape, or use the entry that "
+                                 f"fits: {self.entries}.")
+            if np.issubdtype(value.dtype, np.floating):
+                value = value.astype(np.float32, copy=False)
+            elif np.issubdtype(value.dtype, np.integer):
+                value = value.astype(np.int64, copy=False)
+            else:
+                raise InputError(f"Input '{name}' is {value.dtype}; runners take float or integer arrays.")
+            checked[name] = np.ascontiguousarray(value)
+        return checked
 
 
-def open_artifact_runner(artifact_dir: Path, metadata: dict, threads: int | None = None) -> Runner:
-    caps = get_target(metadata["target"])
-    return importlib.import_module(caps.runner).open_runner(artifact_dir, metadata, threads)
+def open_artifact_runner(artifact_dir: str | Path, meta: dict, part: str | None = None, threads: int | None = None,
+                         shared_weights: bool = False) -> Runner:
+    """The runner of one part of an artifact read with :func:`edgehmr.artifact.read_metadata` (``part`` may be
+    left out when there is one: a crop model's)."""
+    from edgehmr.rebuild import simulation_module
+
+    artifact_dir = Path(artifact_dir)
+    available = parts(meta)
+    if part is None:
+        if len(available) != 1:
+            raise InputError(f"{artifact_dir} has parts {sorted(available)}; name the one to run.")
+        part = next(iter(available))
+    if part not in available:
+        raise InputError(f"{artifact_dir} has no part '{part}'; it has {sorted(available)}.")
+    options = RunOptions(threads, shared_weights, lambda: simulation_module(meta, part))
+    return open_part_runner(artifact_dir, available[part], options)
+
+
+def open_part_runner(artifact_dir: str | Path, part: dict, options: RunOptions = RunOptions()) -> Runner:
+    """The runner of a part record (:func:`edgehmr.converters.convert.part_metadata`) whose file lies in
+    ``artifact_dir``; its target's runner module opens it."""
+    runner_module = importlib.import_module(get_target(part["target"]).runner)
+    return runner_module.open_runner(Path(artifact_dir), part, options)
 
 
 @contextlib.contextmanager

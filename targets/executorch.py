@@ -3,8 +3,8 @@
 Programs with the Core ML delegate run only where ExecuTorch is built with the Core ML backend (Apple apps, or
 an ExecuTorch build for macOS); elsewhere opening one is refused with that reason.
 
-Multi-shape parts map entries to methods (``details.entry_methods``: one dynamic method, or one per entry); the
-runner loads the program once and each method once.
+Parts map entries to methods (``details.entry_methods``: one method, static or with dynamic axes, or one per
+entry); the runner loads the program once and each method once.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgehmr.converters.multishape import MultiShapeRunner
 from edgehmr.errors import InputError, TargetUnavailableError
-from edgehmr.targets.base import Runner, native_output_silenced
+from edgehmr.targets.base import RunOptions, Runner, native_output_silenced
 
 COREML_ONLY_ON_APPLE = ("this .pte delegates to Core ML, which runs only on Apple devices (an iOS/macOS app, or "
                         "ExecuTorch built with the Core ML backend on a Mac)")
@@ -37,46 +36,22 @@ def method_names(model_path: Path) -> set[str]:
     return set(_runtime().load_program(str(model_path)).method_names)
 
 
-class ExecuTorchRunner(Runner):
-    def __init__(self, model_path: Path, input_names: list[str], output_names: list[str], method: str = "forward"):
-        with native_output_silenced():
-            program = _runtime().load_program(str(model_path))
-        try:
-            with native_output_silenced():
-                self.method = program.load_method(method)
-        except RuntimeError as e:
-            raise TargetUnavailableError(f"ExecuTorch cannot load method '{method}' of {model_path}: "
-                                         f"{str(e).splitlines()[0]}. Methods: {sorted(program.method_names)}.") from e
-        self.input_names = list(input_names)
-        self.output_names = list(output_names)
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        inputs = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
-        outputs = self.method.execute(inputs)
-        return {n: o.detach().numpy().copy() for n, o in zip(self.output_names, outputs)}
-
-
-def open_runner(artifact_dir: Path, metadata: dict, threads: int | None = None) -> Runner:
-    # ExecuTorch's XNNPACK threadpool is sized by the runtime; ``threads`` is not settable from Python.
-    if metadata["target_details"].get("delegate") == "coreml" and platform.system() != "Darwin":
-        raise TargetUnavailableError(f"Cannot run {artifact_dir.name} here: {COREML_ONLY_ON_APPLE}. Validate "
-                                     f"the numerics with '--target coreml' (simulated here) or on the device.")
-    return ExecuTorchRunner(artifact_dir / metadata["files"]["model"], [i["name"] for i in metadata["inputs"]],
-                            [o["name"] for o in metadata["outputs"]])
-
-
 def entry_methods(part: dict) -> dict[str, str]:
     """Entry -> the method that runs it. Parts converted before ``entry_methods`` was recorded have one method
-    per entry, named after it."""
-    recorded = part.get("details", {}).get("entry_methods", {})
-    methods = {entry: recorded.get(entry, entry) if isinstance(recorded, dict) else None for entry in part["entries"]}
+    for their one entry, or one per entry named after it."""
+    details = part.get("details", {})
+    recorded = details.get("entry_methods", {})
+    methods = details.get("methods")
+    only = methods[0] if isinstance(methods, list) and len(methods) == 1 and len(part["entries"]) == 1 else None
+    methods = {entry: recorded.get(entry, only or entry) if isinstance(recorded, dict) else None
+               for entry in part["entries"]}
     if not all(isinstance(m, str) and m for m in methods.values()):
         raise InputError("metadata.json: details.entry_methods must map every entry to a method name; reconvert "
                          "the artifact.")
     return methods
 
 
-class ExecuTorchMultiShapeRunner(MultiShapeRunner):
+class ExecuTorchRunner(Runner):
     """The program loaded once, each of its methods once (one with dynamic axes, or one per entry)."""
 
     def __init__(self, model_path: Path, part: dict):
@@ -87,9 +62,13 @@ class ExecuTorchMultiShapeRunner(MultiShapeRunner):
         missing = sorted(set(self._method_of.values()) - set(self._program.method_names))
         if missing:
             raise TargetUnavailableError(f"{model_path} has no methods {missing}; methods: "
-                                         f"{sorted(self._program.method_names)}. Reconvert the part.")
-        with native_output_silenced():
-            self._methods = {m: self._program.load_method(m) for m in set(self._method_of.values())}
+                                         f"{sorted(self._program.method_names)}. Reconvert the artifact.")
+        try:
+            with native_output_silenced():
+                self._methods = {m: self._program.load_method(m) for m in set(self._method_of.values())}
+        except RuntimeError as e:
+            raise TargetUnavailableError(f"ExecuTorch cannot load the methods of {model_path}: "
+                                         f"{str(e).splitlines()[0]}.") from e
 
     def _run(self, entry: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self._methods[self._method_of[entry]].execute([torch.from_numpy(feeds[n])
@@ -97,10 +76,12 @@ class ExecuTorchMultiShapeRunner(MultiShapeRunner):
         return {n: o.detach().numpy().copy() for n, o in zip(self.output_names, outputs)}
 
 
-def open_multishape_runner(artifact_dir: Path, part: dict, threads: int | None = None,
-                           simulation_module=None) -> ExecuTorchMultiShapeRunner:
+def open_runner(artifact_dir: Path, part: dict, options: RunOptions = RunOptions()) -> ExecuTorchRunner:
     # ExecuTorch's XNNPACK threadpool is sized by the runtime; ``threads`` is not settable from Python.
-    return ExecuTorchMultiShapeRunner(artifact_dir / part["file"], part)
+    if part.get("details", {}).get("delegate") == "coreml" and platform.system() != "Darwin":
+        raise TargetUnavailableError(f"Cannot run {artifact_dir.name} here: {COREML_ONLY_ON_APPLE}. Validate "
+                                     f"the numerics with '--target coreml' (simulated here) or on the device.")
+    return ExecuTorchRunner(artifact_dir / part["file"], part)
 
 
 # Wrapper events that contain others: counting them too would double the time.

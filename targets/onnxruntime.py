@@ -1,4 +1,4 @@
-"""ONNX Runtime runner (CPU execution provider); multi-shape parts run every entry on one session."""
+"""ONNX Runtime runner (CPU execution provider): one session serves every entry of a part."""
 
 from __future__ import annotations
 
@@ -7,45 +7,32 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgehmr.converters.multishape import MultiShapeRunner
-from edgehmr.targets.base import Runner
+from edgehmr.targets.base import RunOptions, Runner
+
+
+def session(model_path: Path, threads: int | None = None) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only: constant-folding notices are not for users
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
 
 
 class OnnxRuntimeRunner(Runner):
-    def __init__(self, model_path: Path, threads: int | None = None):
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3  # errors only: constant-folding notices are not for users
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+    """One session for every entry: a graph's dynamic axes take each entry's sizes."""
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = self.session.run(self.output_names, feeds)
-        return dict(zip(self.output_names, outs))
+    def __init__(self, model_path: Path, part: dict, threads: int | None = None, execution: str = "runtime"):
+        super().__init__(part)
+        self.session = session(model_path, threads)
+        self.execution = execution
+
+    def _run(self, entry: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
 
     @staticmethod
     def versions() -> dict[str, str]:
         return {"onnxruntime": ort.__version__}
 
 
-def open_runner(artifact_dir: Path, metadata: dict, threads: int | None = None) -> Runner:
-    return OnnxRuntimeRunner(artifact_dir / metadata["files"]["model"], threads)
-
-
-class OnnxRuntimeMultiShapeRunner(MultiShapeRunner):
-    """One session for every entry: the graph's dynamic axes take each entry's sizes."""
-
-    def __init__(self, model_path: Path, part: dict, threads: int | None = None, execution: str = "runtime"):
-        super().__init__(part)
-        self.session = OnnxRuntimeRunner(model_path, threads)
-        self.execution = execution
-
-    def _run(self, entry: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.session.run(feeds)
-
-
-def open_multishape_runner(artifact_dir: Path, part: dict, threads: int | None = None,
-                           simulation_module=None) -> OnnxRuntimeMultiShapeRunner:
-    return OnnxRuntimeMultiShapeRunner(artifact_dir / part["file"], part, threads)
+def open_runner(artifact_dir: Path, part: dict, options: RunOptions = RunOptions()) -> OnnxRuntimeRunner:
+    return OnnxRuntimeRunner(artifact_dir / part["file"], part, options.threads)

@@ -1,8 +1,9 @@
 """OpenVINO runner (CPU plugin), compiled with the runtime settings the artifact recorded at conversion
 (see ``edgehmr.converters.openvino.runtime_config``).
 
-Multi-shape parts: the IR has dynamic axes; each entry gets its own CompiledModel of a copy reshaped to the
-entry's static shapes, so every entry runs with static-shape kernels.
+The IR of a part with several entries has dynamic axes; each entry gets its own CompiledModel of a copy reshaped
+to the entry's static shapes, so every entry runs with static-shape kernels (or, with ``shared_weights``, one
+CompiledModel of the bounded-dynamic IR with an infer request per entry: weights held once).
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgehmr.converters.multishape import MultiShapeRunner
 from edgehmr.errors import TargetUnavailableError
-from edgehmr.targets.base import Runner
+from edgehmr.targets.base import RunOptions, Runner
 
 
 def _openvino():
@@ -33,30 +33,8 @@ def compile_config(runtime_config: dict | None, threads: int | None) -> dict:
 
 
 class OpenVINORunner(Runner):
-    def __init__(self, model_path: Path, runtime_config: dict | None = None, threads: int | None = None,
-                 device: str = "CPU"):
-        ov = _openvino()
-        config = compile_config(runtime_config, threads)
-        self.compiled = ov.Core().compile_model(str(model_path), device, config)
-        self.request = self.compiled.create_infer_request()
-        self.input_names = [p.get_any_name() for p in self.compiled.inputs]
-        self.output_names = [p.get_any_name() for p in self.compiled.outputs]
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        result = self.request.infer(feeds)
-        # reason: the result views the request's output buffers, which the next infer() overwrites.
-        return {name: np.array(result[port], copy=True) for name, port in zip(self.output_names, self.compiled.outputs)}
-
-
-def open_runner(artifact_dir: Path, metadata: dict, threads: int | None = None) -> Runner:
-    config = metadata.get("target_details", {}).get("runtime_config")
-    return OpenVINORunner(artifact_dir / metadata["files"]["model"], config, threads)
-
-
-class OpenVINOMultiShapeRunner(MultiShapeRunner):
     """One static CompiledModel per entry, all compiled at load so no entry pays compilation on first use; or,
-    with ``shared_weights``, one CompiledModel of the bounded-dynamic IR with an infer request per entry (weights
-    held once; each request keeps its entry's shapes)."""
+    with ``shared_weights``, one CompiledModel for every entry (each infer request keeps its entry's shapes)."""
 
     def __init__(self, model_path: Path, part: dict, threads: int | None = None, device: str = "CPU",
                  shared_weights: bool = False):
@@ -67,13 +45,16 @@ class OpenVINOMultiShapeRunner(MultiShapeRunner):
         config = compile_config(part.get("details", {}).get("runtime_config"), threads)
         self._compiled = {}
         shared = core.compile_model(model, device, config) if shared_weights else None
+        static = not model.is_dynamic()
         for entry, shapes in part["entries"].items():
-            if shared is None:
-                static = model.clone()
-                static.reshape({name: ov.PartialShape(shape) for name, shape in shapes.items()})
-                compiled = core.compile_model(static, device, config)
-            else:
+            if shared is not None:
                 compiled = shared
+            elif static:  # one fixed shape (a crop model): the IR is already the entry's graph
+                compiled = core.compile_model(model, device, config)
+            else:
+                reshaped = model.clone()
+                reshaped.reshape({name: ov.PartialShape(shape) for name, shape in shapes.items()})
+                compiled = core.compile_model(reshaped, device, config)
             self._compiled[entry] = (compiled, compiled.create_infer_request())
 
     def _run(self, entry: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -83,6 +64,5 @@ class OpenVINOMultiShapeRunner(MultiShapeRunner):
         return {p.get_any_name(): np.array(result[p], copy=True) for p in compiled.outputs}
 
 
-def open_multishape_runner(artifact_dir: Path, part: dict, threads: int | None = None,
-                           simulation_module=None, shared_weights: bool = False) -> OpenVINOMultiShapeRunner:
-    return OpenVINOMultiShapeRunner(artifact_dir / part["file"], part, threads, shared_weights=shared_weights)
+def open_runner(artifact_dir: Path, part: dict, options: RunOptions = RunOptions()) -> OpenVINORunner:
+    return OpenVINORunner(artifact_dir / part["file"], part, options.threads, shared_weights=options.shared_weights)

@@ -5,7 +5,7 @@ With ``model.engine`` present and TensorRT importable, the engine runs on the GP
 ONNX Runtime (CPU) and the report says so: for int8 that is "simulated INT8", the same Q/DQ arithmetic TensorRT
 executes, with different kernels and accumulation order.
 
-Multi-shape parts: the engine holds one optimization profile per entry; each entry runs on its own execution
+A part with several entries: the engine holds one optimization profile per entry; each entry runs on its own execution
 context bound to its profile (Polygraphy's ``optimization_profile``), so switching entries costs nothing. Without
 an engine or TensorRT, the dynamic ONNX runs on ONNX Runtime and ``execution`` says so.
 """
@@ -16,105 +16,34 @@ from pathlib import Path
 
 import numpy as np
 
-from edgehmr.converters.multishape import MultiShapeRunner
+from edgehmr.artifact import inside
 from edgehmr.converters.tensorrt_engine import import_tensorrt
 from edgehmr.errors import InputError, TargetUnavailableError
-from edgehmr.targets.base import Runner
-from edgehmr.targets.onnxruntime import OnnxRuntimeMultiShapeRunner, OnnxRuntimeRunner
+from edgehmr.targets.base import RunOptions, Runner
+from edgehmr.targets.onnxruntime import OnnxRuntimeRunner
 
 
 class TensorRTRunner(Runner):
-    execution = "TensorRT engine (GPU)"
-
-    def __init__(self, engine_path: Path, built_with: str | None, input_names: list[str], output_names: list[str]):
-        trt = _check_built_with(engine_path, built_with)
-        EngineFromBytes, TrtRunner = _polygraphy()
-        self._runner = TrtRunner(EngineFromBytes(engine_path.read_bytes()))
-        try:
-            self._runner.activate()
-        except Exception as e:
-            raise InputError(f"TensorRT {trt.__version__} cannot load {engine_path}: {str(e).splitlines()[0]}. "
-                             f"Rebuild it on this device with 'edgehmr build-engine'.") from e
-        self.input_names, self.output_names = list(input_names), list(output_names)
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = self._runner.infer({n: np.ascontiguousarray(feeds[n], dtype=np.float32) for n in self.input_names})
-        return {n: np.asarray(out[n], dtype=np.float32).copy() for n in self.output_names}
-
-    def __del__(self):
-        runner = getattr(self, "_runner", None)
-        if runner is not None and runner.is_active:
-            runner.deactivate()
-
-
-def _check_built_with(engine_path: Path, built_with: str | None):
-    trt = import_tensorrt()
-    if built_with and built_with != trt.__version__:
-        raise InputError(f"{engine_path} was built by TensorRT {built_with}; this is TensorRT {trt.__version__}. "
-                         f"Engines do not move between versions: rebuild with 'edgehmr build-engine "
-                         f"{engine_path.parent}'.")
-    return trt
-
-
-def _polygraphy():
-    try:
-        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
-    except ImportError:
-        raise TargetUnavailableError("Running TensorRT engines needs Polygraphy: "
-                                     "pip install 'edgehmr[tensorrt]'.") from None
-    return EngineFromBytes, TrtRunner
-
-
-class SimulatedTensorRTRunner(OnnxRuntimeRunner):
-    def __init__(self, model_path: Path, precision: str, threads: int | None, why: str):
-        super().__init__(model_path, threads)
-        self.execution = simulated_execution(precision, why)
-
-
-def simulated_execution(precision: str, why: str) -> str:
-    kind = {"int8": "simulated INT8", "fp16": "simulated FP16"}.get(precision, "simulated FP32")
-    return f"{kind}: the TensorRT-ready ONNX on ONNX Runtime (CPU); {why}"
-
-
-def open_runner(artifact_dir: Path, metadata: dict, threads: int | None = None) -> Runner:
-    details = metadata["target_details"]
-    engine = (details.get("engine") or {}).get("file")
-    inputs = [i["name"] for i in metadata["inputs"]]
-    outputs = [o["name"] for o in metadata["outputs"]]
-    if engine and (artifact_dir / engine).is_file():
-        try:
-            import_tensorrt()
-        except TargetUnavailableError:
-            why = "TensorRT is not installed here"
-        else:
-            return TensorRTRunner(artifact_dir / engine, details["engine"].get("tensorrt"), inputs, outputs)
-    else:
-        why = "no engine built yet (edgehmr build-engine on the device)"
-    return SimulatedTensorRTRunner(artifact_dir / metadata["files"]["model"], metadata["precision"], threads, why)
-
-
-class TensorRTMultiShapeRunner(MultiShapeRunner):
-    """The engine deserialized once; one execution context per entry, each bound to that entry's profile.
-    ``execution`` stays "runtime": the TensorRT engine itself runs it."""
+    """The engine deserialized once; one execution context per entry, each bound to that entry's profile (a
+    static engine has only profile 0). ``execution`` stays "runtime": the TensorRT engine itself runs it."""
 
     def __init__(self, engine_path: Path, part: dict):
         super().__init__(part)
         details = part["details"]
         trt = _check_built_with(engine_path, details["engine"].get("tensorrt"))
         EngineFromBytes, TrtRunner = _polygraphy()
-        profile_of = {p["entry"]: index for index, p in enumerate(details["profiles"])}
+        profile_of = {p["entry"]: index for index, p in enumerate(details.get("profiles", []))}
         self._runners = {}
         try:
             engine = EngineFromBytes(engine_path.read_bytes())()
             for entry in self.entries:
-                # A static engine (no dynamic axes) has only its default profile 0.
                 runner = TrtRunner(engine, optimization_profile=profile_of.get(entry, 0))
                 runner.activate()
                 self._runners[entry] = runner
         except Exception as e:
             self._deactivate()
-            raise InputError(f"TensorRT {trt.__version__} cannot load {engine_path} with its profiles: "
-                             f"{str(e).splitlines()[0]}. Rebuild it on this device.") from e
+            raise InputError(f"TensorRT {trt.__version__} cannot load {engine_path}: {str(e).splitlines()[0]}. "
+                             f"Rebuild it on this device with 'edgehmr build-engine'.") from e
 
     def _run(self, entry: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._runners[entry].infer(feeds)
@@ -128,17 +57,40 @@ class TensorRTMultiShapeRunner(MultiShapeRunner):
         self._deactivate()
 
 
-def open_multishape_runner(artifact_dir: Path, part: dict, threads: int | None = None,
-                           simulation_module=None) -> MultiShapeRunner:
+def _check_built_with(engine_path: Path, built_with: str | None):
+    trt = import_tensorrt()
+    if built_with and built_with != trt.__version__:
+        raise InputError(f"{engine_path} was built by TensorRT {built_with}; this is TensorRT {trt.__version__}. "
+                         f"Engines do not move between versions: rebuild with 'edgehmr build-engine'.")
+    return trt
+
+
+def _polygraphy():
+    try:
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+    except ImportError:
+        raise TargetUnavailableError("Running TensorRT engines needs Polygraphy: "
+                                     "pip install 'edgehmr[tensorrt]'.") from None
+    return EngineFromBytes, TrtRunner
+
+
+def simulated_execution(precision: str, why: str) -> str:
+    kind = {"int8": "simulated INT8", "fp16": "simulated FP16"}.get(precision, "simulated FP32")
+    return f"{kind}: the TensorRT-ready ONNX on ONNX Runtime (CPU); {why}"
+
+
+def open_runner(artifact_dir: Path, part: dict, options: RunOptions = RunOptions()) -> Runner:
     engine = (part["details"].get("engine") or {}).get("file")
     onnx_path = artifact_dir / part["file"]
-    if engine and (onnx_path.parent / engine).is_file():
+    if engine:
+        engine = inside(artifact_dir, (Path(part["file"]).parent / str(engine)).as_posix(), "details.engine.file")
+    if engine and engine.is_file():
         try:
             import_tensorrt()
         except TargetUnavailableError:
             why = "TensorRT is not installed here"
         else:
-            return TensorRTMultiShapeRunner(onnx_path.parent / engine, part)
+            return TensorRTRunner(engine, part)
     else:
-        why = "no engine built yet (build_multishape_engine or build_engine.sh on the device)"
-    return OnnxRuntimeMultiShapeRunner(onnx_path, part, threads, simulated_execution(part["precision"], why))
+        why = "no engine built yet (edgehmr build-engine or build_engine.sh on the device)"
+    return OnnxRuntimeRunner(onnx_path, part, options.threads, simulated_execution(part["precision"], why))

@@ -14,7 +14,8 @@ from edgehmr.converters.capabilities import Precision
 from edgehmr.converters.coreml import (package_bytes, program_summary, torch2coreml,
                                        torch2coreml_multifunction)
 from edgehmr.errors import ConversionError
-from edgehmr.targets.coreml import can_run_coreml, open_runner
+from edgehmr.targets.base import open_artifact_runner
+from edgehmr.targets.coreml import can_run_coreml
 from edgehmr.validate import validate
 from model_helpers import HMR, POSE, called_layers, slow, tiny_vit
 
@@ -135,10 +136,10 @@ def test_op_core_ml_cannot_convert_names_op_module_and_alternative():
 @pytest.mark.skipif(not can_run_coreml(), reason="Core ML runs predictions only on macOS")
 def test_macos_prediction_matches_simulation(artifact):
     path = artifact(HMR, "fp16", target="coreml")
-    runner = open_runner(path, _metadata(path))
+    runner = open_artifact_runner(path, _metadata(path))
     image = np.random.default_rng(0).standard_normal((1, 3, 256, 192)).astype(np.float32)
-    out = runner.run({"image": image})
-    assert runner.execution == "Core ML (macOS)"
+    out = runner.run(runner.default_entry, {"image": image})
+    assert not runner.simulated
     assert all(np.isfinite(v).all() for v in out.values())
 
 
@@ -157,7 +158,7 @@ def test_simulation_rebuilds_checkpoint_models_only_from_the_converted_file(tmp_
     from edgehmr.errors import InputError
     from edgehmr.models import load_model
     from edgehmr.models._checkpoint import file_sha256
-    from edgehmr.targets.coreml import rebuild_module
+    from edgehmr.rebuild import rebuild_model
 
     state = load_model(POSE, seed=3).module.state_dict()
     ckpt = tmp_path / "vitpose.safetensors"
@@ -165,9 +166,9 @@ def test_simulation_rebuilds_checkpoint_models_only_from_the_converted_file(tmp_
     loaded = load_model(POSE, ckpt)
     meta = {"model": loaded.describe(), "with_mesh": False, "spec": {"trust_checkpoint": False}}
     assert meta["model"]["checkpoint_sha256"] == file_sha256(ckpt)
-    rebuilt = rebuild_module(meta)
+    rebuilt = rebuild_model(meta).module
     assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), state.values()))
     state[next(iter(state))] += 1
     save_file({k: v.contiguous() for k, v in state.items()}, str(ckpt))
     with pytest.raises(InputError, match="changed since the artifact was converted"):
-        rebuild_module(meta)
+        rebuild_model(meta)

@@ -142,7 +142,7 @@ def test_cpp_matches_python_runner(backend, app, artifact, astronaut, tmp_path):
         worst["input"] = max(worst["input"], float(np.abs(got_input - crop.image).max()))
         assert np.abs(got_input - crop.image).max() <= INPUT_ATOL, f"box {box}: preprocessed input differs"
 
-        ref = runner.run({meta["inputs"][0]["name"]: crop.image[None]})
+        ref = runner.run(runner.default_entry, {meta["inputs"][0]["name"]: crop.image[None]})
         assert set(person["outputs"]) == set(ref)
         for name, want in ref.items():
             o = person["outputs"][name]

@@ -120,7 +120,8 @@ def test_openvino_int8_probe_reads_what_the_artifact_computes(name, artifact, bu
     names = {t.name for t in openvino_tensors(model, model)}
     probed = _openvino_probe(model, probe_config(meta["target_details"].get("runtime_config")), names)(feeds)
     output = meta["outputs"][0]["name"]
-    own = open_artifact_runner(path, meta).run(feeds)[output]
+    runner = open_artifact_runner(path, meta)
+    own = runner.run(runner.default_entry, feeds)[output]
     gap = np.linalg.norm(probed[OWN_OUTPUT + output] - own) / np.linalg.norm(own)
     assert len(names) > 100 and gap < 0.05
     assert all(np.isfinite(v).all() for v in probed.values())
@@ -144,7 +145,8 @@ def test_openvino_probe_that_disagrees_with_the_artifact_is_refused(artifact, bu
     path = artifact("test-hmr2", target="openvino")
     meta = json.loads((path / "metadata.json").read_text())
     feeds = {"image": load_bundle(bundle("test-hmr2")).inputs["image"][:1]}
-    outputs = open_artifact_runner(path, meta).run(feeds)
+    runner = open_artifact_runner(path, meta)
+    outputs = runner.run(runner.default_entry, feeds)
     own = {OWN_OUTPUT + k: v for k, v in outputs.items()}
     assert probe_gap(own, own, outputs) < 1e-6
     off = own | {OWN_OUTPUT + "pred_cam": own[OWN_OUTPUT + "pred_cam"] * 1.01}

@@ -1,6 +1,6 @@
 """``debug drift`` on ExecuTorch artifacts: runtime intermediate outputs (ETDump, per op) via the Inspector.
 
-A 2-block ViT (real model code, seconds to lower) stands in for a registered model: ``rebuild_module`` is pointed at
+A 2-block ViT (real model code, seconds to lower) stands in for a registered model: ``simulation_module`` is pointed at
 it, so the module the drift tool lowers and its FP32 reference are both the tiny ViT.
 """
 
@@ -32,7 +32,8 @@ def _tiny_artifact(path, precision: Precision):
     with torch.no_grad():
         out_shape = list(module(example).shape)
     if precision == Precision.int8:
-        module = quantized_or_fail(ExportJob(module, (example,), ["image"], ["tokens"], precision, "tiny"), "tiny")
+        module = quantized_or_fail(ExportJob.single(module, (example,), ["image"], ["tokens"], precision, "tiny"),
+                                   "tiny")
     buffer, _ = lower_methods({"forward": (module, (example,))}, "xnnpack", precision, "tiny")
     (path / "model.pte").write_bytes(buffer)
     meta = {"target": "executorch", "precision": precision.value, "model": {"model": "tiny-vit"},
@@ -55,7 +56,7 @@ def images():
 
 @pytest.fixture(autouse=True)
 def rebuilds_tiny_vit(monkeypatch):
-    monkeypatch.setattr("edgehmr.targets.coreml.rebuild_module", lambda meta: tiny_vit())
+    monkeypatch.setattr("edgehmr.rebuild.simulation_module", lambda meta, part: tiny_vit())
 
 
 def _coarse(meta: dict, reference: torch.nn.Module) -> torch.nn.Module:

@@ -14,7 +14,8 @@ from edgehmr.converters.capabilities import Precision
 from edgehmr.converters.executorch import lower_methods
 from edgehmr.errors import TargetUnavailableError
 from edgehmr.targets.base import open_artifact_runner
-from edgehmr.targets.executorch import ExecuTorchRunner, method_names
+from edgehmr.targets.base import open_part_runner
+from edgehmr.targets.executorch import method_names
 from edgehmr.validate import validate
 from model_helpers import HMR, called_layers, slow, tiny_vit
 
@@ -66,8 +67,10 @@ def test_multi_method_pte_shares_weights_and_runs_every_method(tmp_path):
     path.write_bytes(buffer)
     assert method_names(path) == set(shapes)
     for method, (_, (example,)) in shapes.items():
-        runner = ExecuTorchRunner(path, ["image"], ["tokens"], method)
-        got = runner.run({"image": example.numpy()})["tokens"]
+        part = {"target": "executorch", "file": path.name, "input_names": ["image"], "output_names": ["tokens"],
+                "precision": "fp32", "entries": {method: {"image": list(example.shape)}},
+                "details": {"entry_methods": {method: method}}}
+        got = open_part_runner(tmp_path, part).run(method, {"image": example.numpy()})["tokens"]
         with torch.no_grad():
             want = module(example).numpy()
         assert got.shape == want.shape

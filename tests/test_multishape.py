@@ -19,10 +19,11 @@ from torch import nn
 
 from edgehmr.converters.base import ExportJob
 from edgehmr.converters.capabilities import Precision
-from edgehmr.converters.multishape import (MultiShapeJob, convert_multishape, dim_names, dynamic_axes,
-                                           open_multishape_runner, part_metadata, torch_dynamic_shapes)
+from edgehmr.converters.convert import convert_part, part_metadata
+from edgehmr.converters.shapes import dim_names, dynamic_axes, torch_dynamic_shapes
 from edgehmr.converters.tensorrt_engine import can_build_here
 from edgehmr.errors import ConversionError, InputError, TargetUnavailableError
+from edgehmr.targets.base import RunOptions, open_part_runner
 
 D, TOKENS = 32, 16
 ENTRIES = {"b4x8": (4, 8), "b8x16": (8, 16)}  # entry -> (gathered rows n, extra rows m)
@@ -82,13 +83,13 @@ def module():
 CALIBRATION_PER_ENTRY = 8
 
 
-def make_job(module, precision=Precision.fp32) -> MultiShapeJob:
+def make_job(module, precision=Precision.fp32) -> ExportJob:
     entries = {name: make_inputs(n, m, seed=n) for name, (n, m) in ENTRIES.items()}
     calibration = None
     if precision == Precision.int8:  # samples of every entry, some with padding rows, as bucketed inputs have
         calibration = {name: [tuple(t.numpy() for t in make_inputs(n, m, real=n - k % 3, seed=1000 + k))
                               for k in range(CALIBRATION_PER_ENTRY)] for name, (n, m) in ENTRIES.items()}
-    return MultiShapeJob(module, entries, INPUTS, OUTPUTS, precision, "stage2-like", calibration)
+    return ExportJob(module, entries, INPUTS, OUTPUTS, precision, "stage2-like", calibration)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def converted(module, tmp_path_factory):
         if (target, precision) not in cache:
             out = tmp_path_factory.mktemp(f"{target}-{precision}")
             job = make_job(module, Precision(precision))
-            result = convert_multishape(target, job, out)
+            result = convert_part(target, job, out)
             # Round-tripped as the caller stores it (metadata.json): runners must open the JSON form.
             cache[(target, precision)] = (out, json.loads(json.dumps(part_metadata(target, job, result))))
         return cache[(target, precision)]
@@ -110,7 +111,8 @@ def converted(module, tmp_path_factory):
 
 def _open(converted, module, target, precision="fp32"):
     path, part = converted(target, precision)
-    return open_multishape_runner(path, part, simulation_module=module if target == "coreml" else None)
+    # Only a runtime that cannot run here (Core ML off macOS) calls for the module to simulate it.
+    return open_part_runner(path, part, RunOptions(simulation=lambda: module))
 
 
 def _feeds(inputs):
@@ -175,7 +177,7 @@ def _single_bytes(target: str, module, tmp_path) -> int:
     total = 0
     for entry, (n, m) in ENTRIES.items():
         inputs = make_inputs(n, m)
-        job = ExportJob(module, inputs, INPUTS, OUTPUTS, Precision.fp32, "stage2-like")
+        job = ExportJob.single(module, inputs, INPUTS, OUTPUTS, Precision.fp32, "stage2-like")
         out = tmp_path / entry
         out.mkdir()
         if target == "onnx":
@@ -259,8 +261,8 @@ def test_coreml_package_has_one_function_per_entry_with_int32_indices(converted)
 @pytest.mark.skipif(platform.system() == "Darwin", reason="on macOS the real Core ML runner opens instead")
 def test_coreml_off_macos_needs_a_module_to_simulate(converted):
     path, part = converted("coreml")
-    with pytest.raises(TargetUnavailableError, match="only on macOS.*simulation_module"):
-        open_multishape_runner(path, part)
+    with pytest.raises(TargetUnavailableError, match="only on macOS.*to simulate its numerics"):
+        open_part_runner(path, part)
 
 
 def test_tensorrt_onnx_is_checked_against_one_profile_per_entry(converted):
@@ -288,12 +290,12 @@ def test_tensorrt_onnx_is_checked_against_one_profile_per_entry(converted):
 @pytest.mark.skipif(not can_build_here(), reason="TensorRT engines need TensorRT and an NVIDIA GPU")
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_tensorrt_engine_runs_each_entry_on_its_profile(converted, module, precision):
-    from edgehmr.converters.tensorrt import build_multishape_engine
+    from edgehmr.converters.tensorrt import build_part_engine
 
     path, part = converted("tensorrt", precision)
-    info = part["details"]["engine"] or build_multishape_engine(path, part)
+    info = part["details"]["engine"] or build_part_engine(path, part)[1]
     assert info["optimization_profiles"] == len(ENTRIES) and (path / info["file"]).is_file()
-    runner = open_multishape_runner(path, part)
+    runner = open_part_runner(path, part)
     assert runner.execution == "runtime" and not runner.simulated
     tolerance = {"fp32": 1e-4, "fp16": 2e-2, "int8": 0.15}[precision]
     for entry, (n, m) in ENTRIES.items():
@@ -352,11 +354,11 @@ def test_int8_is_calibrated_on_every_entry_and_runs_each(converted, module, targ
 
 def test_executorch_int8_quantizes_every_method_without_calibration(module, tmp_path):
     job = make_job(module, Precision.int8)
-    job = MultiShapeJob(job.module, job.entries, INPUTS, OUTPUTS, Precision.int8, "stage2-like")  # no calibration
-    part = part_metadata("executorch", job, convert_multishape("executorch", job, tmp_path))
-    assert part["details"]["quantized_linear_conv"] == {e: {"quantized": 6, "total": 6} for e in ENTRIES}
+    job = ExportJob(job.module, job.entries, INPUTS, OUTPUTS, Precision.int8, "stage2-like")  # no calibration
+    part = part_metadata("executorch", job, convert_part("executorch", job, tmp_path))
+    assert part["details"]["linear_conv_by_method"] == {e: {"quantized": 6, "total": 6} for e in ENTRIES}
     assert part["details"]["entry_methods"] == {entry: entry for entry in ENTRIES}  # one static method per entry
-    runner = open_multishape_runner(tmp_path, part)
+    runner = open_part_runner(tmp_path, part)
     for entry, (n, m) in ENTRIES.items():
         inputs = make_inputs(n, m, seed=11)
         got = runner.run(entry, _feeds(inputs))["sequence"]
@@ -367,9 +369,9 @@ def test_executorch_int8_quantizes_every_method_without_calibration(module, tmp_
 
 def test_int8_without_calibration_is_refused(module, tmp_path):
     job = make_job(module, Precision.int8)
-    job = MultiShapeJob(job.module, job.entries, INPUTS, OUTPUTS, Precision.int8, "stage2-like")
+    job = ExportJob(job.module, job.entries, INPUTS, OUTPUTS, Precision.int8, "stage2-like")
     with pytest.raises(ConversionError, match="needs calibration inputs per entry"):
-        convert_multishape("onnx", job, tmp_path)
+        convert_part("onnx", job, tmp_path)
 
 
 def test_runner_refuses_unknown_entries_and_shapes_of_another_entry(converted, module):
@@ -387,7 +389,7 @@ def test_runner_refuses_unknown_entries_and_shapes_of_another_entry(converted, m
 ])
 def test_unsupported_target_or_precision_is_one_clear_error(module, tmp_path, target, precision, message):
     with pytest.raises(ConversionError, match=message):
-        convert_multishape(target, make_job(module, Precision(precision)), tmp_path)
+        convert_part(target, make_job(module, Precision(precision)), tmp_path)
     assert not any(tmp_path.iterdir())  # refused before any work
 
 

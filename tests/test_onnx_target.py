@@ -13,7 +13,8 @@ from edgehmr.convert import convert
 from edgehmr.errors import ConversionError, InputError
 from edgehmr.reference import load_bundle
 from edgehmr.spec import resolve_spec
-from edgehmr.targets.onnxruntime import OnnxRuntimeRunner
+from edgehmr.artifact import read_metadata
+from edgehmr.targets.base import open_artifact_runner
 from edgehmr.validate import validate
 from model_helpers import HMR, POSE, family, slow
 
@@ -24,11 +25,11 @@ MODELS = [HMR, POSE, *slow("hmr2-vit-s", "vitpose-s")]
 def test_fp32_matches_pytorch_within_1e4(name, artifact, bundle, loaded_models):
     path = artifact(name, "fp32")
     ref = load_bundle(bundle(name))
-    runner = OnnxRuntimeRunner(path / "model.onnx")
+    runner = open_artifact_runner(path, read_metadata(path))
     loaded = loaded_models(name)
     for i in range(ref.count):  # ONNX Runtime against PyTorch directly, not through validate
         x = ref.inputs["image"][i:i + 1]
-        got = runner.run({"image": x})
+        got = runner.run(runner.default_entry, {"image": x})
         with torch.no_grad():
             want = loaded.module(torch.from_numpy(x))
         for out_name, w in zip(loaded.info.output_names, want):
@@ -104,7 +105,7 @@ def test_drift_beyond_tolerance_fails(artifact, bundle, tmp_path):
 def test_failed_conversion_leaves_nothing(tmp_path, loaded_models, monkeypatch):
     import edgehmr.converters.onnx as onnx_converter
 
-    def broken(job, out_path):
+    def broken(job, out_path, dynamic_shapes=None):
         out_path.write_bytes(b"half-written")
         raise ConversionError("ONNX export of hmr2-vit-s failed: simulated")
 

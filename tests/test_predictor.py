@@ -27,7 +27,7 @@ def test_outputs_are_the_runners_on_the_crops(artifact, astronaut):
     runner = open_artifact_runner(path, predictor.meta)
     assert len(prediction.people) == 3 and set(prediction.timings_ms) == {"preprocess", "infer", "decode"}
     for person, box in zip(prediction.people, BOXES):
-        want = runner.run({"image": prepare_crop(astronaut, box, HMR2_CROP).image[None]})
+        want = runner.run(runner.default_entry, {"image": prepare_crop(astronaut, box, HMR2_CROP).image[None]})
         for name, value in want.items():
             np.testing.assert_array_equal(person.outputs[name], value[0])
 

@@ -17,7 +17,7 @@ from edgehmr.sat.bundle import make_sat_bundle
 from edgehmr.sat.convert import convert_sat
 from edgehmr.sat.frame import Canvas
 from edgehmr.sat.tables import default_table, with_full_coverage
-from edgehmr.sat.validate import validate_sat
+from edgehmr.validate import validate
 from edgehmr.spec import resolve_spec
 from sat_helpers import TINY_NAME, loaded_tiny
 
@@ -67,7 +67,7 @@ def test_defaults_never_demote_and_validate_at_fp32(setup, target, buckets):
     artifact = convert_sat(spec, loaded)
     table = json.loads((artifact / "metadata.json").read_text())["buckets"]
     assert table["can_demote"] is False and table["full_coverage"]["buckets"]
-    report = validate_sat(artifact, bundle)
+    report = validate(artifact, bundle)
     assert report.passed, report.to_json()
     assert sum(b["demoted_cells"] for b in report.buckets.values()) == 0
     assert not any("demotion" in n for n in report.notes)
@@ -99,7 +99,7 @@ def test_published_defaults_never_demote_and_validate_at_fp32(published, target)
     spec = resolve_spec("sat-hmr", target, "fp32", out_dir=str(root / target), canvas=PUBLISHED_CANVAS)
     artifact = convert_sat(spec, loaded)
     assert json.loads((artifact / "metadata.json").read_text())["buckets"]["can_demote"] is False
-    report = validate_sat(artifact, bundle)
+    report = validate(artifact, bundle)
     assert report.passed, report.to_json()
     assert sum(b["demoted_cells"] for b in report.buckets.values()) == 0
 
@@ -115,7 +115,7 @@ def test_allow_demotion_is_said_everywhere(setup, tmp_path, capsys):
     meta = json.loads((artifact / "metadata.json").read_text())
     assert meta["buckets"]["can_demote"] is True and meta["spec"]["allow_demotion"] is True
     assert meta["buckets"]["full_coverage"]["buckets"] == []
-    report = validate_sat(artifact, bundle)
+    report = validate(artifact, bundle)
     assert any("--allow-demotion" in n for n in report.notes)
     prof = profile(artifact, runs=1, warmup=0)
     assert any("--allow-demotion" in n for n in prof.notes)

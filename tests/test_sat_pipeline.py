@@ -13,7 +13,7 @@ from edgehmr.converters.capabilities import TARGETS
 from edgehmr.sat.bundle import make_sat_bundle
 from edgehmr.sat.convert import convert_sat
 from edgehmr.sat.frame import Canvas
-from edgehmr.sat.validate import validate_sat
+from edgehmr.validate import validate
 from edgehmr.spec import resolve_spec
 from sat_helpers import TINY_NAME, loaded_tiny
 
@@ -52,7 +52,7 @@ def test_fp32_artifact_matches_the_dynamic_reference_per_bucket(setup, target):
     assert set(meta["stages"]["stage2"]["entries"]) == {"b8x48", "b24x80", "b48x96"}
     if target == "tensorrt":  # engines are built on the device: one trtexec profile per bucket
         assert (artifact / "stage2" / "build_engine.sh").read_text().count("--profile=") == 3
-    report = validate_sat(artifact, bundle)
+    report = validate(artifact, bundle)
     assert report.passed, report.to_json()
     assert len(report.buckets) >= 2  # the frames exercise more than one bucket
     for bucket in report.buckets.values():
@@ -75,13 +75,13 @@ def test_openvino_shared_weights_mode_gives_the_same_outputs(setup):
 
 def test_fp16_openvino_passes_at_its_tolerance(setup):
     root, loaded, bundle = setup
-    report = validate_sat(_convert(root, loaded, "openvino", "fp16"), bundle)
+    report = validate(_convert(root, loaded, "openvino", "fp16"), bundle)
     assert report.passed, report.to_json()
 
 
 def test_overflow_is_reported_by_validate(setup):
     root, loaded, bundle = setup
-    report = validate_sat(_convert(root, loaded, "onnx", buckets="4x96"), bundle)
+    report = validate(_convert(root, loaded, "onnx", buckets="4x96"), bundle)
     assert sum(b["demoted_cells"] for b in report.buckets.values()) > 0
     assert any("--allow-demotion" in n for n in report.notes)
     assert any("overflowed" in n for n in report.notes)
@@ -111,7 +111,7 @@ def test_coreml_artifact_has_one_function_per_bucket_with_integer_index_inputs(s
     assert inputs["hr_cells"]["shape"] == [1, 8] and inputs["other_index"]["shape"] == [1, 48]  # default function
     # Off macOS the pipeline simulates Core ML's fp16 compute in torch on the module the artifact came from,
     # rebuilt from the registry with the seed the metadata records.
-    report = validate_sat(artifact, bundle)
+    report = validate(artifact, bundle)
     assert report.execution.startswith("simulated") or "simulat" in report.execution, report.execution
     assert report.passed, report.to_json()
 
@@ -140,7 +140,7 @@ def test_int8_calibrates_every_bucket_and_validates(setup):
     # b8x48 holds no synthetic frame (they all need > 48 other tokens); the others are calibrated on their own.
     assert samples["b8x48"] == 0 and samples["b24x80"] > 0 and samples["b48x96"] > 0
     assert meta["stages"]["stage2"]["details"]["calibration_samples"]["b24x80"] == samples["b24x80"]
-    report = validate_sat(artifact, bundle)
+    report = validate(artifact, bundle)
     assert report.task["mpjpe_mm"]["ok"], report.task
     # INT8 moves some scale-map values across the thresholds: reported per bucket and in a note, never hidden.
     changed = sum(b["selection_changed"] for b in report.buckets.values())

@@ -71,7 +71,7 @@ def test_fp16_refuses_a_model_whose_activations_overflow_float16():
     from edgehmr.converters.tensorrt import fp16_range_or_fail
     from edgehmr.errors import ConversionError
 
-    job = ExportJob(_Overflowing(), (torch.ones(1, 4),), ["x"], ["y"], Precision.fp16, "toy")
+    job = ExportJob.single(_Overflowing(), (torch.ones(1, 4),), ["x"], ["y"], Precision.fp16, "toy")
     with pytest.raises(ConversionError, match="in 'mul', beyond float16"):
         fp16_range_or_fail(job)
 

@@ -12,7 +12,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgehmr.cli.common import QuietOpt, SmplOpt, app, err, out, progress_bar, stage
-from edgehmr.tasks import CROPS, FRAMES
 
 
 @app.command()
@@ -33,14 +32,10 @@ def validate(
     Example:
       edgehmr validate runs/hmr2-vit-s-onnx-fp16 --reference runs/reference-hmr2-vit-s
     """
-    from edgehmr.artifact import read_metadata
     from edgehmr.reference import load_bundle
-    from edgehmr.sat.validate import validate_sat
-    from edgehmr.tasks import artifact_task
-    from edgehmr.validate import validate as validate_crops
+    from edgehmr.validate import validate as run_validate
 
     count = load_bundle(reference_dir).count
-    run_validate = {CROPS: validate_crops, FRAMES: validate_sat}[artifact_task(read_metadata(artifact)).input]
     with progress_bar("validate", count, quiet) as advance:
         report = run_validate(artifact, reference_dir, smpl, threads, advance)
     if as_json:

@@ -132,14 +132,14 @@ def _print_coverage(table: dict) -> None:
 
 
 def _print_next_step(path: Path) -> None:
-    """Artifacts finished on the device (TensorRT engines) say how, right after convert."""
-    from edgehmr.artifact import read_metadata
+    """Artifacts finished on the device (parts whose engine is built there: TensorRT) say how, right after
+    convert."""
+    from edgehmr.artifact import parts, read_metadata
 
-    meta = read_metadata(path)
-    parts = meta["stages"].values() if "stages" in meta else [{"details": meta["target_details"]}]
-    if meta["target"] == "tensorrt" and not all(p["details"].get("engine") for p in parts):
-        scripts = " and ".join(f"sh {path}/{name}/build_engine.sh" for name in meta["stages"]) \
-            if "stages" in meta else f"sh {path}/build_engine.sh"
+    unbuilt = [part for part in parts(read_metadata(path)).values()
+               if "engine" in part["details"] and not part["details"]["engine"]]
+    if unbuilt:
+        scripts = " and ".join(f"sh {path / Path(part['file']).parent / 'build_engine.sh'}" for part in unbuilt)
         err.print(f"[yellow]note:[/] no TensorRT engine built here (needs TensorRT and an NVIDIA GPU). On the "
                   f"device: edgehmr build-engine {path}  (or: {scripts})")
 

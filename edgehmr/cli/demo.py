@@ -65,7 +65,7 @@ def _demo_sat(loaded, out_dir: Path, quiet: bool) -> None:
     from edgehmr.sat.bundle import make_sat_bundle
     from edgehmr.sat.convert import convert_sat
     from edgehmr.sat.frame import Canvas
-    from edgehmr.sat.validate import validate_sat
+    from edgehmr.validate import validate
     from edgehmr.spec import resolve_spec
 
     canvas, name = "448x336", loaded.info.name
@@ -82,7 +82,7 @@ def _demo_sat(loaded, out_dir: Path, quiet: bool) -> None:
                             calib_count=8, bucket_count=3)
         with stage(f"converted to {target} fp32 (stage 1 + every bucket)", quiet):
             path = convert_sat(spec, loaded)
-        rep = validate_sat(path, bundle)
+        rep = validate(path, bundle)
         passed &= rep.passed
         table = read_metadata(path)["buckets"]["buckets"]
         summary.add_row(path.name, f"{_size_mb(path):.1f}", " ".join(b["name"] for b in table),

@@ -10,7 +10,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgehmr.cli.common import app, out, stage
-from edgehmr.tasks import FRAMES
 
 
 @app.command("build-engine")
@@ -32,22 +31,13 @@ def build_engine(
       edgehmr build-engine runs/hmr2-vit-s-tensorrt-fp16 --dla-core 0 --timing-cache trt.cache
       edgehmr build-engine runs/sat-hmr-tensorrt-fp16-1288x728    (both stages; a profile per bucket)
     """
-    from edgehmr.artifact import read_metadata
-    from edgehmr.converters.tensorrt import build_artifact_engine, build_sat_engines
+    from edgehmr.converters.tensorrt import build_artifact_engine
     from edgehmr.converters.tensorrt_engine import EngineOptions
-    from edgehmr.tasks import artifact_task
 
-    options = EngineOptions(workspace_mb, dla_core, timing_cache)
-    if artifact_task(read_metadata(artifact)).input == FRAMES:
-        with stage("built TensorRT engines (stage 1, stage 2 with one profile per bucket)"):
-            built = build_sat_engines(artifact, options)
-            infos = {name: (Path(name) / info["file"], info) for name, info in built.items()}
-    else:
-        with stage("built TensorRT engine"):
-            info = build_artifact_engine(artifact, options)
-            infos = {"engine": (Path(info["file"]), info)}
-    for name, (file, info) in infos.items():
-        out.print(f"{name}: {artifact / file}  (TensorRT {info['tensorrt']}, {info['build_seconds']} s)")
+    with stage("built TensorRT engines (one per part; a profile per entry of a bucketed part)"):
+        built = build_artifact_engine(artifact, EngineOptions(workspace_mb, dla_core, timing_cache))
+    for name, (path, info) in built.items():
+        out.print(f"{name}: {path}  (TensorRT {info['tensorrt']}, {info['build_seconds']} s)")
 
 
 @app.command()

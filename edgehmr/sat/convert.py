@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgehmr.artifact import METADATA, SCHEMA_VERSION, file_hashes, staged_dir, write_json
+from edgehmr.artifact import staged_dir
 from edgehmr.bucketing import Bucket, BucketTable, Selection, buckets_from_counts, pack_into
 from edgehmr.calibration.sources import open_source
+from edgehmr.convert import write_metadata
+from edgehmr.converters.base import ExportJob
 from edgehmr.converters.capabilities import get_target
-from edgehmr.converters.multishape import MultiShapeJob, convert_multishape, part_metadata
-from edgehmr.environment import environment
+from edgehmr.converters.convert import convert_part, part_metadata
 from edgehmr.models import LoadedModel, load_model
 from edgehmr.models.sat_hmr import (CANVAS, FOCAL_PX, FOV_DEGREES, STAGE1_INPUTS, STAGE1_OUTPUTS, STAGE2_INPUTS,
                                     STAGE2_OUTPUTS, Stage1Graph, Stage2Graph)
@@ -88,11 +89,11 @@ def convert_sat(spec: ConvertSpec, loaded: LoadedModel | None = None) -> Path:
     with torch.no_grad():
         _, tokens, cls = model.stage1(image)
     jobs = {
-        "stage1": MultiShapeJob(Stage1Graph(model).eval(), {STAGE1_ENTRY: (image,)}, STAGE1_INPUTS, STAGE1_OUTPUTS,
-                                spec.precision, f"{spec.model} stage 1", calib1),
-        "stage2": MultiShapeJob(Stage2Graph(model).eval(),
-                                {b.name: stage2_example(image, tokens, cls, b, canvas.grid) for b in table.buckets},
-                                STAGE2_INPUTS, STAGE2_OUTPUTS, spec.precision, f"{spec.model} stage 2", calib2),
+        "stage1": ExportJob(Stage1Graph(model).eval(), {STAGE1_ENTRY: (image,)}, STAGE1_INPUTS, STAGE1_OUTPUTS,
+                            spec.precision, f"{spec.model} stage 1", calib1),
+        "stage2": ExportJob(Stage2Graph(model).eval(),
+                            {b.name: stage2_example(image, tokens, cls, b, canvas.grid) for b in table.buckets},
+                            STAGE2_INPUTS, STAGE2_OUTPUTS, spec.precision, f"{spec.model} stage 2", calib2),
     }
     final = Path(spec.out_dir) / f"{spec.model}-{caps.id}-{spec.precision.value}-{canvas}"
     start = time.perf_counter()
@@ -100,22 +101,15 @@ def convert_sat(spec: ConvertSpec, loaded: LoadedModel | None = None) -> Path:
         parts = {}
         for name, job in jobs.items():
             (stage / name).mkdir()
-            result = convert_multishape(caps.id, job, stage / name)
+            result = convert_part(caps.id, job, stage / name)
             part = part_metadata(caps.id, job, result)
             part["file"] = f"{name}/{part['file']}"
             parts[name] = part
-        write_json(stage / METADATA, {
-            "schema_version": SCHEMA_VERSION,
-            "model": loaded.describe() | {"family": loaded.info.family, "description": loaded.info.description},
-            "task": loaded.info.task.name,
-            "target": caps.id,
-            "runtime": caps.runtime,
-            "precision": spec.precision.value,
+        write_metadata(stage, loaded, caps, spec, start, {
             "canvas": {"width": canvas.width, "height": canvas.height, "grid": list(canvas.grid)},
             "preprocessing": preprocessing_json(canvas),
             "buckets": table_meta,
             "stages": parts,
-            "files_sha256": file_hashes(stage),
             "postprocessing": {
                 "keep": "confidence > 0.3 (no NMS)",
                 "boxes": {"format": "cxcywh", "normalised_by_px": CANVAS,
@@ -128,7 +122,5 @@ def convert_sat(spec: ConvertSpec, loaded: LoadedModel | None = None) -> Path:
             },
             "spec": {"seed": spec.seed, "trust_checkpoint": spec.trust_checkpoint, "canvas": str(canvas),
                      "buckets": spec.buckets, "allow_demotion": spec.allow_demotion},
-            "environment": environment("cpu"),
-            "convert_seconds": round(time.perf_counter() - start, 2),
         })
     return final

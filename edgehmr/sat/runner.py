@@ -13,9 +13,9 @@ import numpy as np
 
 from edgehmr.artifact import read_metadata
 from edgehmr.bucketing import Selection, classify, pack
-from edgehmr.converters.multishape import open_multishape_runner
 from edgehmr.errors import InputError
 from edgehmr.sat.tables import table_from_json
+from edgehmr.targets.base import open_artifact_runner
 from edgehmr.tasks import FRAMES, artifact_task
 
 STAGE1_ENTRY = "canvas"
@@ -34,7 +34,7 @@ class SatPipeline:
     def __init__(self, artifact_dir: str | Path, threads: int | None = None, shared_weights: bool = False,
                  verify: bool = True):
         """``shared_weights``: OpenVINO compiles stage 2 once for every bucket (weights held once, 1-3% slower)
-        instead of once per bucket (see :func:`edgehmr.converters.multishape.open_multishape_runner`).
+        instead of once per bucket (see :class:`edgehmr.targets.base.RunOptions`).
         ``verify``: check the files against the sha256 hashes metadata.json records."""
         self.artifact_dir = Path(artifact_dir)
         self.meta = read_metadata(self.artifact_dir, verify=verify)
@@ -43,25 +43,9 @@ class SatPipeline:
         self.table = table_from_json(self.meta["buckets"])
         rule = self.meta["buckets"]["selection"]
         self.thresholds = (rule["confidence_gt"], rule["scale_lt"])
-        sims = self._simulation_modules()
-        self.stage1, self.stage2 = (
-            open_multishape_runner(self.artifact_dir, self.meta["stages"][name], threads, sims.get(name),
-                                   shared_weights)
-            for name in ("stage1", "stage2"))
+        self.stage1, self.stage2 = (open_artifact_runner(self.artifact_dir, self.meta, name, threads, shared_weights)
+                                    for name in ("stage1", "stage2"))
         self.execution = self.stage2.execution
-
-    def _simulation_modules(self) -> dict:
-        """Torch modules for targets that cannot run here and simulate instead (Core ML off macOS)."""
-        if self.meta["target"] != "coreml":
-            return {}
-        from edgehmr.targets.coreml import can_run_coreml, rebuild_module
-
-        if can_run_coreml():
-            return {}
-        from edgehmr.models.sat_hmr import Stage1Graph, Stage2Graph
-
-        model = rebuild_module(self.meta)
-        return {"stage1": Stage1Graph(model).eval(), "stage2": Stage2Graph(model).eval()}
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:

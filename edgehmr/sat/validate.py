@@ -1,5 +1,5 @@
-"""``edgehmr validate`` for SAT-HMR: every frame through the two-stage artifact, drift per bucket against the
-dynamic-shape reference (its own token selection, unpadded sequences).
+"""``edgehmr validate`` of the frames task (SAT-HMR): every frame through the two-stage artifact, drift per bucket
+against the dynamic-shape reference (its own token selection, unpadded sequences).
 
 The reference bundle also stores the reference's token selection. A frame whose selection on the target differs
 (a scale-map value on the other side of a threshold, e.g. at fp16) or that overflowed the largest bucket is
@@ -17,15 +17,14 @@ import numpy as np
 import torch
 
 from edgehmr import tolerances
-from edgehmr.artifact import read_metadata, write_json
 from edgehmr.errors import InputError
 from edgehmr.metrics import error_stats, mpjpe_mm
 from edgehmr.models.smpl import SMPLLayer, load_smpl
-from edgehmr.reference import load_bundle
+from edgehmr.reference import Bundle
 from edgehmr.sat.bundle import SELECTION_KEYS
 from edgehmr.sat.runner import SatPipeline
 from edgehmr.sat.tables import demotion_note
-from edgehmr.validate import REPORT_FILE, Check, ValidationReport, check_bundle_matches, compared_outputs
+from edgehmr.validate import Check, ValidationReport, compared_outputs
 
 KEEP_CONFIDENCE = 0.3
 
@@ -48,15 +47,14 @@ def _joints(smpl: SMPLLayer, out: dict[str, np.ndarray]) -> np.ndarray:
     return joints.numpy().reshape(n, q, -1, 3)
 
 
-def validate_sat(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: str | None = None,
-                 threads: int | None = None, progress: Callable[[int], None] | None = None) -> SatValidationReport:
-    artifact_dir = Path(artifact_dir)
-    meta = read_metadata(artifact_dir)
-    bundle = load_bundle(bundle_dir)
-    check_bundle_matches(meta, bundle)
+def validate_frames(artifact_dir: Path, meta: dict, bundle: Bundle, smpl_path: str | None, threads: int | None,
+                    progress: Callable[[int], None] | None) -> SatValidationReport:
+    """SAT-HMR (:func:`edgehmr.validate.validate` calls it for the frames task): every frame through the
+    two-stage artifact, drift per output, per bucket and in MPJPE."""
     if bundle.meta["preprocessing"].get("canvas") != meta["preprocessing"]["canvas"]:
-        raise InputError(f"Reference bundle {bundle.path} was made on canvas {bundle.meta['preprocessing'].get('canvas')}, "
-                         f"the artifact expects {meta['preprocessing']['canvas']}; make the bundle with the same --canvas.")
+        raise InputError(f"Reference bundle {bundle.path} was made on canvas "
+                         f"{bundle.meta['preprocessing'].get('canvas')}, the artifact expects "
+                         f"{meta['preprocessing']['canvas']}; make the bundle with the same --canvas.")
     pipeline = SatPipeline(artifact_dir, threads)
     precision = meta["precision"]
     tol = tolerances.output_tolerance(precision)
@@ -125,7 +123,4 @@ def validate_sat(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: st
     if demoted:
         report.notes.append(f"{len(demoted)} frame(s) overflowed the largest bucket: {sum(demoted.values())} small "
                             f"cells seen at low resolution (convert without --allow-demotion, or widen --buckets)")
-    if meta["model"]["weights"] == "untrained":
-        report.notes.append("untrained (seeded) weights: drift is real, accuracy is not meaningful")
-    write_json(artifact_dir / REPORT_FILE, report.to_json())
     return report
