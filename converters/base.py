@@ -7,10 +7,6 @@ succeeded) and never touches anything else. :func:`edgehmr.converters.convert.co
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -104,18 +100,3 @@ class ConvertResult:
 
 def relpath(path: Path, root: Path) -> str:
     return str(path.relative_to(root))
-
-
-@contextlib.contextmanager
-def vendor_quiet():
-    """Silence vendor tools while they work: progress bars (stderr), version warnings and log lines about native
-    pieces that exist only on other platforms. Their exceptions still propagate; converters turn those into
-    one clear message."""
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(logging.NOTSET)

@@ -34,7 +34,7 @@ class TargetCaps:
     # How DeformableHMR's grid_sample and JBU ops (reflect/edge pads, shifted slices, fixed convs) run here,
     # measured on deformable-hmr-vit-s (tests/test_deformable_hmr.py).
     deformable_ops: str = ""
-    # ``edgehmr debug drift``: (method line, probe in edgehmr.drift.PROBES); None: no per-layer probe here.
+    # ``edgehmr debug drift``: (method line, module with the probe's layer_drift()); None: no per-layer probe here.
     drift: tuple[str, str] | None = None
 
 
@@ -49,7 +49,8 @@ TARGETS: dict[str, TargetCaps] = {
             host="any (x86, ARM; CPU execution provider)", extra="edgehmr (core)",
             converter="edgehmr.converters.onnx", runner="edgehmr.targets.onnxruntime",
             deformable_ops="GridSample (opset 16+), Pad reflect/edge: fp32, fp16, int8 validated",
-            drift=("ONNX Runtime, every shared intermediate tensor vs the FP32 export", "onnxruntime"),
+            drift=("ONNX Runtime, every shared intermediate tensor vs the FP32 export",
+                   "edgehmr.targets.onnxruntime_drift"),
         ),
         TargetCaps(
             id="openvino", runtime="OpenVINO (CPU plugin)", suffix=".xml",
@@ -60,7 +61,7 @@ TARGETS: dict[str, TargetCaps] = {
             converter="edgehmr.converters.openvino", runner="edgehmr.targets.openvino",
             deformable_ops="GridSample-9, Pad reflect/edge: fp32, fp16, int8 validated",
             requires=("openvino", "nncf"),
-            drift=("OpenVINO CPU runtime, every shared op output vs the FP32 IR", "openvino"),
+            drift=("OpenVINO CPU runtime, every shared op output vs the FP32 IR", "edgehmr.targets.openvino_drift"),
         ),
         TargetCaps(
             id="tensorrt", runtime="TensorRT (NVIDIA GPU / Jetson)", suffix=".onnx",
@@ -72,7 +73,7 @@ TARGETS: dict[str, TargetCaps] = {
             deformable_ops="GridSample from TensorRT 8.5 (not in JetPack 4.6's 8.2: --sampler gather); ONNX checked with "
                            "ONNX Runtime, engine untested here",
             drift=("ONNX Runtime on the Q/DQ ONNX the engine is built from, every shared intermediate tensor vs the "
-                   "FP32 export", "onnxruntime"),
+                   "FP32 export", "edgehmr.targets.onnxruntime_drift"),
         ),
         TargetCaps(
             id="executorch", runtime="ExecuTorch (XNNPACK)", suffix=".pte",
@@ -84,7 +85,7 @@ TARGETS: dict[str, TargetCaps] = {
             deformable_ops="portable grid_sampler_2d (ExecuTorch 1.5; older runtimes: --sampler gather), reflect pad as "
                            "portable index ops: fp32 validated; int8 refused (XNNPACK partition cycle)",
             requires=("executorch",),
-            drift=("ExecuTorch runtime (XNNPACK)", "executorch"),
+            drift=("ExecuTorch runtime (XNNPACK)", "edgehmr.targets.executorch_drift"),
         ),
         TargetCaps(
             id="executorch-coreml", runtime="ExecuTorch (Core ML delegate)", suffix=".pte",
@@ -122,7 +123,7 @@ def get_target(target_id: str) -> TargetCaps:
 def quiet_import(module: str):
     """Import a vendor package without its import-time log lines (coremltools and torchao warn about versions
     and about native pieces that exist only on other platforms; none of it is actionable for users)."""
-    from edgehmr.converters.base import vendor_quiet  # base imports this module: import it when called
+    from edgehmr.vendor import vendor_quiet
 
     with vendor_quiet():
         return importlib.import_module(module)

@@ -24,10 +24,11 @@ from typing import NamedTuple
 
 import torch
 
-from edgehmr.converters.base import ConvertResult, ExportJob, node_scope, vendor_quiet
+from edgehmr.converters.base import ConvertResult, ExportJob, node_scope
 from edgehmr.converters.capabilities import Precision
 from edgehmr.converters.shapes import dynamic_axes_json, export_job, prepare, torch_dynamic_shapes
 from edgehmr.errors import ConversionError
+from edgehmr.vendor import vendor_quiet
 
 MODEL_FILE = "model.pte"
 DEFAULT_METHOD = "forward"
@@ -47,23 +48,33 @@ def non_delegated_ops(edge_program, method: str = DEFAULT_METHOD) -> dict[str, i
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def _xnnpack_partitioner(precision: Precision):
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    return XnnpackPartitioner()
+
+
+def _coreml_partitioner(precision: Precision):
+    import coremltools as ct
+    from executorch.backends.apple.coreml.compiler import CoreMLBackend
+    from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+
+    from edgehmr.converters.coreml import deployment_target
+
+    compute = ct.precision.FLOAT16 if precision == Precision.fp16 else ct.precision.FLOAT32
+    specs = CoreMLBackend.generate_compile_specs(compute_precision=compute,
+                                                 minimum_deployment_target=deployment_target(precision).ct)
+    return CoreMLPartitioner(compile_specs=specs)
+
+
+# Delegate name (recorded in target_details.delegate) -> its partitioner for a precision.
+PARTITIONERS = {"xnnpack": _xnnpack_partitioner, "coreml": _coreml_partitioner}
+
+
 def _partitioners(delegate: str, precision: Precision) -> list:
-    if delegate == "xnnpack":
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-
-        return [XnnpackPartitioner()]
-    if delegate == "coreml":
-        import coremltools as ct
-        from executorch.backends.apple.coreml.compiler import CoreMLBackend
-        from executorch.backends.apple.coreml.partition import CoreMLPartitioner
-
-        from edgehmr.converters.coreml import deployment_target
-
-        compute = ct.precision.FLOAT16 if precision == Precision.fp16 else ct.precision.FLOAT32
-        specs = CoreMLBackend.generate_compile_specs(compute_precision=compute,
-                                                     minimum_deployment_target=deployment_target(precision).ct)
-        return [CoreMLPartitioner(compile_specs=specs)]
-    raise ConversionError(f"Unknown ExecuTorch delegate '{delegate}'.")
+    if delegate not in PARTITIONERS:
+        raise ConversionError(f"Unknown ExecuTorch delegate '{delegate}'; known: {', '.join(PARTITIONERS)}.")
+    return [PARTITIONERS[delegate](precision)]
 
 
 def quantize_int8_dynamic(job: ExportJob) -> torch.nn.Module:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgehmr.converters.capabilities import Precision
-from edgehmr.errors import ConversionError, InputError, TargetUnavailableError
+from edgehmr.errors import ConversionError, InputError
+from edgehmr.vendor import import_tensorrt
 
 ENGINE_FILE = "model.engine"
 # One optimization profile: input name -> its static shape in that profile (min = opt = max).
@@ -30,16 +31,6 @@ class EngineOptions:
     workspace_mb: int = 2048
     dla_core: int | None = None
     timing_cache: str | None = None  # read if present, written after the build (speeds up rebuilds)
-
-
-def import_tensorrt():
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise TargetUnavailableError("Building or running TensorRT engines needs TensorRT: pip install "
-                                     "'edgehmr[tensorrt]' (on Jetson: JetPack's TensorRT), or run the artifact's "
-                                     "build_engine.sh with trtexec.") from None
-    return trt
 
 
 def strongly_typed(precision: Precision, options: EngineOptions) -> bool:

@@ -18,7 +18,8 @@ import torch
 
 from edgehmr.artifact import inside
 from edgehmr.converters.capabilities import Precision
-from edgehmr.errors import TargetUnavailableError
+from edgehmr.errors import InputError, TargetUnavailableError
+from edgehmr.native_profiles import COREML_FORMAT, TOP_LAYERS, NativeTiming
 from edgehmr.targets.base import RunOptions, Runner
 
 SIMULATION_REASON = "Core ML runs predictions only on macOS"
@@ -70,8 +71,8 @@ class TorchSimulationRunner(Runner):
 def open_simulation(artifact_dir: Path, part: dict, module: torch.nn.Module) -> TorchSimulationRunner:
     """What the part computes on Core ML, in torch, from the float32 ``module`` it was converted from."""
     from edgehmr.calibration.recipes import QuantRecipe
-    from edgehmr.converters.base import vendor_quiet
-    from edgehmr.converters.coreml import compute_precision, simulation_module
+    from edgehmr.coreml_numerics import compute_precision, simulation_module
+    from edgehmr.vendor import vendor_quiet
 
     precision = Precision(part["precision"])
     recipe = QuantRecipe.from_json(part["recipe"]) if part.get("recipe") else None
@@ -106,3 +107,22 @@ def open_runner(artifact_dir: Path, part: dict, options: RunOptions = RunOptions
                                      f"it on a Mac, or open it through its artifact's metadata to simulate its "
                                      f"numerics in torch.")
     return open_simulation(artifact_dir, part, options.simulation())
+
+
+# Native timings: what an app writes in edgehmr's Core ML timing format (see edgehmr.native_profiles)
+
+def coreml_app_timings(data: dict, path: Path) -> NativeTiming:
+    predictions = data.get("prediction_ms")
+    if not isinstance(predictions, list) or not predictions:
+        raise InputError(f"{path}: {COREML_FORMAT} needs a non-empty 'prediction_ms' list.")
+    ops = [{"name": o.get("name", "?"), "type": o.get("type", ""), "ms": None,
+            "estimated_cost": float(o.get("estimated_cost", 0.0)), "device": o.get("device", "")}
+           for o in data.get("ops", [])]
+    ops.sort(key=lambda o: -o["estimated_cost"])
+    timing = NativeTiming("Core ML app timings", "coreml", samples_ms=[float(x) for x in predictions], layers=ops[:TOP_LAYERS])
+    timing.load_s = float(data["load_ms"]) / 1e3 if "load_ms" in data else None
+    timing.first_inference_ms = float(data["first_prediction_ms"]) if "first_prediction_ms" in data else None
+    timing.device = {k: data[k] for k in ("device", "os", "compute_units") if k in data}
+    if ops:
+        timing.notes.append("Core ML ops: MLComputePlan's estimated cost (relative), not measured times")
+    return timing

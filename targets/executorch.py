@@ -17,10 +17,12 @@ import numpy as np
 import torch
 
 from edgehmr.errors import InputError, TargetUnavailableError
+from edgehmr.native_profiles import NativeTiming, ranked
 from edgehmr.targets.base import RunOptions, Runner, native_output_silenced
 
-COREML_ONLY_ON_APPLE = ("this .pte delegates to Core ML, which runs only on Apple devices (an iOS/macOS app, or "
-                        "ExecuTorch built with the Core ML backend on a Mac)")
+# Delegates whose programs run only on some hosts: delegate -> (platform.system() that runs it, why).
+HOST_ONLY_DELEGATES = {"coreml": ("Darwin", "this .pte delegates to Core ML, which runs only on Apple devices (an "
+                                            "iOS/macOS app, or ExecuTorch built with the Core ML backend on a Mac)")}
 
 
 def _runtime():
@@ -78,9 +80,10 @@ class ExecuTorchRunner(Runner):
 
 def open_runner(artifact_dir: Path, part: dict, options: RunOptions = RunOptions()) -> ExecuTorchRunner:
     # ExecuTorch's XNNPACK threadpool is sized by the runtime; ``threads`` is not settable from Python.
-    if part.get("details", {}).get("delegate") == "coreml" and platform.system() != "Darwin":
-        raise TargetUnavailableError(f"Cannot run {artifact_dir.name} here: {COREML_ONLY_ON_APPLE}. Validate "
-                                     f"the numerics with '--target coreml' (simulated here) or on the device.")
+    host, why = HOST_ONLY_DELEGATES.get(part.get("details", {}).get("delegate"), (platform.system(), ""))
+    if host != platform.system():
+        raise TargetUnavailableError(f"Cannot run {artifact_dir.name} here: {why}. Validate the numerics with "
+                                     f"'--target coreml' (simulated here) or on the device.")
     return ExecuTorchRunner(artifact_dir / part["file"], part)
 
 
@@ -121,3 +124,39 @@ def op_time_profile(model_path: Path, inputs: list[np.ndarray], runs: int = 5, m
         kind = re.sub(r" #\d+$", "", event["event_name"]).removeprefix("native_call_")
         kinds[kind] = kinds.get(kind, 0.0) + float(event["p50 (ms)"])
     return {"total_ms": total, "ops": dict(sorted(kinds.items(), key=lambda kv: -kv[1]))}
+
+
+# Native timings: an ETDump written on the device (see edgehmr.native_profiles)
+
+def read_etdump(path: Path) -> NativeTiming:
+    try:
+        from executorch.devtools import Inspector
+    except ImportError:
+        raise TargetUnavailableError("Reading an ETDump needs ExecuTorch's devtools: pip install "
+                                     "'edgehmr[executorch]'.") from None
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Output Buffer not found": no tensor debug data, timings only
+            inspector = Inspector(etdump_path=str(path))
+    except Exception as e:  # the Inspector raises bare Exceptions on foreign bytes
+        raise InputError(f"{path} is not a readable ETDump ({str(e).splitlines()[0][:120]}).") from None
+    samples, layers, load_ms = [], [], None
+    for block in inspector.event_blocks:
+        for event in block.events:
+            raw = list(event.perf_data.raw) if event.perf_data else []
+            if not raw:
+                continue
+            if event.name == "Method::execute":
+                samples = [float(x) for x in raw]
+            elif event.name == "Program::load_method":  # includes Method::init (delegate compilation)
+                load_ms = float(raw[0])
+            elif block.name != "Default" and event.name not in ("DELEGATE_CALL", "OPERATOR_CALL"):
+                kind = "delegated" if event.is_delegated_op else "portable"
+                layers.append({"name": event.name, "type": kind, "ms": sum(raw) / len(raw)})
+    timing = NativeTiming("ExecuTorch ETDump", "executorch", samples_ms=samples or None, layers=ranked(layers),
+                          load_s=load_ms / 1e3 if load_ms is not None else None)
+    if not samples:
+        timing.notes.append("the ETDump has no Method::execute events: per-operator times only")
+    return timing

@@ -8,11 +8,14 @@ CompiledModel of the bounded-dynamic IR with an infer request per entry: weights
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import numpy as np
 
-from edgehmr.errors import TargetUnavailableError
+from edgehmr.errors import InputError, TargetUnavailableError
+from edgehmr.native_profiles import NativeTiming, ranked
 from edgehmr.targets.base import RunOptions, Runner
 
 
@@ -66,3 +69,83 @@ class OpenVINORunner(Runner):
 
 def open_runner(artifact_dir: Path, part: dict, options: RunOptions = RunOptions()) -> OpenVINORunner:
     return OpenVINORunner(artifact_dir / part["file"], part, options.threads, shared_weights=options.shared_weights)
+
+
+# Native timings: benchmark_app's report and counters (see edgehmr.native_profiles)
+
+def _benchmark_app_report(cmd: dict, config: dict, results: dict) -> NativeTiming:
+    def num(key: str) -> float | None:
+        value = results.get(key)
+        return float(value) if value not in (None, "") else None
+
+    percentile = int(cmd.get("-latency_percentile") or 50)
+    summary = {"mean_ms": num("avg latency"), "min_ms": num("min latency"), "max_ms": num("max latency")}
+    summary[f"p{percentile}_ms"] = num("latency (ms)")
+    timing = NativeTiming("OpenVINO benchmark_app", "openvino",
+                          summary_ms={k: v for k, v in summary.items() if v is not None})
+    read_ms, compile_ms = num("read model time (ms)"), num("compile model time (ms)")
+    if compile_ms is not None:
+        timing.load_s = ((read_ms or 0.0) + compile_ms) / 1e3
+    timing.first_inference_ms = num("first inference time (ms)")
+    timing.device = {"device": config.get("target device") or cmd.get("-d", "")}
+    iterations, requests = results.get("total number of iterations"), config.get("number of parallel infer requests")
+    timing.runs = int(iterations) if iterations else None
+    timing.notes.append(f"benchmark_app: {iterations} iterations, {requests} infer request(s), API "
+                        f"{config.get('API', '?')}; only median/percentile, average, min and max are reported")
+    if requests not in (None, "1"):
+        timing.notes.append("more than one parallel request: latency includes queueing (use -hint latency)")
+    return timing
+
+
+def benchmark_app_report_json(data: dict, path: Path) -> NativeTiming:
+    return _benchmark_app_report(data.get("cmd_options", {}), data.get("configuration_setup", {}),
+                            data["execution_results"])
+
+
+def benchmark_app_report_csv(text: str, path: Path) -> NativeTiming:
+    sections: dict[str, dict[str, str]] = {}
+    current = None
+    for row in csv.reader(io.StringIO(text), delimiter=";"):
+        if len(row) == 1 and row[0].strip():
+            current = sections.setdefault(row[0].strip(), {})
+        elif len(row) >= 2 and current is not None:
+            current[row[0].strip()] = row[1].strip()
+    if "Execution results" not in sections:
+        raise InputError(f"{path}: benchmark_app report without an 'Execution results' section.")
+    return _benchmark_app_report(sections.get("Command line parameters", {}), sections.get("Configuration setup", {}),
+                            sections["Execution results"])
+
+
+def benchmark_app_counters_csv(text: str, path: Path) -> NativeTiming:
+    # detailed_counters repeats the table per infer request; average the executed layers over the tables.
+    totals: dict[str, list] = {}
+    for row in csv.DictReader(io.StringIO(text), delimiter=";"):
+        name = (row.get("layerName") or "").strip()
+        if not name or (row.get("execStatus") or "").strip() != "Status.EXECUTED":
+            continue
+        entry = totals.setdefault(name, [row.get("layerType", ""), 0.0, 0])
+        entry[1] += float(row["realTime (ms)"])
+        entry[2] += 1
+    return _benchmark_app_layers(totals, path)
+
+
+def benchmark_app_counters_json(data: dict, path: Path) -> NativeTiming:
+    blocks = [data["avg_performance"]] if data["report_type"] == "average" else data["detailed_performance"]
+    totals: dict[str, list] = {}
+    for block in blocks:
+        for node in block.get("nodes", []):
+            if node.get("status") != "Status.EXECUTED":
+                continue
+            entry = totals.setdefault(node["name"], [node.get("node_type", ""), 0.0, 0])
+            entry[1] += float(node["real_time"])
+            entry[2] += 1
+    return _benchmark_app_layers(totals, path)
+
+
+def _benchmark_app_layers(totals: dict[str, list], path: Path) -> NativeTiming:
+    layers = [{"name": n, "type": t, "ms": ms / count} for n, (t, ms, count) in totals.items()]
+    timing = NativeTiming("OpenVINO benchmark_app counters", "openvino", layers=ranked(layers))
+    if not totals:  # seen with -json_stats -report_type average_counters: one NOT_RUN node; the CSV is complete
+        timing.notes.append(f"{path.name} lists no executed layer (benchmark_app's average-counters JSON can be "
+                            f"incomplete: use the CSV report)")
+    return timing

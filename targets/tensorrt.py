@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from edgehmr.artifact import inside
-from edgehmr.converters.tensorrt_engine import import_tensorrt
 from edgehmr.errors import InputError, TargetUnavailableError
+from edgehmr.native_profiles import NativeTiming, ranked
 from edgehmr.targets.base import RunOptions, Runner
 from edgehmr.targets.onnxruntime import OnnxRuntimeRunner
+from edgehmr.vendor import import_tensorrt
 
 
 class TensorRTRunner(Runner):
@@ -94,3 +95,26 @@ def open_runner(artifact_dir: Path, part: dict, options: RunOptions = RunOptions
     else:
         why = "no engine built yet (edgehmr build-engine or build_engine.sh on the device)"
     return OnnxRuntimeRunner(onnx_path, part, options.threads, simulated_execution(part["precision"], why))
+
+
+# Native timings: trtexec --exportTimes / --exportProfile (see edgehmr.native_profiles)
+
+def trtexec_times(data: list[dict], path: Path) -> NativeTiming:
+    rows = [d for d in data if "latencyMs" in d or "computeMs" in d]
+    # latencyMs = H2D + compute + D2H of one inference (what an app waits for); computeMs = GPU time alone.
+    latency = [float(d["latencyMs"]) if "latencyMs" in d else float(d["computeMs"]) for d in rows]
+    timing = NativeTiming("trtexec --exportTimes", "tensorrt", samples_ms=latency)
+    compute = [float(d["computeMs"]) for d in rows if "computeMs" in d]
+    if compute and "latencyMs" in rows[0]:
+        compute.sort()
+        timing.notes.append(f"GPU compute alone: median {compute[len(compute) // 2]:.3f} ms (latency adds the "
+                            f"host-device copies)")
+    return timing
+
+
+def trtexec_profile(data: list[dict], path: Path) -> NativeTiming:
+    layers = [{"name": d["name"], "type": "", "ms": float(d["averageMs"])} for d in data[1:] if "averageMs" in d]
+    timing = NativeTiming("trtexec --exportProfile", "tensorrt", layers=ranked(layers))
+    timing.notes.append(f"per-layer averages over {data[0]['count']} profiled runs (per-layer profiling adds "
+                        f"synchronisation, so their sum exceeds the end-to-end latency)")
+    return timing

@@ -109,9 +109,10 @@ def test_openvino_int8_probe_reads_what_the_artifact_computes(name, artifact, bu
     artifact's run, and debug drift uses it exactly when that gap is under half the artifact's drift from FP32."""
     import openvino as ov
 
-    from edgehmr.drift import OWN_OUTPUT, _openvino_probe, openvino_tensors, probe_config, reference_onnx
+    from edgehmr.drift import reference_onnx
     from edgehmr.reference import load_bundle
     from edgehmr.targets.base import open_artifact_runner
+    from edgehmr.targets.openvino_drift import OWN_OUTPUT, _openvino_probe, openvino_tensors, probe_config
 
     path = artifact(name, "int8", target="openvino")
     meta = json.loads((path / "metadata.json").read_text())
@@ -138,7 +139,7 @@ def test_openvino_int8_probe_reads_what_the_artifact_computes(name, artifact, bu
 
 
 def test_openvino_probe_that_disagrees_with_the_artifact_is_refused(artifact, bundle):
-    from edgehmr.drift import OWN_OUTPUT, probe_gap
+    from edgehmr.targets.openvino_drift import OWN_OUTPUT, probe_gap
     from edgehmr.reference import load_bundle
     from edgehmr.targets.base import open_artifact_runner
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-import edgehmr.drift_executorch as dx
+import edgehmr.targets.executorch_drift as dx
 from edgehmr.converters.base import ExportJob
 from edgehmr.converters.capabilities import Precision
 from edgehmr.converters.executorch import lower_methods, quantized_or_fail
-from edgehmr.drift_executorch import executorch_layer_drift
+from edgehmr.targets.executorch_drift import executorch_layer_drift
 from edgehmr.errors import SpecError
 from model_helpers import tiny_vit
 

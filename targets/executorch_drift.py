@@ -70,7 +70,8 @@ def _lower_per_op(module: torch.nn.Module, meta: dict, example: tuple[torch.Tens
     """(ExecuTorch program buffer, ETRecord) of ``module`` lowered with one XNNPACK delegate call per op."""
     from executorch.exir import to_edge_transform_and_lower
 
-    from edgehmr.converters.base import ExportJob, vendor_quiet
+    from edgehmr.converters.base import ExportJob
+    from edgehmr.vendor import vendor_quiet
     from edgehmr.converters.capabilities import Precision
     from edgehmr.converters.executorch import quantize_int8_dynamic
 
@@ -279,3 +280,9 @@ def executorch_layer_drift(artifact_dir: Path, meta: dict, images: np.ndarray,
               f"(calculate_numeric_gap, ETRecord debug handles), each vs the same node of the FP32 torch.export "
               f"graph; the re-lowered program's outputs differ from the artifact's by rel L2 {mismatch:.1e}")
     return method, sorted(merged.values(), key=lambda layer: -layer.added)[:top]
+
+
+def layer_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.ndarray]]) -> tuple[str, list[LayerDrift]]:
+    """The ``edgehmr debug drift`` probe: every batch's images, every layer ranked (the caller keeps the top)."""
+    images = np.concatenate([next(iter(feeds.values())) for feeds in batches])
+    return executorch_layer_drift(artifact_dir, meta, images, top=10**6)
