@@ -91,7 +91,7 @@ def bench(args, work: Path) -> tuple[list[dict], dict]:
         rows.append({"runtime": "ExecuTorch XNNPACK", "variant": label, "median_ms": median, "p90_ms": p90,
                      "size_mb": artifact_size_mb(path), "mpjpe_mm": report.task["mpjpe_mm"]["value"],
                      "worst_rel_l2": max(o["rel_l2"] for o in report.outputs.values()),
-                     "non_delegated": meta["target_details"]["non_delegated"]})
+                     "non_delegated": meta["parts"]["model"]["details"]["non_delegated"]})
         if precision == "int8":
             profiles[label] = op_time_profile(path / "model.pte", [image], runs=args.profile_runs)
         print(f"  measured {label}: {median:.1f} ms", flush=True)

@@ -73,7 +73,7 @@ def check_validated(path: Path, bundle: Path, parity: bool) -> tuple[str, str]:
 
 def check_executorch(path: Path, bundle: Path) -> tuple[str, str]:
     status, detail = check_validated(path, bundle, parity=True)
-    details = json.loads((path / "metadata.json").read_text())["target_details"]
+    details = json.loads((path / "metadata.json").read_text())["parts"]["model"]["details"]
     heavy = [op for op in details["non_delegated"] if any(k in op for k in ("linear", "convolution", "addmm", "bmm"))]
     if heavy:
         return "fail", f"not delegated to XNNPACK: {heavy}; {detail}"

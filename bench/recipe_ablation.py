@@ -69,7 +69,7 @@ def main() -> None:
         path = convert(spec, loaded, calibration)
         seconds = time.perf_counter() - start
         report = validate(path, bundle)
-        kept = len(json.loads((path / "metadata.json").read_text())["kept_fp32_ops"])
+        kept = len(json.loads((path / "metadata.json").read_text())["parts"]["model"]["kept_fp32_ops"])
         worst = max(o["rel_l2"] for o in report.outputs.values())
         cam = report.task.get("cam_t_mm", {}).get("value", float("nan"))
         print(f"| {label} | {kept} | {worst:.2e} | {report.task[metric]['value']:.3f} | {cam:.1f} | {seconds:.0f} |",

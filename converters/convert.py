@@ -37,4 +37,5 @@ def part_metadata(target_id: str, job: ExportJob, result: ConvertResult) -> dict
         "input_dtypes": {n: str(t.dtype).removeprefix("torch.") for n, t in zip(job.input_names, first)},
         "recipe": job.recipe_json() if quantized else None,
         "details": result.details,
+        "kept_fp32_ops": result.kept_fp32,
     }

@@ -14,9 +14,13 @@ Precisions:
   calibrates in torch and works anywhere.
 
 The torch module that is converted is also the one ``validate`` runs to simulate the numerics on machines
-without Core ML (Linux; :mod:`edgehmr.coreml_numerics` builds both); for int8 the artifact keeps the observer ranges (``w8a8_observers.safetensors``, no
-weights) so the same quantized graph can be rebuilt. On macOS the real model runs. The minimum deployment target
-is the lowest one that has every feature the artifact uses (see :data:`DEPLOYMENT_TARGETS`); metadata records it.
+without Core ML (Linux; :mod:`edgehmr.coreml_numerics` builds both); for int8 the artifact keeps the observer
+ranges (``w8a8_observers.safetensors``, no weights) so the same quantized graph can be rebuilt. On macOS the real
+model runs. The minimum deployment target is the lowest one that has every feature the artifact uses (see
+:data:`DEPLOYMENT_TARGETS`); metadata records it.
+
+coremltools converts in its own process (:mod:`edgehmr.converters.coreml_worker`): a crash in its native code
+fails the conversion with a message instead of ending the command.
 
 A job with several entries (SAT-HMR's buckets) becomes one multifunction ``.mlpackage`` (a function per entry,
 named after it, weights stored once; fp32 or fp16 compute; iOS 18 / macOS 15): :func:`save_multifunction`.
@@ -26,6 +30,7 @@ Integer inputs (e.g. gather indices) become int32 inputs: Core ML has no int64 t
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +43,7 @@ from edgehmr.converters.capabilities import Precision
 from edgehmr.converters.shapes import prepare
 from edgehmr.coreml_numerics import calibrate_w8a8, compute_precision, coreml_module, scopes_to_skip
 from edgehmr.errors import ConversionError, TargetUnavailableError
+from edgehmr.isolated import WorkerError, run_worker
 from edgehmr.vendor import vendor_quiet
 
 MODEL_FILE = "model.mlpackage"
@@ -83,11 +89,14 @@ def _coremltools():
 
 
 def torch2coreml(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], input_names: list[str],
-                 output_names: list[str], precision: Precision, name: str, multifunction: bool = False):
-    """Convert to an in-memory ``ct.models.MLModel`` (mlprogram) with float32 inputs and outputs."""
-    ct = _coremltools()
+                 output_names: list[str], precision: Precision, name: str, out_path: Path,
+                 multifunction: bool = False) -> Path:
+    """Convert to an ``mlprogram`` ``.mlpackage`` at ``out_path`` with float32 inputs and outputs.
+
+    The program is traced here; coremltools converts it in its own process (:mod:`edgehmr.isolated`), so a crash
+    in its native code fails this conversion with a message instead of ending the command."""
+    _coremltools()  # missing: one line now, not a worker's traceback
     target = deployment_target(precision, multifunction)
-    compute = ct.precision.FLOAT32 if compute_precision(precision) == "float32" else ct.precision.FLOAT16
     try:
         with torch.no_grad(), vendor_quiet():
             if precision == Precision.int8:
@@ -95,20 +104,31 @@ def torch2coreml(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ..
                 # reference-quantized graph; TorchScript tracing can, and coremltools maps its Q/DQ ops.
                 program = torch.jit.trace(module, example_inputs)
             else:
-                program = torch.export.export(module, example_inputs).run_decompositions({})
+                program = torch.export.export(module, example_inputs)
     except Exception as e:
         raise ConversionError(f"Tracing {name} for Core ML failed: {str(e).splitlines()[0]}") from e
-    try:
-        with torch.no_grad(), vendor_quiet():
-            return ct.convert(
-                program, convert_to="mlprogram", compute_precision=compute, minimum_deployment_target=target.ct,
-                inputs=[ct.TensorType(name=n, shape=tuple(t.shape), dtype=input_dtype(t))
-                        for n, t in zip(input_names, example_inputs)],
-                outputs=[ct.TensorType(name=n, dtype=np.float32) for n in output_names],
-            )
-    except Exception as e:
-        raise ConversionError(unsupported_op_message(e, program, name) or
-                              f"Core ML conversion of {name} failed: {str(e).splitlines()[0]}") from e
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory(prefix=".edgehmr-coreml-", dir=out_path.parent) as tmp:
+        saved = Path(tmp) / "program"
+        with vendor_quiet():
+            if precision == Precision.int8:
+                torch.jit.save(program, str(saved))
+            else:
+                torch.export.save(program, str(saved))
+        request = {
+            "program": str(saved), "format": "torchscript" if precision == Precision.int8 else "export",
+            "compute_precision": "FLOAT32" if compute_precision(precision) == "float32" else "FLOAT16",
+            "minimum_deployment_target": target.ios,
+            "inputs": [{"name": n, "shape": list(t.shape), "dtype": "float32" if t.is_floating_point() else "int32"}
+                       for n, t in zip(input_names, example_inputs)],
+            "outputs": list(output_names), "out": str(out_path),
+        }
+        try:
+            run_worker("edgehmr.converters.coreml_worker", request, Path(tmp) / "request.json",
+                       f"Core ML conversion of {name}")
+        except WorkerError as e:
+            raise ConversionError(unsupported_op_message(Exception(e.text), program, name) or str(e)) from None
+    return out_path
 
 
 def input_dtype(example: torch.Tensor):
@@ -199,15 +219,10 @@ def torch2coreml_multifunction(module: torch.nn.Module, functions: dict[str, tup
                                input_names: list[str], output_names: list[str], precision: Precision, name: str,
                                out_path: Path, default: str | None = None) -> None:
     """One ``.mlpackage`` with a function per static shape; weights identical across functions are stored once."""
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="edgehmr-mf-", dir=out_path.parent) as tmp:
-        parts = {}
-        for function, example in functions.items():
-            part = Path(tmp) / f"{function}.mlpackage"
-            model = torch2coreml(module, example, input_names, output_names, precision, name, multifunction=True)
-            model.save(str(part))
-            parts[function] = part
+        parts = {function: torch2coreml(module, example, input_names, output_names, precision, name,
+                                        Path(tmp) / f"{function}.mlpackage", multifunction=True)
+                 for function, example in functions.items()}
         save_multifunction(parts, out_path, default or next(iter(functions)))
 
 
@@ -224,10 +239,8 @@ def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
         module, state = calibrate_w8a8(job.module, recipe, job.example_inputs, job.calibration[job.default_entry])
     else:
         module = coreml_module(job.module, job.precision, recipe)
-    model = torch2coreml(module, job.example_inputs, job.input_names, job.output_names, job.precision,
-                         job.model_name)
-    out = out_dir / MODEL_FILE
-    model.save(str(out))
+    out = torch2coreml(module, job.example_inputs, job.input_names, job.output_names, job.precision,
+                       job.model_name, out_dir / MODEL_FILE)
     summary = program_summary(out)
     target = deployment_target(job.precision)
     details = {

@@ -1,9 +1,10 @@
 """ONNX INT8 helpers: which nodes stay float, TensorRT's Q/DQ layout, 8-bit weight-only MatMulNBits, counts.
 
 ``int8`` (W8A8, :func:`edgehmr.converters.onnx.onnx2int8_qdq`): symmetric INT8 everywhere (per-channel weights,
-per-tensor activations, MinMax calibration), quantizing MatMul/Gemm/Conv only, so LayerNorm, Softmax and residual adds stay float by construction. This is
-the explicit-quantization form TensorRT builds from. The recipe's kept-float scopes become ``nodes_to_exclude``
-through the exporter's ``pkg.torch.onnx.name_scopes`` node metadata.
+per-tensor activations, MinMax calibration), quantizing MatMul/Gemm/Conv only, so LayerNorm, Softmax and
+residual adds stay float by construction. This is the explicit-quantization form TensorRT builds from. The
+recipe's kept-float scopes become ``nodes_to_exclude`` through the exporter's ``pkg.torch.onnx.name_scopes``
+node metadata.
 
 ``int8-weights``: MatMul weights stored as 8-bit blocks (``MatMulNBits``), activations float.
 """

@@ -32,9 +32,10 @@ from edgehmr.converters.capabilities import Precision
 from edgehmr.converters.fp16_range import FP16_MAX, activation_peaks
 from edgehmr.converters.onnx import OPSET, onnx2fp16, onnx2int8_qdq, torch2onnx_entries
 from edgehmr.converters.shapes import dynamic_axes, dynamic_axes_json, entry_shapes, prepare
-from edgehmr.converters.tensorrt_engine import (ENGINE_FILE, EngineOptions, Profile, build_engine, can_build_here,
+from edgehmr.converters.tensorrt_engine import (ENGINE_FILE, EngineOptions, Profile, can_build_here,
                                                 trtexec_command)
 from edgehmr.converters.tensorrt_onnx import check_tensorrt_onnx, qdq_summary
+from edgehmr.converters.tensorrt_worker import build_engine_isolated
 from edgehmr.artifact import METADATA, parts, read_metadata, write_json
 from edgehmr.errors import ConversionError, InputError
 
@@ -113,7 +114,8 @@ def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
         "engine": None,
     }
     if can_build_here():
-        details["engine"] = build_engine(out, out_dir / ENGINE_FILE, job.precision, EngineOptions(), shape_profiles)
+        details["engine"] = build_engine_isolated(out, out_dir / ENGINE_FILE, job.precision, EngineOptions(),
+                                                  shape_profiles)
     return ConvertResult(MODEL_FILE, details, kept_fp32=kept)
 
 
@@ -144,7 +146,7 @@ def build_part_engine(artifact_dir: Path, part: dict, options: EngineOptions = E
     profiles = engine_profiles(part["details"])
     onnx_path = artifact_dir / part["file"]
     engine_path = onnx_path.with_name(ENGINE_FILE)
-    info = build_engine(onnx_path, engine_path, precision, options, profiles)
+    info = build_engine_isolated(onnx_path, engine_path, precision, options, profiles)
     part["details"]["engine"] = info
     part["details"]["trtexec"] = trtexec_command(precision, options, profiles=profiles)
     return engine_path, info

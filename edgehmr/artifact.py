@@ -16,7 +16,8 @@ from pathlib import Path
 from edgehmr.errors import InputError
 
 METADATA = "metadata.json"
-SCHEMA_VERSION = 1
+# 2: every artifact lists its parts (a crop model's one, SAT-HMR's two) in the same record shape.
+SCHEMA_VERSION = 2
 # The part of a crop model's artifact (it has one), and the entry of a part with one fixed shape (Core ML's
 # default function name).
 CROP_PART = "model"
@@ -115,11 +116,8 @@ def inside(artifact_dir: Path, name: object, what: str) -> Path:
 
 
 def named_files(meta: dict) -> dict[str, object]:
-    """What the metadata names as a file -> where it names it: the model file(s), each stage's file and every
-    hashed file."""
-    named: dict[str, object] = {f"files.{k}": v for k, v in (meta.get("files") or {}).items()}
-    for stage, part in (meta.get("stages") or {}).items():
-        named[f"stages.{stage}.file"] = part.get("file") if isinstance(part, dict) else None
+    """What the metadata names as a file -> where it names it: each part's model file and every hashed file."""
+    named: dict[str, object] = {f"parts.{name}.file": part.get("file") for name, part in parts(meta).items()}
     named |= {f"files_sha256 entry '{k}'": k for k in (meta.get("files_sha256") or {})}
     return named
 
@@ -157,6 +155,7 @@ def read_metadata(artifact_dir: str | Path, verify: bool = True) -> dict:
     if data.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"{meta} has schema version {data.get('schema_version')}, this edgehmr reads "
                          f"{SCHEMA_VERSION}; re-run 'edgehmr convert'.")
+    check_parts(data)
     for where, name in named_files(data).items():
         inside(artifact_dir, name, where)
     if verify:
@@ -165,25 +164,32 @@ def read_metadata(artifact_dir: str | Path, verify: bool = True) -> dict:
 
 
 def parts(meta: dict) -> dict[str, dict]:
-    """Every part of an artifact in one record shape (target, file, input/output names, precision, entries,
-    recipe, details), as :func:`edgehmr.converters.convert.part_metadata` writes it: SAT-HMR's stages as
-    recorded, a crop model's single part assembled from its top-level fields. ``details`` is the metadata's own
-    dict, so what a caller records there is saved with the metadata."""
-    if "stages" in meta:
-        return meta["stages"]
-    try:
-        inputs, outputs = meta["inputs"], meta["outputs"]
-        return {CROP_PART: {
-            "target": meta["target"],
-            "file": meta["files"]["model"],
-            "input_names": [i["name"] for i in inputs],
-            "output_names": [o["name"] for o in outputs],
-            "precision": meta["precision"],
-            "entries": {DEFAULT_ENTRY: {i["name"]: list(i["shape"]) for i in inputs}},
-            "input_dtypes": {i["name"]: i.get("dtype", "float32") for i in inputs},
-            "recipe": (meta.get("quantization") or {}).get("recipe"),
-            "details": meta.setdefault("target_details", {}),
-        }}
-    except (KeyError, TypeError, AttributeError) as e:
-        raise InputError(f"{METADATA} does not describe the artifact's model ({type(e).__name__}: {e}); re-run "
-                         f"'edgehmr convert'.") from None
+    """Every part of an artifact (a crop model's one, SAT-HMR's stage1 and stage2), each as
+    :func:`edgehmr.converters.convert.part_metadata` wrote it: target, file, input/output names, precision,
+    entries (entry -> input -> shape), input dtypes, recipe, details. The records are the metadata's own dicts,
+    so what a caller records in ``details`` (an engine built on the device) is saved with the metadata."""
+    found = meta.get("parts")
+    if not isinstance(found, dict) or not found:
+        raise InputError(f"{METADATA} lists no parts (model files); re-run 'edgehmr convert'.")
+    return found
+
+
+def check_parts(meta: dict) -> None:
+    """One line for the first part record that is not what the runners read (the C++ runtime checks the same)."""
+    for name, part in parts(meta).items():
+        where = f"{METADATA}: parts.{name}"
+        if not isinstance(part, dict):
+            raise InputError(f"{where} is not an object; re-run 'edgehmr convert'.")
+        for key, kind in (("target", str), ("file", str), ("precision", str), ("input_names", list),
+                          ("output_names", list), ("entries", dict), ("details", dict)):
+            if not isinstance(part.get(key), kind):
+                raise InputError(f"{where}.{key} is missing or not a {kind.__name__}; re-run 'edgehmr convert'.")
+        names = part["input_names"]
+        if not part["entries"]:
+            raise InputError(f"{where} has no entries; re-run 'edgehmr convert'.")
+        for entry, shapes in part["entries"].items():
+            for input_name in names:
+                shape = shapes.get(input_name) if isinstance(shapes, dict) else None
+                if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+                    raise InputError(f"{where}: entry '{entry}' has no valid shape for input '{input_name}'; re-run "
+                                     f"'edgehmr convert'.")

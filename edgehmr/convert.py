@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 
-from edgehmr.artifact import METADATA, SCHEMA_VERSION, artifact_name, file_hashes, staged_dir, write_json
+from edgehmr.artifact import CROP_PART, METADATA, SCHEMA_VERSION, artifact_name, file_hashes, staged_dir, write_json
 from edgehmr.calibration.dataset import CalibrationSet, build_calibration
 from edgehmr.calibration.recipes import QuantRecipe, check_scopes
 from edgehmr.converters.base import ExportJob, batched_samples
 from edgehmr.converters.capabilities import TargetCaps, get_target
-from edgehmr.converters.convert import convert_part
+from edgehmr.converters.convert import convert_part, part_metadata
 from edgehmr.environment import environment
 from edgehmr.errors import SpecError
 from edgehmr.models import LoadedModel, load_model
@@ -112,14 +112,12 @@ def convert(spec: ConvertSpec, loaded: LoadedModel | None = None, calibration: C
         write_metadata(stage, loaded, caps, spec, start, {
             "with_mesh": spec.with_mesh,
             "smpl": smpl_meta,
-            "files": {"model": result.model_file},
             "inputs": [{"name": t.name, "shape": [spec.batch, *t.shape[1:]], "dtype": "float32",
                         "meaning": t.meaning} for t in info.inputs],
             "outputs": [{"name": n, "shape": s, "dtype": "float32"} for n, s in zip(output_names, shapes)],
             "preprocessing": info.crop.to_json(),
             "postprocessing": POSTPROCESS[info.task.output],
-            "target_details": result.details,
-            "kept_fp32_ops": result.kept_fp32,
+            "parts": {CROP_PART: part_metadata(caps.id, job, result)},
             "quantization": None if recipe is None else {
                 "recipe": recipe.to_json(),
                 "calibration": calibration.describe() if calibration is not None else None,
@@ -133,8 +131,8 @@ def convert(spec: ConvertSpec, loaded: LoadedModel | None = None, calibration: C
 def write_metadata(stage: Path, loaded: LoadedModel, caps: TargetCaps, spec: ConvertSpec, started: float,
                    fields: dict) -> None:
     """The one writer of ``metadata.json``: what every artifact records (model, task, target, precision, file
-    hashes, environment, time), then the task's own ``fields`` (a crop model's inputs and outputs, SAT-HMR's
-    canvas, buckets and stages), with the file hashes taken last, over everything in the staging folder."""
+    hashes, environment, time), then the task's own ``fields`` (the parts; a crop model's inputs and outputs,
+    SAT-HMR's canvas and buckets), with the file hashes taken last, over everything in the staging folder."""
     info = loaded.info
     record = {
         "schema_version": SCHEMA_VERSION,

@@ -27,28 +27,28 @@ def _escape_by_dots(art: Path, meta: dict) -> None:
     """metadata names ../elsewhere/model.onnx, which exists and is a working model."""
     outside = art.parent / "elsewhere"
     outside.mkdir()
-    shutil.copy(art / meta["files"]["model"], outside / "model.onnx")
-    meta["files"]["model"] = "../elsewhere/model.onnx"
+    shutil.copy(art / meta["parts"]["model"]["file"], outside / "model.onnx")
+    meta["parts"]["model"]["file"] = "../elsewhere/model.onnx"
     meta.pop("files_sha256")  # the path alone must be refused, not only a hash mismatch
 
 
 def _escape_by_absolute_path(art: Path, meta: dict) -> None:
     outside = art.parent / "elsewhere.onnx"
-    shutil.copy(art / meta["files"]["model"], outside)
-    meta["files"]["model"] = str(outside)
+    shutil.copy(art / meta["parts"]["model"]["file"], outside)
+    meta["parts"]["model"]["file"] = str(outside)
     meta.pop("files_sha256")
 
 
 def _escape_by_link(art: Path, meta: dict) -> None:
     """The model file is a link to an identical file outside: the hashes match, the link is still refused."""
-    model = art / meta["files"]["model"]
+    model = art / meta["parts"]["model"]["file"]
     outside = art.parent / "same-bytes.onnx"
     shutil.move(model, outside)
     model.symlink_to(outside)
 
 
 def _modified(art: Path, meta: dict) -> None:
-    model = art / meta["files"]["model"]
+    model = art / meta["parts"]["model"]["file"]
     model.write_bytes(model.read_bytes()[:-16])
 
 
@@ -112,3 +112,27 @@ def test_validate_profile_and_report_refuse(broken, bundle, case, capsys):
 def test_intact_copy_opens(artifact, tmp_path):
     art, _ = _copy(artifact(HMR), tmp_path / "intact")
     assert Predictor(art).meta["model"]["model"] == HMR
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda part: part.update(entries={}), "parts.model has no entries"),
+    (lambda part: part.update(input_names="image"), "parts.model.input_names is missing or not a list"),
+    (lambda part: part.pop("file"), "parts.model.file is missing or not a str"),
+    (lambda part: part["entries"]["main"].update(image=[1, 3, "256", 192]), "no valid shape for input 'image'"),
+])
+def test_a_malformed_part_record_is_one_line(artifact, bundle, tmp_path, capsys, change, message):
+    """The reader checks every part record the runners read (the C++ reader checks the same fields)."""
+    art, meta = _copy(artifact(HMR), tmp_path / "malformed")
+    change(meta["parts"]["model"])
+    (art / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=message):
+        read_metadata(art)
+    _one_line_exit_2(capsys, ["validate", str(art), "-r", str(bundle(HMR))], message)
+
+
+def test_a_metadata_file_of_the_earlier_format_asks_for_a_reconversion(artifact, tmp_path):
+    art, meta = _copy(artifact(HMR), tmp_path / "v1")
+    meta["schema_version"] = 1
+    (art / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="schema version 1, this edgehmr reads 2; re-run 'edgehmr convert'"):
+        read_metadata(art)

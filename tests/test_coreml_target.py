@@ -40,7 +40,7 @@ def test_default_precision_is_fp16_program_matching_metadata(name, artifact, bun
         [(i["name"], i["shape"], i["dtype"]) for i in summary["inputs"]]
     assert [(o["name"], o["shape"], "float32") for o in meta["outputs"]] == \
         [(o["name"], o["shape"], o["dtype"]) for o in summary["outputs"]]
-    details = meta["target_details"]
+    details = meta["parts"]["model"]["details"]
     assert details["compute_precision"] == "float16"
     assert details["minimum_deployment_target"]["ios"] == "iOS15"
     report = validate(path, bundle(name))
@@ -56,11 +56,11 @@ def test_int8_weights_program_stores_int8_weights_outside_kept_scopes(artifact, 
     meta = _metadata(path)
     fp16 = artifact(HMR, "fp16", target="coreml")
     summary = program_summary(path / "model.mlpackage")
-    kept = [k for k in meta["kept_fp32_ops"] if k.startswith("linear/conv ")]
+    kept = [k for k in meta["parts"]["model"]["kept_fp32_ops"] if k.startswith("linear/conv ")]
     # Every backbone block's 4 linears alone are quantized; the recipe's scopes are not.
     assert summary["ops"]["constexpr_affine_dequantize"] >= 4 * len(loaded_models(HMR).module.backbone.blocks)
     assert any("smpl_head.decpose" in k for k in kept) and any("backbone.patch_embed" in k for k in kept)
-    assert meta["target_details"]["minimum_deployment_target"]["ios"] == "iOS16"
+    assert meta["parts"]["model"]["details"]["minimum_deployment_target"]["ios"] == "iOS16"
     # Each quantized weight drops from 2 bytes (float16) to 1; the kept-float decoder linears stay float16.
     recipe = resolve_recipe("hmr2")
     quantized = sum(m.weight.numel() for n, m in loaded_models(HMR).module.named_modules()
@@ -83,8 +83,8 @@ def test_int8_w8a8_program_quantizes_linear_activations_and_rebuilds_for_validat
     assert summary["ops"]["constexpr_affine_dequantize"] == len(layers)
     assert len(layers) <= summary["ops"]["quantize"] <= 2 * len(layers)
     assert summary["ops"]["quantize"] == summary["ops"]["dequantize"]
-    assert meta["target_details"]["minimum_deployment_target"]["ios"] == "iOS17"
-    assert (path / meta["target_details"]["w8a8_state"]).stat().st_size < 2e6  # observer ranges, no weights
+    assert meta["parts"]["model"]["details"]["minimum_deployment_target"]["ios"] == "iOS17"
+    assert (path / meta["parts"]["model"]["details"]["w8a8_state"]).stat().st_size < 2e6  # observer ranges, no weights
     report = validate(path, bundle(HMR))
     assert report.passed
     if not can_run_coreml():
@@ -99,7 +99,7 @@ def test_multifunction_package_shares_weights_across_static_shapes(tmp_path):
     singles = 0
     for function, example in shapes.items():
         single = tmp_path / f"{function}.mlpackage"
-        torch2coreml(module, example, ["image"], ["tokens"], Precision.fp16, "tiny").save(str(single))
+        torch2coreml(module, example, ["image"], ["tokens"], Precision.fp16, "tiny", single)
         singles += package_bytes(single)
     merged = tmp_path / "multi.mlpackage"
     torch2coreml_multifunction(module, shapes, ["image"], ["tokens"], Precision.fp16, "tiny", merged)
@@ -126,11 +126,23 @@ class _CumMax(torch.nn.Module):
         return torch.cummax(x, dim=1)[0]
 
 
-def test_op_core_ml_cannot_convert_names_op_module_and_alternative():
+def test_op_core_ml_cannot_convert_names_op_module_and_alternative(tmp_path):
     with pytest.raises(ConversionError) as err:
-        torch2coreml(_Unconvertible().eval(), (torch.randn(1, 4, 8),), ["x"], ["y"], Precision.fp16, "toy")
+        torch2coreml(_Unconvertible().eval(), (torch.randn(1, 4, 8),), ["x"], ["y"], Precision.fp16, "toy",
+                     tmp_path / "toy.mlpackage")
     message = str(err.value)
     assert "'cummax'" in message and "'odd'" in message and "--target executorch" in message
+    assert list(tmp_path.iterdir()) == []  # the worker's scratch folder is gone, no package half-written
+
+
+def test_a_crashing_vendor_step_fails_with_its_signal_and_the_process_lives_on():
+    """coremltools or TensorRT crashing in native code (here: an abort) ends only its worker process."""
+    import sys
+
+    from edgehmr.isolated import run_isolated
+
+    with pytest.raises(ConversionError, match=r"Core ML conversion of toy crashed \(SIGABRT\) in its own process"):
+        run_isolated([sys.executable, "-c", "import os; os.abort()"], "Core ML conversion of toy")
 
 
 @pytest.mark.skipif(not can_run_coreml(), reason="Core ML runs predictions only on macOS")

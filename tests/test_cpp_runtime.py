@@ -243,7 +243,9 @@ def test_recorded_hash_is_checked(app, ov_artifact, astronaut, tmp_path):
 
 def test_files_outside_the_artifact_folder_are_refused(app, ov_artifact, astronaut, tmp_path):
     """The rule edgehmr.artifact.inside applies in Python (tests/test_artifact_files.py)."""
-    escape = copy_artifact(ov_artifact, tmp_path / "escape", files={"model": "../model.xml"})
+    parts = json.loads((ov_artifact / "metadata.json").read_text())["parts"]
+    parts["model"]["file"] = "../model.xml"
+    escape = copy_artifact(ov_artifact, tmp_path / "escape", parts=parts)
     assert_clean_error(run_app(app, escape, astronaut, "--box", "140,20,420,512"), "path inside the artifact folder")
     linked = copy_artifact(ov_artifact, tmp_path / "linked")
     shutil.move(linked / "model.xml", tmp_path / "model.xml")

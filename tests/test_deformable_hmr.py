@@ -210,7 +210,7 @@ def test_fp32_parity_on_every_target(converted, bundle, target, model):
     report = validate(path, bundle(model))
     assert report.passed and max(o["rel_l2"] for o in report.outputs.values()) < 1e-5, report.outputs
     if target == "executorch":  # every linear and conv (the bicubic's included) inside XNNPACK
-        portable = json.loads((path / "metadata.json").read_text())["target_details"]["non_delegated"]
+        portable = json.loads((path / "metadata.json").read_text())["parts"]["model"]["details"]["non_delegated"]
         assert not any(k in op for op in portable for k in ("convolution", "addmm", "linear", "bmm")), portable
         assert "aten.grid_sampler_2d" in portable
 

@@ -30,7 +30,7 @@ def _degrade_one_matmul(src, dst, index: int) -> str:
     one layer ran in ~3-bit precision); returns the MatMul's output tensor name."""
     shutil.copytree(src, dst)
     meta = json.loads((dst / "metadata.json").read_text())
-    path = dst / meta["files"]["model"]
+    path = dst / meta["parts"]["model"]["file"]
     model = onnx.load(str(path))
     inits = {i.name: i for i in model.graph.initializer}
     matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and any(x in inits for x in n.input)]
@@ -51,7 +51,7 @@ def _degrade_one_openvino_matmul(src, dst, index: int) -> str:
 
     shutil.copytree(src, dst)
     meta = json.loads((dst / "metadata.json").read_text())
-    path = dst / meta["files"]["model"]
+    path = dst / meta["parts"]["model"]["file"]
     model = ov.Core().read_model(str(path))
     matmuls = [op for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"
                and op.input_value(1).get_node().get_type_name() == "Constant"]
@@ -116,10 +116,10 @@ def test_openvino_int8_probe_reads_what_the_artifact_computes(name, artifact, bu
 
     path = artifact(name, "int8", target="openvino")
     meta = json.loads((path / "metadata.json").read_text())
-    model = ov.Core().read_model(str(path / meta["files"]["model"]))
+    model = ov.Core().read_model(str(path / meta["parts"]["model"]["file"]))
     feeds = {"image": load_bundle(bundle(name)).inputs["image"][:1]}
     names = {t.name for t in openvino_tensors(model, model)}
-    probed = _openvino_probe(model, probe_config(meta["target_details"].get("runtime_config")), names)(feeds)
+    probed = _openvino_probe(model, probe_config(meta["parts"]["model"]["details"].get("runtime_config")), names)(feeds)
     output = meta["outputs"][0]["name"]
     runner = open_artifact_runner(path, meta)
     own = runner.run(runner.default_entry, feeds)[output]

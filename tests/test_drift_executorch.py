@@ -36,10 +36,13 @@ def _tiny_artifact(path, precision: Precision):
                                    "tiny")
     buffer, _ = lower_methods({"forward": (module, (example,))}, "xnnpack", precision, "tiny")
     (path / "model.pte").write_bytes(buffer)
+    part = {"target": "executorch", "file": "model.pte", "input_names": ["image"], "output_names": ["tokens"],
+            "precision": precision.value, "entries": {"main": {"image": list(SHAPE)}},
+            "details": {"delegate": "xnnpack", "methods": ["forward"]}}
     meta = {"target": "executorch", "precision": precision.value, "model": {"model": "tiny-vit"},
-            "files": {"model": "model.pte"}, "inputs": [{"name": "image", "shape": SHAPE, "dtype": "float32"}],
+            "inputs": [{"name": "image", "shape": SHAPE, "dtype": "float32"}],
             "outputs": [{"name": "tokens", "shape": out_shape, "dtype": "float32"}],
-            "target_details": {"delegate": "xnnpack", "methods": ["forward"]}, "quantization": None}
+            "parts": {"model": part}, "quantization": None}
     (path / "metadata.json").write_text(json.dumps(meta))
     return path, meta
 
@@ -102,7 +105,8 @@ def test_int8_artifact_drift_starts_at_quantized_linears(tmp_path, images):
 def test_other_executorch_artifacts_are_refused(tiny_artifact, images):
     path, meta = tiny_artifact
     with pytest.raises(SpecError, match="Core ML"):
-        executorch_layer_drift(path, meta | {"target_details": {"delegate": "coreml"}}, images, top=3)
+        coreml = {"model": meta["parts"]["model"] | {"details": {"delegate": "coreml"}}}
+        executorch_layer_drift(path, meta | {"parts": coreml}, images, top=3)
     with pytest.raises(SpecError, match="whole batches"):
         executorch_layer_drift(path, meta, images[:0], top=3)
 

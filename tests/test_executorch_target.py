@@ -29,7 +29,7 @@ def test_fp32_pte_matches_pytorch_and_reports_delegation(name, artifact, bundle,
     path = artifact(name, "fp32", target="executorch")
     module = loaded_models(name).module
     assert (path / "model.pte").stat().st_size > 0.9 * 4 * _params(module)  # fp32 weights
-    details = json.loads((path / "metadata.json").read_text())["target_details"]
+    details = json.loads((path / "metadata.json").read_text())["parts"]["model"]["details"]
     # With ExecuTorch 1.5 LayerNorm stays on portable kernels (two per ViT block and the last norm, three per
     # decoder layer: 43 for hmr2-vit-s); every linear and the patch conv must be delegated to XNNPACK.
     left = details["non_delegated"]
@@ -43,7 +43,7 @@ def test_fp32_pte_matches_pytorch_and_reports_delegation(name, artifact, bundle,
 def test_int8_pte_quantizes_linears_outside_recipe_and_passes_validate(artifact, bundle, loaded_models):
     path = artifact(HMR, "int8", target="executorch")
     meta = json.loads((path / "metadata.json").read_text())
-    details = meta["target_details"]
+    details = meta["parts"]["model"]["details"]
     recipe = resolve_recipe("hmr2")
     module = loaded_models(HMR).module
     layers = called_layers(module, torch.randn(1, 3, 256, 192))
@@ -84,7 +84,7 @@ def test_coreml_delegated_pte_is_built_whole_and_refused_off_apple(tmp_path, loa
     code = main(["convert", "-m", HMR, "-t", "executorch-coreml", "-o", str(tmp_path), "-q"])
     assert code == 0
     path = tmp_path / f"{HMR}-executorch-coreml-fp16"
-    details = json.loads((path / "metadata.json").read_text())["target_details"]
+    details = json.loads((path / "metadata.json").read_text())["parts"]["model"]["details"]
     # Core ML takes the whole graph: one delegate call, nothing on portable kernels.
     assert details["delegate"] == "coreml" and details["non_delegated_total"] == 0
     assert (path / "model.pte").stat().st_size > 0.9 * 2 * _params(loaded_models(HMR).module)  # float16 weights

@@ -137,7 +137,7 @@ def test_executorch_and_coreml_conversions(artifact, bundle, family, name):
         return
     pte = artifact(name, "fp32", target="executorch")
     assert validate(pte, bundle(name)).passed
-    details = json.loads((pte / "metadata.json").read_text())["target_details"]
+    details = json.loads((pte / "metadata.json").read_text())["parts"]["model"]["details"]
     assert not any("linear" in op or "convolution" in op or "addmm" in op for op in details["non_delegated"])
     mlpackage = artifact(name, "fp16", target="coreml") / "model.mlpackage"
     summary = program_summary(mlpackage)

@@ -196,7 +196,7 @@ def _single_bytes(target: str, module, tmp_path) -> int:
         elif target == "coreml":
             from edgehmr.converters.coreml import package_bytes, torch2coreml
 
-            torch2coreml(module, inputs, INPUTS, OUTPUTS, Precision.fp32, "single").save(str(out / "m.mlpackage"))
+            torch2coreml(module, inputs, INPUTS, OUTPUTS, Precision.fp32, "single", out / "m.mlpackage")
             total += package_bytes(out / "m.mlpackage")
     return total
 

@@ -102,7 +102,7 @@ def test_a_modified_artifact_is_refused(artifact, astronaut, tmp_path):
     copy = shutil.copytree(artifact("test-hmr2"), tmp_path / "copy")
     meta = json.loads((copy / "metadata.json").read_text())
     assert meta["files_sha256"]  # convert records every file's hash
-    model = copy / meta["files"]["model"]
+    model = copy / meta["parts"]["model"]["file"]
     model.write_bytes(model.read_bytes()[:-16])
     with pytest.raises(InputError, match="does not match metadata.json"):
         Predictor(copy)

@@ -30,8 +30,10 @@ def fake_artifact(tmp_path):
     def make(target: str) -> Path:
         path = tmp_path / f"hmr2-vit-s-{target}-fp16"
         path.mkdir()
+        part = {"target": target, "file": "model.bin", "precision": "fp16", "input_names": ["image"],
+                "output_names": ["betas"], "entries": {"main": {"image": [1, 3, 256, 192]}}, "details": {}}
         meta = {"schema_version": SCHEMA_VERSION, "model": {"model": "hmr2-vit-s", "family": "hmr2", "weights": "trained"},
-                "target": target, "precision": "fp16"}
+                "target": target, "precision": "fp16", "parts": {"model": part}}
         (path / "metadata.json").write_text(json.dumps(meta))
         (path / "model.bin").write_bytes(b"\0" * 2_000_000)
         return path

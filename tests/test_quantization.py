@@ -41,7 +41,7 @@ def test_onnx_int8_is_qdq_and_keeps_the_recipe_float(artifact):
                  and any(i in dq_outputs for i in n.input)]
     # Each block's qkv, proj, fc1, fc2 + 2 attention matmuls, plus each decoder layer's to_kv + 2 cross-attention
     # matmuls (ViT-S: 72 + 18); the patch conv, heads and single-query linears stay float.
-    assert len(quantized) == meta["target_details"]["quantized_compute_ops"] == 6 * blocks + 3 * layers
+    assert len(quantized) == meta["parts"]["model"]["details"]["quantized_compute_ops"] == 6 * blocks + 3 * layers
     scopes = {node_scope(n) for n in quantized}
     assert not any(s.startswith(("smpl_head.dec", "backbone.patch_embed")) for s in scopes)
     assert not any(".fn.to_q" in s or ".2.fn.net" in s for s in scopes)
@@ -54,7 +54,7 @@ def test_onnx_int8_is_qdq_and_keeps_the_recipe_float(artifact):
 def test_onnx_int8_weights_uses_matmulnbits(artifact):
     meta = _meta(artifact(HMR, "int8-weights"))
     blocks, layers = hmr2_depths(HMR)
-    assert meta["target_details"]["matmul_nbits"] == 4 * blocks + layers  # backbone linears + decoder to_kv
+    assert meta["parts"]["model"]["details"]["matmul_nbits"] == 4 * blocks + layers  # backbone linears + decoder to_kv
     assert meta["quantization"]["calibration"] is None
 
 
@@ -64,11 +64,11 @@ def test_openvino_int8_has_fake_quantize_and_ignored_scope(artifact):
     meta = _meta(path)
     model = ov.Core().read_model(str(path / "model.xml"))
     fq = [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]
-    assert len(fq) == meta["target_details"]["fake_quantize"] > 4 * blocks + layers
-    kept = meta["kept_fp32_ops"]
+    assert len(fq) == meta["parts"]["model"]["details"]["fake_quantize"] > 4 * blocks + layers
+    kept = meta["parts"]["model"]["kept_fp32_ops"]
     # decpose: the linear after every block's 4 and every decoder layer's 7 (ViT-S: linear_90)
     assert any(name.startswith(f"linear_{4 * blocks + 7 * layers}/") for name in kept)
-    assert meta["target_details"]["runtime_config"]["INFERENCE_PRECISION_HINT"] == "f32"
+    assert meta["parts"]["model"]["details"]["runtime_config"]["INFERENCE_PRECISION_HINT"] == "f32"
 
 
 @pytest.mark.parametrize("name", [HMR, *slow("hmr2-vit-s")])
@@ -85,7 +85,7 @@ def test_recipe_override_changes_the_artifact(tmp_path, loaded_models):
     spec = resolve_spec(POSE, "onnx", "int8", out_dir=str(tmp_path), calib="synthetic", calib_count=8,
                         keep_float=("attention_matmul", f"backbone.blocks.{blocks - 1}"))
     meta = _meta(convert(spec, loaded_models(POSE)))
-    kept = meta["kept_fp32_ops"]
+    kept = meta["parts"]["model"]["kept_fp32_ops"]
     # every block's 2 attention matmuls + the last block's four linears + the final heatmap conv + the patch conv
     assert len(kept) == 2 * blocks + 4 + 1 + 1
     assert meta["quantization"]["recipe"]["keep_float_ops"] == ["softmax", "layernorm", "attention_matmul"]

@@ -49,7 +49,7 @@ def test_fp32_artifact_matches_the_dynamic_reference_per_bucket(setup, target):
     artifact = _convert(root, loaded, target)
     meta = json.loads((artifact / "metadata.json").read_text())
     assert [b["name"] for b in meta["buckets"]["buckets"]] == ["b8x48", "b24x80", "b48x96"]
-    assert set(meta["stages"]["stage2"]["entries"]) == {"b8x48", "b24x80", "b48x96"}
+    assert set(meta["parts"]["stage2"]["entries"]) == {"b8x48", "b24x80", "b48x96"}
     if target == "tensorrt":  # engines are built on the device: one trtexec profile per bucket
         assert (artifact / "stage2" / "build_engine.sh").read_text().count("--profile=") == 3
     report = validate(artifact, bundle)
@@ -102,7 +102,7 @@ def test_coreml_artifact_has_one_function_per_bucket_with_integer_index_inputs(s
     root, loaded, bundle = setup
     artifact = _convert(root, loaded, "coreml")
     meta = json.loads((artifact / "metadata.json").read_text())
-    stage2 = meta["stages"]["stage2"]["details"]
+    stage2 = meta["parts"]["stage2"]["details"]
     assert stage2["functions"] == ["b8x48", "b24x80", "b48x96"]
     assert stage2["minimum_deployment_target"]["ios"] == "iOS18"  # multifunction
     program = stage2["program"]
@@ -139,7 +139,7 @@ def test_int8_calibrates_every_bucket_and_validates(setup):
     samples = {b["name"]: b["calibration_samples"] for b in meta["buckets"]["buckets"]}
     # b8x48 holds no synthetic frame (they all need > 48 other tokens); the others are calibrated on their own.
     assert samples["b8x48"] == 0 and samples["b24x80"] > 0 and samples["b48x96"] > 0
-    assert meta["stages"]["stage2"]["details"]["calibration_samples"]["b24x80"] == samples["b24x80"]
+    assert meta["parts"]["stage2"]["details"]["calibration_samples"]["b24x80"] == samples["b24x80"]
     report = validate(artifact, bundle)
     assert report.task["mpjpe_mm"]["ok"], report.task
     # INT8 moves some scale-map values across the thresholds: reported per bucket and in a note, never hidden.

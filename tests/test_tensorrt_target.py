@@ -28,7 +28,7 @@ def test_int8_writes_explicit_qdq_onnx_that_passes_simulated_validation(artifact
     meta = _metadata(path)
     model = onnx.load(str(path / "model.onnx"))
     counts = qdq_summary(model)  # recounted from the file, compared with what the metadata claims
-    assert meta["target_details"]["qdq"] == counts
+    assert meta["parts"]["model"]["details"]["qdq"] == counts
     assert counts["quantize_linear"] == counts["dequantize_linear"] > 0
     # The linears outside the recipe (4 per block, each decoder layer's to_kv: 54 for hmr2-vit-s), each with its
     # float weight behind a per-channel Q->DQ pair.
@@ -55,7 +55,7 @@ def test_fp16_onnx_is_float16_inside_and_passes_simulated_validation(artifact, b
     halves = sum(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
     assert halves > 6 * blocks + 7 * layers  # every weight and bias of the blocks and decoder layers
     assert all(i.type.tensor_type.elem_type == TensorProto.FLOAT for i in model.graph.input)
-    fp16_range = _metadata(path)["target_details"]["fp16_range"]
+    fp16_range = _metadata(path)["parts"]["model"]["details"]["fp16_range"]
     assert 1 < fp16_range["max_abs"] < 65504 and fp16_range["softmax_input_max_abs"] > 0
     report = validate(path, bundle("test-hmr2"))
     assert report.passed and 1e-5 < max(o["rel_l2"] for o in report.outputs.values()) < 2e-2
@@ -122,7 +122,7 @@ def test_engine_builds_runs_and_validates_on_the_device(artifact, bundle, precis
     path = artifact("test-hmr2", precision, target="tensorrt")
     assert main(["build-engine", str(path)]) == 0
     meta = _metadata(path)
-    assert (path / "model.engine").stat().st_size > 1e6 and meta["target_details"]["engine"]["tensorrt"]
+    assert (path / "model.engine").stat().st_size > 1e6 and meta["parts"]["model"]["details"]["engine"]["tensorrt"]
     report = validate(path, bundle("test-hmr2"))
     assert report.execution == "TensorRT engine (GPU)"
     assert report.passed

@@ -109,7 +109,7 @@ def convert_sat(spec: ConvertSpec, loaded: LoadedModel | None = None) -> Path:
             "canvas": {"width": canvas.width, "height": canvas.height, "grid": list(canvas.grid)},
             "preprocessing": preprocessing_json(canvas),
             "buckets": table_meta,
-            "stages": parts,
+            "parts": parts,
             "postprocessing": {
                 "keep": "confidence > 0.3 (no NMS)",
                 "boxes": {"format": "cxcywh", "normalised_by_px": CANVAS,

@@ -179,7 +179,7 @@ int run(int argc, char** argv) {
         {"outputs", outputs},
         {"timings_ms", {{"preprocess", r.preprocess_ms}, {"infer", r.infer_ms}, {"decode", r.decode_ms}}},
     };
-    if (meta.family != "vitpose") {
+    if (meta.task != "crop-keypoints") {
       person["smpl"] = {{"global_orient", matrices(r.global_orient)}, {"body_pose", matrices(r.body_pose)},
                         {"betas", r.betas}};
       person["camera"] = {{"pred_cam", r.pred_cam},

@@ -72,8 +72,8 @@ std::vector<TensorSpec> tensors(const json& list, const std::string& where) {
 }
 
 StagePart stage(const json& j, const std::string& name, const std::string& where_in) {
-  const std::string where = where_in + " stages." + name;
-  const json& part = field(j, name.c_str(), where_in + " stages");
+  const std::string where = where_in + " parts." + name;
+  const json& part = field(j, name.c_str(), where_in + " parts");
   StagePart s;
   s.name = name;
   s.file = get<std::string>(part, "file", where);
@@ -103,8 +103,8 @@ StagePart stage(const json& j, const std::string& name, const std::string& where
 }
 
 void parse_multistage(const json& j, const std::string& where, Metadata& m) {
-  const json& stages = field(j, "stages", where);
-  for (const char* name : {"stage1", "stage2"}) m.stages[name] = stage(stages, name, where);
+  const json& parts = field(j, "parts", where);
+  for (const char* name : {"stage1", "stage2"}) m.stages[name] = stage(parts, name, where);
   const json& canvas = field(j, "canvas", where);
   m.canvas_w = get<int>(canvas, "width", where + " canvas");
   m.canvas_h = get<int>(canvas, "height", where + " canvas");
@@ -134,18 +134,21 @@ Metadata parse_metadata(const json& j, const fs::path& dir) {
   const json& model = field(j, "model", where);
   m.model = get<std::string>(model, "model", where);
   m.family = model.value("family", "");
+  m.task = get<std::string>(j, "task", where);
   m.target = get<std::string>(j, "target", where);
   m.precision = get<std::string>(j, "precision", where);
   // Optional: file name -> sha256. Older artifacts record none; then there is nothing to check.
   if (j.contains("files_sha256")) m.files_sha256 = get<std::map<std::string, std::string>>(j, "files_sha256", where);
   for (const auto& [name, hash] : m.files_sha256) check_inside(name, where, "files_sha256");
-  m.target_details = j.value("target_details", json::object());
-  if (j.contains("stages")) {
+  // Every artifact lists its parts in one record shape: a crop model its one ("model"), SAT-HMR stage1 and stage2.
+  const json& parts = field(j, "parts", where);
+  if (parts.is_object() && parts.contains("stage1")) {
     parse_multistage(j, where, m);
     return m;
   }
-  m.model_file = get<std::string>(field(j, "files", where), "model", where);
-  check_inside(m.model_file, where, "files.model");
+  const StagePart model = stage(parts, "model", where);
+  m.model_file = model.file;
+  m.target_details = model.details;
   m.inputs = tensors(field(j, "inputs", where), where + " inputs");
   m.outputs = tensors(field(j, "outputs", where), where + " outputs");
 

@@ -59,7 +59,7 @@ PersonResult predict_person(Backend& backend, const Metadata& meta, const Image&
   r.infer_ms = ms_since(t0);
 
   t0 = Clock::now();
-  if (meta.family == "vitpose") {  // heatmaps [1, K, H, W] -> keypoints in image pixels
+  if (meta.task == "crop-keypoints") {  // heatmaps [1, K, H, W] -> keypoints in image pixels
     const Tensor& hm = output(r.outputs, "heatmaps");
     if (hm.shape.size() != 4) throw BackendError("output 'heatmaps' should be [1, K, H, W].");
     r.keypoints = decode_heatmaps(hm.data.data(), int(hm.shape[1]), int(hm.shape[2]), int(hm.shape[3]),

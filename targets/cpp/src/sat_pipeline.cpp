@@ -43,7 +43,7 @@ std::array<float, 9> matrix(const Tensor& t, size_t index) {
 }  // namespace
 
 SatPipeline::SatPipeline(const Metadata& meta, const std::string& backend) : meta_(meta) {
-  if (!meta.multistage() || meta.family != "sat-hmr")
+  if (!meta.multistage() || meta.task != "frame-mesh")
     throw BackendError(meta.dir.filename().string() + " is not a SAT-HMR artifact (model " + meta.model + ").");
   table_ = BucketTable::from_json(meta.buckets);
   for (const Bucket& b : table_.buckets)

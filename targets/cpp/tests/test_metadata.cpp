@@ -14,17 +14,19 @@ using nlohmann::json;
 // The fields an hmr2-vit-s artifact records (abridged from 'edgehmr convert -m hmr2-vit-s -t openvino').
 static json sample() {
   return json::parse(R"({
-    "schema_version": 1,
+    "schema_version": 2,
     "model": {"model": "hmr2-vit-s", "family": "hmr2", "weights": "untrained"},
-    "target": "openvino", "precision": "fp32",
-    "files": {"model": "model.xml"},
+    "task": "crop-mesh", "target": "openvino", "precision": "fp32",
+    "parts": {"model": {"target": "openvino", "file": "model.xml", "input_names": ["image"],
+                        "output_names": ["global_orient", "pred_cam"], "precision": "fp32",
+                        "input_dtypes": {"image": "float32"}, "entries": {"main": {"image": [1, 3, 256, 192]}},
+                        "details": {"runtime_config": {"INFERENCE_PRECISION_HINT": "f32"}}}},
     "inputs": [{"name": "image", "shape": [1, 3, 256, 192], "dtype": "float32"}],
     "outputs": [{"name": "global_orient", "shape": [1, 1, 3, 3], "dtype": "float32"},
                 {"name": "pred_cam", "shape": [1, 3], "dtype": "float32"}],
     "preprocessing": {"name": "hmr2", "padding": 1.0, "udp": false, "antialias": true, "input_hw": [256, 192],
                       "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-    "postprocessing": {"camera": {"focal_length_px": 5000.0, "crop_size_px": 256.0}},
-    "target_details": {"runtime_config": {"INFERENCE_PRECISION_HINT": "f32"}}
+    "postprocessing": {"camera": {"focal_length_px": 5000.0, "crop_size_px": 256.0}}
   })");
 }
 
@@ -38,8 +40,8 @@ static json multistage() {
   })");
   json j = sample();
   j["target"] = "executorch";
-  j["stages"] = {{"stage1", part}, {"stage2", part}};
-  j["stages"]["stage1"]["details"] = json::object();  // not recorded: each entry's method is named after it
+  j["parts"] = {{"stage1", part}, {"stage2", part}};
+  j["parts"]["stage1"]["details"] = json::object();  // not recorded: each entry's method is named after it
   j["canvas"] = {{"width", 56}, {"height", 56}, {"grid", {4, 4}}};
   j["buckets"] = json::object();
   return j;
@@ -79,29 +81,29 @@ int main() {
     CHECK(m.stages.at("stage2").entry_methods.at("b8x16") == "forward");
     CHECK(m.stages.at("stage1").entry_methods.at("b8x16") == "b8x16");
     json j = multistage();
-    j["stages"]["stage2"]["details"]["entry_methods"]["b4x8"] = 3;
+    j["parts"]["stage2"]["details"]["entry_methods"]["b4x8"] = 3;
     CHECK_THROWS(parse_metadata(j, "x"), MetadataError, "entry 'b4x8' needs a method name");
-    j["stages"]["stage2"]["details"]["entry_methods"] = json::array();
+    j["parts"]["stage2"]["details"]["entry_methods"] = json::array();
     CHECK_THROWS(parse_metadata(j, "x"), MetadataError, "must map entries to method names");
   }
   // A newer format version is refused with its own type, naming both versions.
   {
     json j = sample();
-    j["schema_version"] = 2;
+    j["schema_version"] = 3;
     const fs::path dir = write_artifact("newer", j.dump());
-    CHECK_THROWS(read_metadata(dir), MetadataVersionError, "format version 2, newer than the 1");
+    CHECK_THROWS(read_metadata(dir), MetadataVersionError, "format version 3, newer than the 2");
     fs::remove_all(dir);
   }
   {
     json j = sample();
-    j["schema_version"] = 0;
+    j["schema_version"] = 1;  // the format before every artifact listed its parts
     CHECK_THROWS(parse_metadata(j, "x"), MetadataVersionError, "re-run 'edgehmr convert'");
     j.erase("schema_version");
     CHECK_THROWS(parse_metadata(j, "x"), MetadataError, "schema_version");
   }
   // Corrupt JSON, no metadata at all, a missing field, a field of the wrong type, a path escaping the artifact.
   {
-    const fs::path dir = write_artifact("corrupt", "{\"schema_version\": 1, ");
+    const fs::path dir = write_artifact("corrupt", "{\"schema_version\": 2, ");
     CHECK_THROWS(read_metadata(dir), MetadataError, "is corrupt");
     fs::remove_all(dir);
     CHECK_THROWS(read_metadata(dir), MetadataError, "is not an edgehmr artifact");
@@ -112,9 +114,9 @@ int main() {
     j["preprocessing"]["padding"] = "wide";
     CHECK_THROWS(parse_metadata(j, "x"), MetadataError, "'padding' has an unexpected type");
     j = sample();
-    j["files"]["model"] = "../model.xml";
+    j["parts"]["model"]["file"] = "../model.xml";
     CHECK_THROWS(parse_metadata(j, "x"), MetadataError, "inside the artifact");
-    j["files"]["model"] = "/etc/passwd";
+    j["parts"]["model"]["file"] = "/etc/passwd";
     CHECK_THROWS(parse_metadata(j, "x"), MetadataError, "inside the artifact");
     j = sample();
     j["files_sha256"] = {{"../../etc/passwd", "00"}};

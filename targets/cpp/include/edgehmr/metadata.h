@@ -14,7 +14,7 @@
 namespace edgehmr {
 
 // The metadata format this library reads (edgehmr.artifact.SCHEMA_VERSION).
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 struct TensorSpec {
   std::string name;
@@ -39,8 +39,8 @@ struct CameraRule {
   double crop_size_px = 256.0;
 };
 
-// One part of a multi-stage artifact (SAT-HMR's stage1 / stage2): a model file with one static shape per entry
-// (an OpenVINO IR reshaped per entry, an ExecuTorch program with a method per entry).
+// One part of an artifact (a crop model's "model", SAT-HMR's stage1 / stage2): a model file with one static shape
+// per entry (an OpenVINO IR reshaped per entry, an ExecuTorch program with a method per entry or one dynamic one).
 struct StagePart {
   std::string name;                                   // "stage1" | "stage2"
   std::string file;                                   // relative to the artifact folder
@@ -56,13 +56,14 @@ struct Metadata {
   int schema_version = 0;
   std::filesystem::path dir;
   std::string model, family, target, precision;
-  std::string model_file;                        // files.model, relative to dir
+  std::string task;  // edgehmr.tasks: crop-mesh | crop-keypoints | frame-mesh
+  std::string model_file;                        // parts.model.file, relative to dir
   std::map<std::string, std::string> files_sha256;  // optional: file name -> lowercase hex sha256
   std::vector<TensorSpec> inputs, outputs;
   CropRule crop;
   CameraRule camera;
   bool has_camera = false;
-  nlohmann::json target_details;  // runtime_config (OpenVINO), delegate (ExecuTorch), ...
+  nlohmann::json target_details;  // parts.model.details: runtime_config (OpenVINO), delegate (ExecuTorch), ...
   nlohmann::json raw;
   // Multi-stage artifacts (SAT-HMR) have parts instead of one model file, a canvas instead of a crop rule, and
   // the bucket table of their host step.
