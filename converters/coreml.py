@@ -91,44 +91,55 @@ def _coremltools():
 def torch2coreml(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], input_names: list[str],
                  output_names: list[str], precision: Precision, name: str, out_path: Path,
                  multifunction: bool = False) -> Path:
-    """Convert to an ``mlprogram`` ``.mlpackage`` at ``out_path`` with float32 inputs and outputs.
+    """Convert to an ``mlprogram`` ``.mlpackage`` at ``out_path`` with float32 inputs and outputs."""
+    torch2coreml_packages(module, {out_path: example_inputs}, input_names, output_names, precision, name,
+                          multifunction)
+    return Path(out_path)
 
-    The program is traced here; coremltools converts it in its own process (:mod:`edgehmr.isolated`), so a crash
-    in its native code fails this conversion with a message instead of ending the command."""
+
+def torch2coreml_packages(module: torch.nn.Module, shapes: dict[Path, tuple[torch.Tensor, ...]],
+                          input_names: list[str], output_names: list[str], precision: Precision, name: str,
+                          multifunction: bool = False) -> None:
+    """One ``.mlpackage`` per static shape (output path -> example inputs), all converted in one worker.
+
+    The programs are traced here; coremltools converts them in its own process (:mod:`edgehmr.isolated`), so a
+    crash in its native code fails this conversion with a message instead of ending the command. One worker for
+    every shape: its start (importing torch and coremltools) is paid once."""
     _coremltools()  # missing: one line now, not a worker's traceback
     target = deployment_target(precision, multifunction)
+    torchscript = precision == Precision.int8
+    programs = {}
     try:
         with torch.no_grad(), vendor_quiet():
-            if precision == Precision.int8:
+            for out_path, example_inputs in shapes.items():
                 # reason: torch 2.13 has no fake kernel for quantize_per_channel, so torch.export cannot trace the
                 # reference-quantized graph; TorchScript tracing can, and coremltools maps its Q/DQ ops.
-                program = torch.jit.trace(module, example_inputs)
-            else:
-                program = torch.export.export(module, example_inputs)
+                programs[out_path] = (torch.jit.trace(module, example_inputs) if torchscript
+                                      else torch.export.export(module, example_inputs))
     except Exception as e:
         raise ConversionError(f"Tracing {name} for Core ML failed: {str(e).splitlines()[0]}") from e
-    out_path = Path(out_path)
-    with tempfile.TemporaryDirectory(prefix=".edgehmr-coreml-", dir=out_path.parent) as tmp:
-        saved = Path(tmp) / "program"
-        with vendor_quiet():
-            if precision == Precision.int8:
-                torch.jit.save(program, str(saved))
-            else:
-                torch.export.save(program, str(saved))
-        request = {
-            "program": str(saved), "format": "torchscript" if precision == Precision.int8 else "export",
-            "compute_precision": "FLOAT32" if compute_precision(precision) == "float32" else "FLOAT16",
-            "minimum_deployment_target": target.ios,
-            "inputs": [{"name": n, "shape": list(t.shape), "dtype": "float32" if t.is_floating_point() else "int32"}
-                       for n, t in zip(input_names, example_inputs)],
-            "outputs": list(output_names), "out": str(out_path),
-        }
+    first = Path(next(iter(shapes)))
+    with tempfile.TemporaryDirectory(prefix=".edgehmr-coreml-", dir=first.parent) as tmp:
+        conversions = []
+        for index, (out_path, example_inputs) in enumerate(shapes.items()):
+            saved = Path(tmp) / f"program{index}"
+            with vendor_quiet():
+                (torch.jit.save if torchscript else torch.export.save)(programs[out_path], str(saved))
+            conversions.append({
+                "program": str(saved), "format": "torchscript" if torchscript else "export",
+                "compute_precision": "FLOAT32" if compute_precision(precision) == "float32" else "FLOAT16",
+                "minimum_deployment_target": target.ios,
+                "inputs": [{"name": n, "shape": list(t.shape),
+                            "dtype": "float32" if t.is_floating_point() else "int32"}
+                           for n, t in zip(input_names, example_inputs)],
+                "outputs": list(output_names), "out": str(out_path),
+            })
         try:
-            run_worker("edgehmr.converters.coreml_worker", request, Path(tmp) / "request.json",
+            run_worker("edgehmr.converters.coreml_worker", {"conversions": conversions}, Path(tmp) / "request.json",
                        f"Core ML conversion of {name}")
         except WorkerError as e:
+            program = programs[first]  # every shape is the same module: its ops name the unsupported one
             raise ConversionError(unsupported_op_message(Exception(e.text), program, name) or str(e)) from None
-    return out_path
 
 
 def input_dtype(example: torch.Tensor):
@@ -220,9 +231,9 @@ def torch2coreml_multifunction(module: torch.nn.Module, functions: dict[str, tup
                                out_path: Path, default: str | None = None) -> None:
     """One ``.mlpackage`` with a function per static shape; weights identical across functions are stored once."""
     with tempfile.TemporaryDirectory(prefix="edgehmr-mf-", dir=out_path.parent) as tmp:
-        parts = {function: torch2coreml(module, example, input_names, output_names, precision, name,
-                                        Path(tmp) / f"{function}.mlpackage", multifunction=True)
-                 for function, example in functions.items()}
+        parts = {function: Path(tmp) / f"{function}.mlpackage" for function in functions}
+        torch2coreml_packages(module, {parts[f]: example for f, example in functions.items()}, input_names,
+                              output_names, precision, name, multifunction=True)
         save_multifunction(parts, out_path, default or next(iter(functions)))
 
 

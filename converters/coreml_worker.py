@@ -20,6 +20,13 @@ INPUT_DTYPES = {"float32": np.float32, "int32": np.int32}
 
 
 def convert(request: dict) -> bool:
+    """Every conversion of the request, in order (one per static shape of a package)."""
+    for conversion in request["conversions"]:
+        convert_one(conversion)
+    return True
+
+
+def convert_one(request: dict) -> None:
     with torch.no_grad(), vendor_quiet():
         import coremltools as ct
 
@@ -37,7 +44,6 @@ def convert(request: dict) -> bool:
             outputs=[ct.TensorType(name=n, dtype=np.float32) for n in request["outputs"]],
         )
         model.save(request["out"])
-    return True
 
 
 if __name__ == "__main__":

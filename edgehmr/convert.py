@@ -122,8 +122,6 @@ def convert(spec: ConvertSpec, loaded: LoadedModel | None = None, calibration: C
                 "recipe": recipe.to_json(),
                 "calibration": calibration.describe() if calibration is not None else None,
             },
-            "spec": {"batch": spec.batch, "seed": spec.seed, "trust_checkpoint": spec.trust_checkpoint}
-            | ({"sampler": spec.sampler} if spec.sampler else {}),
         })
     return final
 
@@ -141,6 +139,7 @@ def write_metadata(stage: Path, loaded: LoadedModel, caps: TargetCaps, spec: Con
         "target": caps.id,
         "runtime": caps.runtime,
         "precision": spec.precision.value,
+        "spec": spec.to_dict(),  # the whole resolved spec: what was asked for, defaults filled in
     } | fields
     record |= {
         "files_sha256": file_hashes(stage),

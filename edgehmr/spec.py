@@ -40,6 +40,10 @@ class ConvertSpec:
     allow_demotion: bool = False
     sampler: str | None = None  # deformable-attention models: grid_sample | gather; None: the model's default
 
+    def to_dict(self) -> dict:
+        """The resolved spec as JSON types (what metadata.json records under ``spec``)."""
+        return json.loads(self.to_json())
+
     def to_json(self) -> str:
         d = asdict(self)
         d["precision"] = self.precision.value

@@ -256,7 +256,7 @@ def test_files_outside_the_artifact_folder_are_refused(app, ov_artifact, astrona
 
 def test_bad_inputs_fail_with_one_clear_line(app, ov_artifact, astronaut, tmp_path):
     newer = copy_artifact(ov_artifact, tmp_path / "newer", schema_version=99)
-    assert_clean_error(run_app(app, newer, astronaut, "--box", "1,1,50,50"), "newer than the 1")
+    assert_clean_error(run_app(app, newer, astronaut, "--box", "1,1,50,50"), "newer than the 2")
     assert_clean_error(run_app(app, ov_artifact, astronaut, "--box", "600,600,700,700"), "outside the 512x512 image")
     assert_clean_error(run_app(app, ov_artifact, astronaut, "--box", "50,50,40,90"), "is empty")
     garbage = tmp_path / "broken.png"

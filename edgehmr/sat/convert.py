@@ -120,7 +120,5 @@ def convert_sat(spec: ConvertSpec, loaded: LoadedModel | None = None) -> Path:
                            "translation": "inside the graph: s = 2 sigmoid(c_s) + 1e-6, t = (c_x/s, c_y/s, 2f/(1288 s))"},
                 "rotations": "rotation matrices; SAT-HMR's interleaved 6D convention applied inside the graph",
             },
-            "spec": {"seed": spec.seed, "trust_checkpoint": spec.trust_checkpoint, "canvas": str(canvas),
-                     "buckets": spec.buckets, "allow_demotion": spec.allow_demotion},
         })
     return final

@@ -68,15 +68,15 @@ std::vector<Tensor> execute(Module& module, const std::string& method, const std
   return outs;
 }
 
-void refuse_coreml(const Metadata& meta) {
-  if (meta.target_details.value("delegate", "") == "coreml")
+void refuse_coreml(const Metadata& meta, const nlohmann::json& details) {
+  if (details.value("delegate", "") == "coreml")
     throw BackendError(meta.dir.filename().string() + " delegates to Core ML, which runs only on Apple devices.");
 }
 
 class ExecuTorchBackend : public Backend {
  public:
   explicit ExecuTorchBackend(const Metadata& meta) : output_names_() {
-    refuse_coreml(meta);
+    refuse_coreml(meta, meta.target_details);
     for (const TensorSpec& spec : meta.outputs) output_names_.push_back(spec.name);
     module_ = load(meta.model_path().string(), {"forward"});
   }
@@ -95,7 +95,7 @@ class ExecuTorchBackend : public Backend {
 class ExecuTorchStage : public StageBackend {
  public:
   ExecuTorchStage(const Metadata& meta, const StagePart& part) : part_(part) {
-    refuse_coreml(meta);
+    refuse_coreml(meta, part.details);
     std::set<std::string> methods;
     for (const auto& [entry, method] : part.entry_methods) methods.insert(method);
     module_ = load((meta.dir / part.file).string(), {methods.begin(), methods.end()});

@@ -146,9 +146,9 @@ Metadata parse_metadata(const json& j, const fs::path& dir) {
     parse_multistage(j, where, m);
     return m;
   }
-  const StagePart model = stage(parts, "model", where);
-  m.model_file = model.file;
-  m.target_details = model.details;
+  const StagePart crop_part = stage(parts, "model", where);
+  m.model_file = crop_part.file;
+  m.target_details = crop_part.details;
   m.inputs = tensors(field(j, "inputs", where), where + " inputs");
   m.outputs = tensors(field(j, "outputs", where), where + " outputs");
 

@@ -28,10 +28,15 @@ void check(cudaError_t e, const char* what) {
 class TensorRTBackend : public Backend {
  public:
   explicit TensorRTBackend(const Metadata& meta) : meta_(meta) {
-    // The engine is built on the device ('edgehmr build-engine') and recorded in target_details.engine.file.
-    const std::string file = meta.target_details.value("engine", nlohmann::json::object()).value("file", "");
+    // The engine is built on the device ('edgehmr build-engine') and recorded in parts.model.details.engine.file
+    // (null until then).
+    const nlohmann::json engine = meta.target_details.value("engine", nlohmann::json());
+    const std::string file = engine.is_object() ? engine.value("file", "") : "";
     if (file.empty())
       throw BackendError(meta.dir.string() + " has no TensorRT engine yet; run 'edgehmr build-engine' on the device.");
+    if (std::filesystem::path(file).is_absolute() || file.find("..") != std::string::npos)
+      throw BackendError(meta.dir.string() + ": details.engine.file must be a path inside the artifact folder, not '" +
+                         file + "'; rebuild it with 'edgehmr build-engine'.");
     const std::filesystem::path engine_path = meta.dir / file;
     std::ifstream in(engine_path, std::ios::binary);
     std::vector<char> plan((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -63,7 +63,7 @@ struct Metadata {
   CropRule crop;
   CameraRule camera;
   bool has_camera = false;
-  nlohmann::json target_details;  // parts.model.details: runtime_config (OpenVINO), delegate (ExecuTorch), ...
+  nlohmann::json target_details = nlohmann::json::object();  // parts.model.details: runtime_config (OpenVINO), delegate (ExecuTorch), ...
   nlohmann::json raw;
   // Multi-stage artifacts (SAT-HMR) have parts instead of one model file, a canvas instead of a crop rule, and
   // the bucket table of their host step.
