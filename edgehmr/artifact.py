@@ -175,7 +175,8 @@ def parts(meta: dict) -> dict[str, dict]:
 
 
 def check_parts(meta: dict) -> None:
-    """One line for the first part record that is not what the runners read (the C++ runtime checks the same)."""
+    """One line for the first part record that is not what the runners read (the C++ reader checks the fields it
+    reads: file, names, dtypes, entries, details)."""
     for name, part in parts(meta).items():
         where = f"{METADATA}: parts.{name}"
         if not isinstance(part, dict):

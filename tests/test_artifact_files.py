@@ -121,7 +121,8 @@ def test_intact_copy_opens(artifact, tmp_path):
     (lambda part: part["entries"]["main"].update(image=[1, 3, "256", 192]), "no valid shape for input 'image'"),
 ])
 def test_a_malformed_part_record_is_one_line(artifact, bundle, tmp_path, capsys, change, message):
-    """The reader checks every part record the runners read (the C++ reader checks the same fields)."""
+    """The reader checks every part record the runners read (targets/cpp/src/metadata.cpp checks the fields it
+    reads)."""
     art, meta = _copy(artifact(HMR), tmp_path / "malformed")
     change(meta["parts"]["model"])
     (art / "metadata.json").write_text(json.dumps(meta))
