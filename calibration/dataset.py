@@ -54,7 +54,7 @@ def source_fingerprint(source: str, boxes: str | None) -> str:
     elif path.is_dir() and _is_bundle(path):
         h.update((path / "inputs.npz").read_bytes())
     elif path.is_dir():
-        for f in sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | {".json"}):
+        for f in sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | {".json"}):
             h.update(f.name.encode())
             h.update(f.read_bytes())
     elif path.is_file():
@@ -63,6 +63,8 @@ def source_fingerprint(source: str, boxes: str | None) -> str:
         raise InputError(f"Calibration source not found: {source}. Give an image folder, a video file, a "
                          f"reference bundle, or 'synthetic'.")
     if boxes:
+        if not Path(boxes).is_file():
+            raise InputError(f"Boxes file not found: {boxes}")
         h.update(Path(boxes).read_bytes())
     return h.hexdigest()
 

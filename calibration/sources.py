@@ -6,12 +6,11 @@ All yield ``(name, rgb_image, box_xyxy)`` samples; everything downstream goes th
 Boxes JSON (``boxes.json`` in the folder or beside the video as ``<video>.boxes.json``, or ``--boxes FILE``):
 ``{"img.jpg": [[x1, y1, x2, y2], ...]}`` in image pixels, keyed by file name for folders and by frame index
 (``"0"``, ``"1"``, ...) for videos; a single box may be given without the outer list. Frames without an entry use
-the whole frame.
+the whole frame. Images, boxes files and boxes are checked by :mod:`edgehmr.inputs` (the Predictor's rules).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import cv2
 import numpy as np
 
 from edgehmr.errors import InputError
-from edgehmr.preprocess import read_image_rgb
+from edgehmr.inputs import check_box, check_image, read_boxes, read_image_rgb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -37,27 +36,10 @@ class Sample:
 def list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise InputError(f"Input folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise InputError(f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}.")
     return files
-
-
-def read_boxes(path: Path) -> dict[str, list[list[float]]]:
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"Cannot read boxes file {path}: {e}") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"Boxes file {path} must map image names to [x1, y1, x2, y2] boxes.")
-    boxes: dict[str, list[list[float]]] = {}
-    for name, value in raw.items():
-        entries = [value] if value and not isinstance(value[0], (list, tuple)) else value
-        for b in entries:
-            if len(b) != 4 or not (b[2] > b[0] and b[3] > b[1]):
-                raise InputError(f"Boxes file {path}: box {b} for {name} is not x1, y1, x2, y2 with x2>x1, y2>y1.")
-        boxes[name] = [[float(v) for v in b] for b in entries]
-    return boxes
 
 
 def folder_samples(folder: str | Path, boxes_file: str | Path | None = None) -> Iterator[Sample]:
@@ -65,18 +47,21 @@ def folder_samples(folder: str | Path, boxes_file: str | Path | None = None) -> 
     files = list_images(folder)
     default_boxes = folder / "boxes.json"
     boxes_path = Path(boxes_file) if boxes_file else (default_boxes if default_boxes.is_file() else None)
-    boxes = read_boxes(boxes_path) if boxes_path else {}
+    names = [f.name for f in files]
+    boxes = read_boxes(boxes_path, names, f"the names of the images in {folder}") if boxes_path else {}
     for f in files:
         image = read_image_rgb(f)
-        if image is None:
-            raise InputError(f"Cannot read image {f}: not a decodable image file.")
-        for i, b in enumerate(_boxes_for(boxes, f.name, image)):
+        for i, b in enumerate(_boxes_for(boxes, f.name, image, f"{f}")):
             yield Sample(f"{f.name}#{i}", image, tuple(b))
 
 
-def _boxes_for(boxes: dict[str, list[list[float]]], key: str, image: np.ndarray) -> list[list[float]]:
+def _boxes_for(boxes: dict[str, list[list[float]]], key: str, image: np.ndarray, what: str) -> list[np.ndarray]:
+    """The boxes given for one image (checked against it), or the whole image."""
     h, w = image.shape[:2]
-    return boxes.get(key, [[0.0, 0.0, float(w), float(h)]])
+    try:
+        return [check_box(b, w, h) for b in boxes.get(key, [[0.0, 0.0, float(w), float(h)]])]
+    except InputError as e:
+        raise InputError(f"{what}: {e}") from None
 
 
 def video_samples(path: str | Path, count: int, boxes_file: str | Path | None = None) -> Iterator[Sample]:
@@ -86,20 +71,21 @@ def video_samples(path: str | Path, count: int, boxes_file: str | Path | None = 
         raise InputError(f"Video not found: {path}")
     default_boxes = path.with_name(path.name + ".boxes.json")
     boxes_path = Path(boxes_file) if boxes_file else (default_boxes if default_boxes.is_file() else None)
-    boxes = read_boxes(boxes_path) if boxes_path else {}
     cap = cv2.VideoCapture(str(path))
     try:
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
         if total <= 0:
             raise InputError(f"Cannot read video {path}: no decodable frames (is it a video file OpenCV can open?).")
+        boxes = read_boxes(boxes_path, [str(i) for i in range(total)],
+                                              f"frame indices 0..{total - 1} of {path.name}") if boxes_path else {}
         wanted = sorted(set(np.linspace(0, total - 1, min(count, total)).round().astype(int).tolist()))
         for index in wanted:
             cap.set(cv2.CAP_PROP_POS_FRAMES, index)
             ok, bgr = cap.read()
             if not ok:
                 raise InputError(f"Cannot read frame {index} of video {path}.")
-            image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            for i, b in enumerate(_boxes_for(boxes, str(index), image)):
+            image = check_image(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), f"frame {index} of {path}")
+            for i, b in enumerate(_boxes_for(boxes, str(index), image, f"frame {index} of {path}")):
                 yield Sample(f"{path.name}@{index}#{i}", image, tuple(b))
     finally:
         cap.release()

@@ -1,7 +1,8 @@
 """Artifact folders: ``<out>/<model>-<target>-<precision>/`` with model file(s) and ``metadata.json``.
 
 Written into a hidden staging folder beside the destination and renamed into place only when complete, so an
-interrupted or failed conversion never leaves a half-written artifact.
+interrupted or failed conversion never leaves a half-written artifact. A staging folder names the process that
+writes it; one whose process is gone (killed with SIGKILL, a power cut) is removed by the next write beside it.
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
+import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from edgehmr.errors import InputError
+from edgehmr.tasks import CROPS, FRAMES, KEYPOINTS, MESH, artifact_task
 
 METADATA = "metadata.json"
 # 2: every artifact lists its parts (a crop model's one, SAT-HMR's two) in the same record shape.
@@ -33,7 +38,8 @@ def staged_dir(final: Path):
     """Yield an empty staging folder; on success it replaces ``final`` atomically, on error it is removed."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    remove_abandoned(final)
+    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{os.getpid()}-", dir=final.parent))
     try:
         yield stage
     except BaseException as e:
@@ -43,15 +49,37 @@ def staged_dir(final: Path):
             # Vendor writers report a full disk in their own words (OpenVINO: "basic_ios::clear: iostream error",
             # protobuf: "Wire format was corrupt" on the read-back); say what happened instead.
             raise InputError(f"the disk holding {final.parent} ran out of space while writing {final.name} "
-                             f"({type(e).__name__}: {e}); free some space or pass another --out-dir.") from e
+                             f"({type(e).__name__}: {e}); free some space or pass another --out.") from e
         raise
     old = None
     if final.exists():
-        old = final.with_name(f".{final.name}.old-{stage.name.rsplit('-', 1)[-1]}")
+        old = final.with_name(f".{final.name}.old-{stage.name.split('.partial-', 1)[1]}")
         final.rename(old)
     stage.rename(final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _writer_alive(hidden: Path) -> bool:
+    """Whether the process named in a staging folder's name (``.<name>.partial-<pid>-<random>``) still runs."""
+    try:
+        pid = int(hidden.name.rsplit("-", 2)[-2])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_abandoned(final: Path) -> list[Path]:
+    """Remove the staging and replaced folders of ``final`` whose writer is gone; returns what was removed. Live
+    ones (a conversion into the same folder running now) are kept."""
+    prefixes = tuple(f".{final.name}.{kind}-" for kind in ("partial", "old"))
+    removed = [p for p in final.parent.iterdir() if p.name.startswith(prefixes) and p.is_dir() and not _writer_alive(p)]
+    for hidden in removed:
+        shutil.rmtree(hidden, ignore_errors=True)
+    return removed
 
 
 # Below this much free space at the moment a write failed, the failure is taken to be a full disk.
@@ -156,6 +184,9 @@ def read_metadata(artifact_dir: str | Path, verify: bool = True) -> dict:
         raise InputError(f"{meta} has schema version {data.get('schema_version')}, this edgehmr reads "
                          f"{SCHEMA_VERSION}; re-run 'edgehmr convert'.")
     check_parts(data)
+    check_fields(data)
+    if not isinstance(data.get("files_sha256") or {}, dict):
+        raise InputError(f"{meta}: files_sha256 must map file names to sha256 hashes; re-run 'edgehmr convert'.")
     for where, name in named_files(data).items():
         inside(artifact_dir, name, where)
     if verify:
@@ -186,6 +217,10 @@ def check_parts(meta: dict) -> None:
             if not isinstance(part.get(key), kind):
                 raise InputError(f"{where}.{key} is missing or not a {kind.__name__}; re-run 'edgehmr convert'.")
         names = part["input_names"]
+        for key in ("input_names", "output_names"):
+            listed = part[key]
+            if not listed or not all(isinstance(n, str) and n for n in listed) or len(set(listed)) != len(listed):
+                raise InputError(f"{where}.{key} must list distinct non-empty names; re-run 'edgehmr convert'.")
         if not part["entries"]:
             raise InputError(f"{where} has no entries; re-run 'edgehmr convert'.")
         for entry, shapes in part["entries"].items():
@@ -194,3 +229,80 @@ def check_parts(meta: dict) -> None:
                 if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
                     raise InputError(f"{where}: entry '{entry}' has no valid shape for input '{input_name}'; re-run "
                                      f"'edgehmr convert'.")
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+Check = tuple[Callable[[object], bool], str]
+_STR: Check = (lambda v: isinstance(v, str) and bool(v), "a non-empty string")
+_BOOL: Check = (lambda v: isinstance(v, bool), "true or false")
+_COUNT: Check = (_count, "a whole number >= 1")
+_NUMBER: Check = (_number, "a finite number")
+_POSITIVE: Check = (lambda v: _number(v) and v > 0, "a positive number")
+_LIST: Check = (lambda v: isinstance(v, list) and bool(v), "a non-empty list")
+_SHAPE: Check = (lambda v: isinstance(v, list) and bool(v) and all(_count(d) for d in v), "a list of sizes >= 1")
+_PAIR: Check = (lambda v: isinstance(v, list) and len(v) == 2 and all(_count(d) for d in v), "two sizes >= 1")
+_MEAN: Check = (lambda v: isinstance(v, list) and len(v) == 3 and all(_number(x) for x in v), "3 numbers")
+def _names(*needed: str) -> Check:
+    return (lambda v: isinstance(v, list) and set(needed) <= set(v), f"a list naming {', '.join(needed)}")
+
+
+_STD: Check = (lambda v: isinstance(v, list) and len(v) == 3 and all(_number(x) and x > 0 for x in v),
+               "3 positive numbers")
+
+# What the readers (validate, profile, report, the Predictor; the C++ runtime a subset) take from metadata.json
+# beyond the parts, by (task input, task output); None matches any. "*" is every item of a list.
+FIELDS: tuple[tuple[str | None, str | None, dict[str, Check]], ...] = (
+    (None, None, {"model.model": _STR, "model.weights": _STR, "target": _STR, "precision": _STR}),
+    (CROPS, None, {"inputs": _LIST, "inputs.0.name": _STR, "inputs.0.shape": _SHAPE, "outputs": _LIST,
+                   "outputs.*.name": _STR, "preprocessing.name": _STR, "preprocessing.padding": _POSITIVE,
+                   "preprocessing.udp": _BOOL, "preprocessing.antialias": _BOOL, "preprocessing.input_hw": _PAIR,
+                   "preprocessing.mean": _MEAN, "preprocessing.std": _STD}),
+    (CROPS, MESH, {"postprocessing.camera.focal_length_px": _POSITIVE,
+                   "postprocessing.camera.crop_size_px": _POSITIVE,
+                   f"parts.{CROP_PART}.output_names": _names("global_orient", "body_pose", "betas", "pred_cam")}),
+    (CROPS, KEYPOINTS, {f"parts.{CROP_PART}.output_names": _names("heatmaps")}),
+    (FRAMES, None, {"canvas.width": _COUNT, "canvas.height": _COUNT, "preprocessing.canvas": _PAIR,
+                    "buckets.grid": _PAIR, "buckets.buckets": _LIST, "buckets.buckets.*.hr_cells": _COUNT,
+                    "buckets.buckets.*.other": _COUNT, "buckets.selection.confidence_gt": _NUMBER,
+                    "buckets.selection.scale_lt": _NUMBER,
+                    "parts.stage1.output_names": _names("scale_map", "low_res_tokens", "cls"),
+                    "parts.stage2.output_names": _names("global_orient", "body_pose", "betas", "boxes", "confidence",
+                                                        "transl")}),
+)
+
+
+def _values(data: object, path: list[str]) -> list[object]:
+    """The values at a dotted path ("*" fans out over a list); a missing step yields one ``_MISSING``."""
+    if not path:
+        return [data]
+    step, rest = path[0], path[1:]
+    if step == "*":
+        return [v for item in data for v in _values(item, rest)] if isinstance(data, list) else [_MISSING]
+    if isinstance(data, dict):
+        return _values(data[step], rest) if step in data else [_MISSING]
+    if isinstance(data, list) and step.isdigit():
+        return _values(data[int(step)], rest) if int(step) < len(data) else [_MISSING]
+    return [_MISSING]
+
+
+_MISSING = object()
+
+
+def check_fields(meta: dict) -> None:
+    """One line for the first field of :data:`FIELDS` that is missing or not what its readers expect."""
+    task = artifact_task(meta)
+    for needs_input, needs_output, fields in FIELDS:
+        if needs_input not in (None, task.input) or needs_output not in (None, task.output):
+            continue
+        for path, (test, kind) in fields.items():
+            for value in _values(meta, path.split(".")):
+                if value is _MISSING or not test(value):
+                    got = "missing" if value is _MISSING else f"{json.dumps(value)[:40]}"
+                    raise InputError(f"{METADATA}: {path} must be {kind} (got {got}); re-run 'edgehmr convert'.")

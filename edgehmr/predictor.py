@@ -23,6 +23,7 @@ import numpy as np
 
 from edgehmr.artifact import read_metadata
 from edgehmr.errors import InputError
+from edgehmr.inputs import check_box, check_image
 from edgehmr.models.geometry import cam_crop_to_full
 from edgehmr.models.keypoints import decode_heatmaps
 from edgehmr.models.sat_hmr import CANVAS, FOCAL_PX
@@ -46,18 +47,6 @@ class Prediction:
     people: list[Person]
     timings_ms: dict[str, float] = field(default_factory=dict)  # preprocess, infer, decode
     details: dict = field(default_factory=dict)  # SAT-HMR: bucket, demoted cells
-
-
-def _check_box(box, width: int, height: int) -> np.ndarray:
-    box = np.asarray(box, dtype=np.float64).reshape(-1)
-    if box.size != 4 or not np.all(np.isfinite(box)):
-        raise InputError(f"a box is 4 numbers x1,y1,x2,y2 (got {box.tolist()}).")
-    x1, y1, x2, y2 = box
-    if x2 <= x1 or y2 <= y1:
-        raise InputError(f"box {box.tolist()} is empty: x2 must exceed x1 and y2 exceed y1.")
-    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
-        raise InputError(f"box {box.tolist()} lies outside the {width}x{height} image.")
-    return box
 
 
 def project_full(points: np.ndarray, translation: np.ndarray, focal: float, width: int, height: int) -> np.ndarray:
@@ -95,8 +84,7 @@ class Predictor:
 
     def __call__(self, image_rgb: np.ndarray, boxes=None) -> Prediction:
         """``image_rgb``: ``[H, W, 3]`` uint8. ``boxes``: person boxes xyxy in image pixels (not for SAT-HMR)."""
-        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
-            raise InputError(f"expected an RGB uint8 image [H, W, 3], got {image_rgb.dtype} {image_rgb.shape}")
+        check_image(image_rgb)
         if self.task.input == FRAMES:
             if boxes is not None:
                 raise InputError("SAT-HMR finds the people itself: pass the whole frame, no boxes.")
@@ -107,12 +95,13 @@ class Predictor:
 
     def preprocess(self, image_rgb: np.ndarray, box) -> np.ndarray:
         """The network input ``[3, 256, 192]`` for one box (what ``edgehmr-run --dump-input`` writes)."""
-        return prepare_crop(image_rgb, _check_box(box, image_rgb.shape[1], image_rgb.shape[0]), self.rule).image
+        height, width = check_image(image_rgb).shape[:2]
+        return prepare_crop(image_rgb, check_box(box, width, height), self.rule).image
 
     def _crops(self, image_rgb: np.ndarray, boxes) -> Prediction:
         height, width = image_rgb.shape[:2]
         timings = dict.fromkeys(("preprocess", "infer", "decode"), 0.0)
-        boxes = [_check_box(b, width, height) for b in boxes]
+        boxes = [check_box(b, width, height) for b in boxes]
         people: list[Person] = []
         for start in range(0, len(boxes), self.batch):
             chunk = boxes[start:start + self.batch]

@@ -116,9 +116,3 @@ def prepare_crop(image_rgb: np.ndarray, box_xyxy, rule: CropRule) -> Crop:
     return Crop(np.ascontiguousarray(chw, dtype=np.float32), center, size,
                 np.array([image_rgb.shape[1], image_rgb.shape[0]], dtype=np.float64))
 
-
-def read_image_rgb(path) -> np.ndarray:
-    """Decode an image file to RGB uint8, or return None when OpenCV cannot read it."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

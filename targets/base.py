@@ -21,7 +21,7 @@ import numpy as np
 
 from edgehmr.artifact import parts
 from edgehmr.converters.capabilities import get_target
-from edgehmr.errors import InputError
+from edgehmr.errors import EdgeHMRError, InputError
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,11 @@ class Runner(ABC):
     @property
     def default_entry(self) -> str:
         return self.entries[0]
+
+    def model_names(self) -> tuple[set[str], set[str]] | None:
+        """(input names, output names) the loaded model file declares, where the runtime tells them (None where
+        inputs and outputs are positional); checked against the part record when the runner opens."""
+        return None
 
     @property
     def simulated(self) -> bool:
@@ -111,7 +116,23 @@ def open_part_runner(artifact_dir: str | Path, part: dict, options: RunOptions =
     """The runner of a part record (:func:`edgehmr.converters.convert.part_metadata`) whose file lies in
     ``artifact_dir``; its target's runner module opens it."""
     runner_module = importlib.import_module(get_target(part["target"]).runner)
-    return runner_module.open_runner(Path(artifact_dir), part, options)
+    path = Path(artifact_dir) / part["file"]
+    try:
+        runner = runner_module.open_runner(Path(artifact_dir), part, options)
+    except EdgeHMRError:
+        raise
+    except Exception as e:  # noqa: BLE001 - each runtime reports an unloadable file with its own error types
+        raise InputError(f"{path} cannot be loaded by {part['target']} ({type(e).__name__}: "
+                         f"{(str(e).splitlines() or [''])[0][:160]}): it is damaged or not this target's model "
+                         f"file; re-run 'edgehmr convert'.") from None
+    declared = runner.model_names()
+    if declared is not None:
+        for kind, want, have in (("input", runner.input_names, declared[0]), ("output", runner.output_names,
+                                                                               declared[1])):
+            if missing := [n for n in want if n not in have]:
+                raise InputError(f"{path} has no {kind} '{missing[0]}' that metadata.json names (it has "
+                                 f"{sorted(have)}); the two do not belong together: re-run 'edgehmr convert'.")
+    return runner
 
 
 @contextlib.contextmanager

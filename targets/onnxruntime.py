@@ -29,6 +29,9 @@ class OnnxRuntimeRunner(Runner):
     def _run(self, entry: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
 
+    def model_names(self) -> tuple[set[str], set[str]]:
+        return {i.name for i in self.session.get_inputs()}, {o.name for o in self.session.get_outputs()}
+
     @staticmethod
     def versions() -> dict[str, str]:
         return {"onnxruntime": ort.__version__}

@@ -66,6 +66,11 @@ class OpenVINORunner(Runner):
         # reason: the result views the request's output buffers, which the next infer() overwrites.
         return {p.get_any_name(): np.array(result[p], copy=True) for p in compiled.outputs}
 
+    def model_names(self) -> tuple[set[str], set[str]]:
+        compiled = next(iter(self._compiled.values()))[0]
+        return ({n for p in compiled.inputs for n in p.get_names()},
+                {n for p in compiled.outputs for n in p.get_names()})
+
 
 def open_runner(artifact_dir: Path, part: dict, options: RunOptions = RunOptions()) -> OpenVINORunner:
     return OpenVINORunner(artifact_dir / part["file"], part, options.threads, shared_weights=options.shared_weights)

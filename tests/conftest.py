@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from edgehmr.calibration.sources import open_source
 from edgehmr.convert import convert
@@ -15,6 +16,12 @@ from edgehmr.spec import resolve_spec
 
 SAMPLES = 6
 CALIBRATION_SAMPLES = 32
+
+# Property tests see the same generated cases on every run (a CI failure reproduces), keep no example database
+# in the checkout, and have no per-example deadline (a model load is slower on a busy CI machine).
+settings.register_profile("edgehmr", derandomize=True, database=None, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.load_profile("edgehmr")
 
 
 @pytest.fixture(scope="session", autouse=True)

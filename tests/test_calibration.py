@@ -70,7 +70,7 @@ def test_reference_bundle_source(tmp_path, bundle):
 
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.mkdir(), "No images"),
-    (lambda p: (p.mkdir(), (p / "a.jpg").write_bytes(b"garbage")), "Cannot read image"),
+    (lambda p: (p.mkdir(), (p / "a.jpg").write_bytes(b"garbage")), "cannot decode"),
     (lambda p: None, "not found"),
 ])
 def test_bad_sources(tmp_path, make, message):

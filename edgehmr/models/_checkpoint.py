@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +38,23 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> dict[str, torch.Te
             return load_file(str(path))
         except (SafetensorError, OSError) as e:
             raise InputError(f"Checkpoint {path} is not a readable safetensors file ({e}).") from None
+    _check_torch_format(path)
     obj = _torch_load(path, trust)
     return _unwrap_state_dict(obj, path)
+
+
+# torch.save writes a zip archive (since 1.6) or, in the legacy format, a pickle (protocol 2+ starts with 0x80).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _check_torch_format(path: Path) -> None:
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head:
+        raise InputError(f"Checkpoint {path} is empty (0 bytes); copy it again.")
+    if not head.startswith(_TORCH_MAGIC):
+        raise InputError(f"Checkpoint {path} is not a PyTorch checkpoint (neither torch.save's zip archive nor a "
+                         f"pickle) nor a .safetensors file; check that it is the weights file.")
 
 
 def _torch_load(path: Path, trust: bool):
@@ -50,16 +64,29 @@ def _torch_load(path: Path, trust: bool):
         with torch.serialization.safe_globals(_DATA_ONLY_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        what = str(e).split("\n")[0]
-        if "Unsupported global" in str(e) or "Weights only load failed" in str(e):
-            found = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln]
-            what = found[0] if found else what
+        # "Unsupported global: GLOBAL x.y" or "Trying to load unsupported GLOBAL posix.system ...": a pickled object
+        # (code); any other unpickler error is damage.
+        found = [ln.strip() for ln in str(e).splitlines() if "unsupported global" in ln.lower()]
+        if found and not trust:
             raise InputError(
-                f"Checkpoint {path} contains pickled Python objects that could run code ({what}). "
+                f"Checkpoint {path} contains pickled Python objects that could run code ({found[0]}). "
                 f"If you trust where it came from, re-run with --trust-checkpoint.") from None
-        raise InputError(f"Checkpoint {path} is corrupt: {what}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
-        raise InputError(f"Checkpoint {path} is truncated or corrupt ({str(e).splitlines()[0]}).") from None
+        raise InputError(f"Checkpoint {path} is corrupt ({_unpickler_reason(e)}); copy it again.") from None
+    except Exception as e:  # noqa: BLE001 - hostile bytes make the unpickler raise anything (IndexError, KeyError)
+        raise InputError(f"Checkpoint {path} is truncated or corrupt ({type(e).__name__}: {_first_line(e)}); copy "
+                         f"it again.") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [""])[0][:200]
+
+
+def _unpickler_reason(e: BaseException) -> str:
+    """The weights-only unpickler's own reason (e.g. "Unsupported operand 201"), not torch's paragraph around it."""
+    lines = [ln.strip() for ln in str(e).splitlines()]
+    marks = [i for i, ln in enumerate(lines) if "WeightsUnpickler error" in ln]
+    after = [ln for ln in lines[marks[0] + 1:] if ln] if marks else []
+    return (after[0] if after else _first_line(e))[:200]
 
 
 def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
@@ -83,17 +110,21 @@ class KeyDiff:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     shape: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)  # (key, ckpt, model)
+    dtype: list[tuple[str, torch.dtype]] = field(default_factory=list)  # (key, ckpt dtype): not floating point
 
     def __bool__(self) -> bool:
-        return bool(self.missing or self.unexpected or self.shape)
+        return bool(self.missing or self.unexpected or self.shape or self.dtype)
 
     def summary(self) -> str:
-        return f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, {len(self.shape)} of another shape"
+        return (f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, {len(self.shape)} of another shape, "
+                f"{len(self.dtype)} not floating point")
 
     def lines(self, limit: int = 12) -> list[str]:
         out = [f"  missing    {k}" for k in self.missing[:limit]]
         out += [f"  unexpected {k}" for k in self.unexpected[:limit]]
         out += [f"  shape      {k}: checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in self.shape[:limit]]
+        out += [f"  dtype      {k}: checkpoint {str(d).removeprefix('torch.')}, a weight is floating point"
+                for k, d in self.dtype[:limit]]
         return out
 
 
@@ -103,6 +134,10 @@ def diff_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) -> KeyDif
     for k in sorted(set(own) & set(state)):
         if tuple(own[k].shape) != tuple(state[k].shape):
             diff.shape.append((k, tuple(state[k].shape), tuple(own[k].shape)))
+        # reason: load_state_dict casts integers into float weights without a word; a trained checkpoint never
+        # holds integer weights, so such a file is not what it claims (integer buffers, e.g. index tables, stay).
+        if own[k].is_floating_point() and not state[k].is_floating_point():
+            diff.dtype.append((k, state[k].dtype))
     return diff
 
 
@@ -110,9 +145,10 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str, 
     diff = diff_state_dict(module, state)
     if diff:
         detail = "; ".join(ln.strip() for ln in diff.lines(limit=3))
-        raise CheckpointMismatchError(
-            f"Checkpoint {source} does not fit {model_name}: {diff.summary()} ({detail}). "
-            f"Check that the model size matches the checkpoint.", diff)
+        advice = ("Check that the model size matches the checkpoint." if diff.missing or diff.unexpected or diff.shape
+                  else "A trained checkpoint holds floating-point weights: check that this is the weights file.")
+        raise CheckpointMismatchError(f"Checkpoint {source} does not fit {model_name}: {diff.summary()} ({detail}). "
+                                      f"{advice}", diff)
     module.load_state_dict(state, strict=True)
 
 

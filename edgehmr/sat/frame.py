@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edgehmr.errors import InputError, SpecError
+from edgehmr.errors import SpecError
+from edgehmr.inputs import check_image
 from edgehmr.models.sat_hmr import CANVAS, LOW_RES_CELL
 from edgehmr.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
@@ -98,9 +99,7 @@ class Frame:
 
 
 def prepare_frame(image_rgb: np.ndarray, canvas: Canvas) -> Frame:
-    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
-        raise InputError(f"expected an RGB uint8 image [H, W, 3], got {image_rgb.dtype} {image_rgb.shape}")
-    h, w = image_rgb.shape[:2]
+    h, w = check_image(image_rgb).shape[:2]
     rw, rh, scale = fit_resize(w, h, canvas)
     # reason: uint8 pixels, as the reference resizes them. OpenCV's uint8 INTER_LINEAR is a fixed-point scheme
     # (11-bit weights, integer sums and shifts) that apps reproduce exactly (targets/cpp/src/sat_frame.cpp); a float

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgehmr.artifact import read_metadata
+from edgehmr.artifact import parts, read_metadata
 from edgehmr.bucketing import Selection, classify, pack
 from edgehmr.errors import InputError
+from edgehmr.models.sat_hmr import LOW_RES_CELL
 from edgehmr.sat.tables import table_from_json
 from edgehmr.targets.base import open_artifact_runner
 from edgehmr.tasks import FRAMES, artifact_task
@@ -30,6 +31,24 @@ class SatResult:
     demoted: int  # small cells seen at low resolution because the largest bucket was too small
 
 
+def _check_layout(meta: dict, table) -> None:
+    """The canvas, the bucket table and the two parts' entries must describe the same artifact."""
+    canvas, found = meta["canvas"], parts(meta)
+    grid = (canvas["height"] // LOW_RES_CELL, canvas["width"] // LOW_RES_CELL)
+    stage1, stage2 = found.get("stage1"), found.get("stage2")
+    problem = None
+    if stage1 is None or stage2 is None:
+        problem = "it needs the parts stage1 and stage2"
+    elif tuple(table.grid) != grid:
+        problem = f"its bucket grid {list(table.grid)} is not the {canvas['width']}x{canvas['height']} canvas's"
+    elif (stage1["entries"].get(STAGE1_ENTRY) or {}).get("image") != [1, 3, canvas["height"], canvas["width"]]:
+        problem = f"stage1 has no '{STAGE1_ENTRY}' entry taking the canvas"
+    elif missing := [b.name for b in table.buckets if b.name not in stage2["entries"]]:
+        problem = f"stage2 has no entry for bucket {missing[0]}"
+    if problem:
+        raise InputError(f"metadata.json does not describe a SAT-HMR artifact: {problem}; re-run 'edgehmr convert'.")
+
+
 class SatPipeline:
     def __init__(self, artifact_dir: str | Path, threads: int | None = None, shared_weights: bool = False,
                  verify: bool = True):
@@ -43,6 +62,7 @@ class SatPipeline:
         self.table = table_from_json(self.meta["buckets"])
         rule = self.meta["buckets"]["selection"]
         self.thresholds = (rule["confidence_gt"], rule["scale_lt"])
+        _check_layout(self.meta, self.table)
         self.stage1, self.stage2 = (open_artifact_runner(self.artifact_dir, self.meta, name, threads, shared_weights)
                                     for name in ("stage1", "stage2"))
         self.execution = self.stage2.execution

@@ -7,7 +7,7 @@ import torch
 
 from edgehmr.bucketing import (CONF_THRESHOLD, HR_TOKENS_PER_CELL, MASK_PAD, SCALE_THRESHOLD, Bucket, BucketTable,
                                Selection, classify, full_coverage)
-from edgehmr.errors import SpecError
+from edgehmr.errors import InputError, SpecError
 from edgehmr.models.sat_hmr import SatHmr
 
 HR_STEP, OTHER_STEP = 4, 32
@@ -111,4 +111,8 @@ def demotion_note(data: dict) -> list[str]:
 
 
 def table_from_json(data: dict) -> BucketTable:
-    return BucketTable(tuple(Bucket.of(b["hr_cells"], b["other"]) for b in data["buckets"]), tuple(data["grid"]))
+    """The table metadata.json records (its fields' types are checked by :func:`edgehmr.artifact.check_fields`)."""
+    try:
+        return BucketTable(tuple(Bucket.of(b["hr_cells"], b["other"]) for b in data["buckets"]), tuple(data["grid"]))
+    except ValueError as e:
+        raise InputError(f"metadata.json: the bucket table cannot be used ({e}); re-run 'edgehmr convert'.") from None

@@ -45,7 +45,7 @@ PersonResult predict_person(Backend& backend, const Metadata& meta, const Image&
     throw BackendError("this app feeds one crop per inference; the artifact's input '" + meta.inputs[0].name +
                        "' is not [1, 3, H, W] (convert with --batch 1).");
   PersonResult r;
-  r.box = box;
+  r.box = check_box(box, image.width, image.height);  // as reported: clipped like the crop uses it
   auto t0 = Clock::now();
   r.crop = prepare_crop(image, box, meta.crop);
   r.preprocess_ms = ms_since(t0);

@@ -26,7 +26,7 @@
 
 namespace edgehmr {
 
-void check_box(const Box& b, int width, int height) {
+Box check_box(const Box& b, int width, int height) {
   const std::string s = "box " + std::to_string(b.x1) + "," + std::to_string(b.y1) + "," + std::to_string(b.x2) + "," +
                         std::to_string(b.y2);
   if (!std::isfinite(b.x1) || !std::isfinite(b.y1) || !std::isfinite(b.x2) || !std::isfinite(b.y2))
@@ -34,6 +34,10 @@ void check_box(const Box& b, int width, int height) {
   if (b.x2 <= b.x1 || b.y2 <= b.y1) throw BoxError(s + " is empty: expected x1 < x2 and y1 < y2 (xyxy pixels).");
   if (b.x2 <= 0 || b.y2 <= 0 || b.x1 >= width || b.y1 >= height)
     throw BoxError(s + " lies outside the " + std::to_string(width) + "x" + std::to_string(height) + " image.");
+  // Clipped to the image grown by kBoxMargin image sizes per side, as edgehmr.inputs.check_box: the crop (and the
+  // blur its size sets) stays bounded by the image's size whatever the box.
+  const double mx = kBoxMargin * width, my = kBoxMargin * height;
+  return {std::max(b.x1, -mx), std::max(b.y1, -my), std::min(b.x2, width + mx), std::min(b.y2, height + my)};
 }
 
 void crop_region(const Box& box, const CropRule& rule, std::array<double, 2>& center, std::array<double, 2>& size) {
@@ -231,9 +235,9 @@ std::vector<float> warp_affine_fixed(const float* src, int sw, int sh, int ox, i
 
 Crop prepare_crop(const Image& image, const Box& box, const CropRule& rule) {
   const int W = image.width, H = image.height;
-  check_box(box, W, H);
+  const Box checked = check_box(box, W, H);
   Crop crop;
-  crop_region(box, rule, crop.center, crop.size);
+  crop_region(checked, rule, crop.center, crop.size);
   crop.image_size = {double(W), double(H)};
   const std::array<double, 6> M = crop_affine(crop.center, crop.size, rule);
   const int out_h = rule.input_h, out_w = rule.input_w;

@@ -21,9 +21,13 @@ struct Crop {
   std::array<double, 2> image_size{};  // (W, H)
 };
 
-// Throws BoxError for a box that is empty, not finite, or does not overlap the image at all. A box partly outside
-// the image is valid (people at the frame edge): the crop is padded with zeros, as in Python.
-void check_box(const Box& box, int width, int height);
+// A box may reach this many image widths (heights) past each image edge; beyond, it is clipped.
+constexpr double kBoxMargin = 1.0;
+
+// Throws BoxError for a box that is empty, not finite, or does not overlap the image at all; returns it clipped
+// to the image grown by kBoxMargin per side. A box partly outside the image is valid (people at the frame edge):
+// the crop is padded with zeros. The same rules as edgehmr.inputs.check_box.
+Box check_box(const Box& box, int width, int height);
 // crop_region(): (centre, (w, h) of the region mapped onto the model input).
 void crop_region(const Box& box, const CropRule& rule, std::array<double, 2>& center, std::array<double, 2>& size);
 // crop_affine(): 2x3 image -> model-input affine, row-major.
