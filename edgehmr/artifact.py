@@ -37,7 +37,11 @@ def artifact_name(model: str, target: str, precision: str, with_mesh: bool = Fal
 def staged_dir(final: Path):
     """Yield an empty staging folder; on success it replaces ``final`` atomically, on error it is removed."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"cannot write {final.name} into {final.parent}: a file is in the way of that folder; "
+                         f"pass another --out.") from None
     remove_abandoned(final)
     stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{os.getpid()}-", dir=final.parent))
     try:

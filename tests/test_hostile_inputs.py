@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -356,3 +357,40 @@ def test_artifact_files_are_verified_by_validate_and_profile(capsys, tmp_path, a
         meta = json.loads((artifact(MODEL) / "metadata.json").read_text())
         meta["parts"]["model"]["file"] = "../../etc/passwd"
         read_metadata(_copy(artifact(MODEL), tmp_path / "escape", meta))
+
+
+# --- SMPL model files and output folders ------------------------------------------------------------------------------
+
+SMPL_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
+
+
+@settings(max_examples=150)
+@given(blob=st.binary(max_size=300) | st.dictionaries(st.sampled_from(SMPL_KEYS), json_values).map(
+    lambda d: pickle.dumps(d, protocol=2)) | json_values.map(pickle.dumps))
+def test_any_smpl_file_loads_or_is_refused(blob):
+    from edgehmr.models.smpl import load_smpl_data
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "SMPL_NEUTRAL.pkl"
+        path.write_bytes(blob)
+        with pytest.raises(InputError):  # none of these is a whole SMPL model
+            load_smpl_data(path)
+
+
+def test_smpl_arrays_that_would_index_out_of_range_are_refused(tmp_path):
+    from edgehmr.models.smpl import load_smpl_data, synthetic_smpl_data
+
+    for key, index, value, needle in (("kintree_table", (0, 5), 7, "parents must precede"),
+                                      ("f", (0, 0), 6890, "face indices"), ("weights", (0, 0), np.nan, "NaN")):
+        arrays = synthetic_smpl_data().as_dict()
+        arrays[key] = arrays[key].copy()
+        arrays[key][index] = value
+        np.savez(tmp_path / "smpl.npz", **arrays)
+        with pytest.raises(InputError, match=needle):
+            load_smpl_data(tmp_path / "smpl.npz")
+
+
+def test_output_folder_that_is_a_file_is_one_line(capsys, tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    code, _, err = run(capsys, "convert", "-m", MODEL, "-o", str(tmp_path / "taken"))
+    one_error_line(code, err, "a file is in the way")  # was: "[Errno 17] File exists"

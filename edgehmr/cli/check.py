@@ -20,7 +20,7 @@ def validate(
     reference_dir: Path = typer.Option(..., "--reference", "-r", help="Bundle from 'edgehmr reference', or one your "
                                        "own code wrote (docs/reference-bundles.md)."),
     smpl: str = SmplOpt,
-    threads: int = typer.Option(None, "--threads", help="Runtime threads (default: runtime's choice)."),
+    threads: int = typer.Option(None, "--threads", min=1, help="Runtime threads (default: runtime's choice)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     quiet: bool = QuietOpt,
 ):
@@ -51,7 +51,7 @@ def profile(
     artifact: Path = typer.Argument(..., help="Artifact folder from 'edgehmr convert'."),
     runs: int = typer.Option(50, "--runs", help="Timed inferences (after warm-up)."),
     warmup: int = typer.Option(5, "--warmup", help="Untimed inferences first."),
-    threads: int = typer.Option(None, "--threads", help="Runtime threads (default: runtime's choice)."),
+    threads: int = typer.Option(None, "--threads", min=1, help="Runtime threads (default: runtime's choice)."),
     imported: list[Path] = typer.Option(None, "--import", help="Instead of running: read a native tool's timing file "
                                         "(or folder) made on the device; repeatable."),
     device: str = typer.Option(None, "--device", help="With --import: label for the device the files came from."),
@@ -153,7 +153,7 @@ def bench_matrix(
     inputs: str = typer.Option("synthetic", "--inputs", "-i", help="Crops for the bundle and INT8 calibration: "
                                                                    "image folder, video, or 'synthetic'."),
     count: int = typer.Option(8, "--count", help="Reference samples per model."),
-    threads: int = typer.Option(None, "--threads", help="Runtime threads (default: runtime's choice)."),
+    threads: int = typer.Option(None, "--threads", min=1, help="Runtime threads (default: runtime's choice)."),
     out_dir: Path = typer.Option(Path("runs/bench"), "--out", "-o", help="Artifacts, bundles and the report."),
 ):
     """Convert, validate and profile every model x target x precision into one report (docs/benchmarks.md's table).

@@ -119,22 +119,22 @@ def load_smpl_data(path: str | Path) -> SMPLData:
                 raw = {k: z[k] for k in z.files}
         else:
             raw = _SMPLUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, OSError, KeyError) as e:
+    except OSError as e:
         raise InputError(f"Cannot read SMPL model file {path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - hostile bytes make the unpickler raise anything (MemoryError included)
+        raise InputError(f"Cannot read SMPL model file {path}: it is damaged or not an SMPL model "
+                         f"({type(e).__name__}: {str(e)[:120]}).") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"SMPL model file {path} holds a {type(raw).__name__}, not an SMPL model's dict.")
     missing = [k for k in REQUIRED_KEYS if k not in raw]
     if missing:
         raise InputError(f"SMPL model file {path} lacks {', '.join(missing)}; is it an SMPL (not SMPL-X) model?")
-    arrays = {k: _to_array(raw[k]) for k in REQUIRED_KEYS}
-    data = SMPLData(
-        v_template=arrays["v_template"].astype(np.float64),
-        shapedirs=arrays["shapedirs"].astype(np.float64),
-        posedirs=arrays["posedirs"].astype(np.float64),
-        J_regressor=arrays["J_regressor"].astype(np.float64),
-        weights=arrays["weights"].astype(np.float64),
-        kintree_table=arrays["kintree_table"].astype(np.int64),
-        f=arrays["f"].astype(np.int64),
-        source=str(path),
-    )
+    kinds = {"kintree_table": np.int64, "f": np.int64}
+    try:
+        arrays = {k: _to_array(raw[k]).astype(kinds.get(k, np.float64)) for k in REQUIRED_KEYS}
+    except (TypeError, ValueError) as e:
+        raise InputError(f"SMPL model file {path}: an array is not numeric ({str(e)[:120]}).") from None
+    data = SMPLData(**arrays, source=str(path))
     _check_shapes(data)
     return data
 
@@ -145,8 +145,19 @@ def _check_shapes(d: SMPLData) -> None:
     for key, shape in expected.items():
         if getattr(d, key).shape != shape:
             raise InputError(f"SMPL model {d.source}: {key} has shape {getattr(d, key).shape}, expected {shape}.")
-    if d.shapedirs.shape[:2] != (NUM_VERTICES, 3) or d.shapedirs.shape[2] < NUM_BETAS:
+    if d.shapedirs.ndim != 3 or d.shapedirs.shape[:2] != (NUM_VERTICES, 3) or d.shapedirs.shape[2] < NUM_BETAS:
         raise InputError(f"SMPL model {d.source}: shapedirs has shape {d.shapedirs.shape}, expected (6890, 3, >=10).")
+    if d.kintree_table.shape != (2, NUM_JOINTS) or d.f.ndim != 2 or d.f.shape[1] != 3:
+        raise InputError(f"SMPL model {d.source}: kintree_table {d.kintree_table.shape} / f {d.f.shape} are not "
+                         f"(2, 24) / (F, 3).")
+    parents = d.kintree_table[0, 1:]
+    if np.any(parents < 0) or np.any(parents >= np.arange(1, NUM_JOINTS)):
+        raise InputError(f"SMPL model {d.source}: kintree_table's parents must precede their joints.")
+    if d.f.size and (d.f.min() < 0 or d.f.max() >= NUM_VERTICES):
+        raise InputError(f"SMPL model {d.source}: face indices outside 0..{NUM_VERTICES - 1}.")
+    if not all(np.isfinite(getattr(d, k)).all() for k in ("v_template", "shapedirs", "posedirs", "J_regressor",
+                                                           "weights")):
+        raise InputError(f"SMPL model {d.source} holds NaN or infinite values.")
 
 
 def save_smpl_npz(data: SMPLData, path: str | Path) -> Path:
