@@ -19,6 +19,7 @@ import numpy as np
 from edgehmr.calibration.sources import IMAGE_SUFFIXES, SYNTHETIC, VIDEO_SUFFIXES, Sample, open_source
 from edgehmr.errors import InputError, SpecError
 from edgehmr.preprocess import CropRule, prepare_crop
+from edgehmr.reference import load_bundle
 
 DEFAULT_COUNT = 128
 MIN_RECOMMENDED = 32
@@ -77,12 +78,11 @@ def _evenly(items: list, count: int) -> list:
 
 
 def _bundle_images(path: Path, crop: CropRule, count: int) -> np.ndarray:
-    meta = json.loads((path / "bundle.json").read_text())
-    if meta.get("preprocessing", {}).get("name") != crop.name:
-        raise InputError(f"Reference bundle {path} holds '{meta.get('preprocessing', {}).get('name')}' crops; this "
+    bundle = load_bundle(path)
+    if bundle.meta["preprocessing"]["name"] != crop.name:
+        raise InputError(f"Reference bundle {path} holds '{bundle.meta['preprocessing']['name']}' crops; this "
                          f"model needs '{crop.name}' crops. Use a bundle of the same model family.")
-    with np.load(path / "inputs.npz", allow_pickle=False) as z:
-        images = z["image"]
+    images = bundle.inputs["image"]
     return images[np.linspace(0, len(images) - 1, min(count, len(images))).round().astype(int)]
 
 

@@ -25,13 +25,13 @@ Default recipes, and why (measured by ``bench/recipe_ablation.py`` on hmr2-vit-s
 from __future__ import annotations
 
 import fnmatch
-import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from torch import nn
 
 from edgehmr.errors import InputError, SpecError
+from edgehmr.jsonfile import read_json_object
 
 OP_KINDS = ("softmax", "layernorm", "attention_matmul")
 
@@ -109,15 +109,18 @@ NO_EXCLUSIONS = QuantRecipe("none")
 
 
 def load_recipe_file(path: str) -> QuantRecipe:
-    try:
-        raw = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"Cannot read recipe {path}: {e}") from None
+    raw = read_json_object(path, "a quantization recipe", "see docs/targets.md for its keys.")
     unknown = set(raw) - {"name", "keep_float_scopes", "keep_float_ops"}
     if unknown:
         raise InputError(f"Recipe {path} has unknown keys {sorted(unknown)}; use keep_float_scopes, keep_float_ops.")
-    return QuantRecipe(raw.get("name", Path(path).stem), tuple(raw.get("keep_float_scopes", ())),
-                       tuple(raw.get("keep_float_ops", ())))
+    lists = {k: raw.get(k, []) for k in ("keep_float_scopes", "keep_float_ops")}
+    for key, value in lists.items():
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InputError(f"Recipe {path}: {key} must be a list of names.")
+    name = raw.get("name", Path(path).stem)
+    if not isinstance(name, str):
+        raise InputError(f"Recipe {path}: name must be a string.")
+    return QuantRecipe(name, tuple(lists["keep_float_scopes"]), tuple(lists["keep_float_ops"]))
 
 
 def resolve_recipe(family: str, recipe: str = "default", keep_float: tuple[str, ...] = (),

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgehmr.errors import InputError
+from edgehmr.jsonfile import read_json_object
 from edgehmr.tasks import CROPS, FRAMES, KEYPOINTS, MESH, artifact_task
 
 METADATA = "metadata.json"
@@ -178,12 +179,7 @@ def read_metadata(artifact_dir: str | Path, verify: bool = True) -> dict:
     if not meta.is_file():
         raise InputError(f"{artifact_dir} is not an edgehmr artifact (no {METADATA}); "
                          f"create one with 'edgehmr convert'.")
-    try:
-        data = json.loads(meta.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{meta} is corrupt ({e}).") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{meta} is not a JSON object; re-run 'edgehmr convert'.")
+    data = read_json_object(meta, "an artifact's metadata", "re-run 'edgehmr convert'.")
     if data.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"{meta} has schema version {data.get('schema_version')}, this edgehmr reads "
                          f"{SCHEMA_VERSION}; re-run 'edgehmr convert'.")

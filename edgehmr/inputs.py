@@ -17,7 +17,6 @@ everywhere, with one line that says what is wrong:
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Iterable
@@ -27,6 +26,7 @@ import cv2
 import numpy as np
 
 from edgehmr.errors import InputError
+from edgehmr.jsonfile import parse_json
 
 # 100 megapixels (a 12000 x 8300 photo): bounds the decoded image (300 MB) and the float copies the crop makes.
 MAX_IMAGE_PIXELS = 100_000_000
@@ -102,10 +102,6 @@ def check_box(box: object, width: int, height: int) -> np.ndarray:
     return np.array([max(x1, -mx), max(y1, -my), min(x2, width + mx), min(y2, height + my)])
 
 
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
 def _box_values(value: object) -> list[float] | None:
     """``value`` as 4 finite floats, or None when it is not that."""
     if not isinstance(value, (list, tuple)) or len(value) != 4:
@@ -119,10 +115,7 @@ def parse_boxes(text: str, source: str, names: Iterable[str], keys_are: str) -> 
     """A boxes file's text -> ``{name: [[x1, y1, x2, y2], ...]}``. ``names``: the inputs it may name (image file
     names, or video frame indices as strings), which ``keys_are`` describes for the error line. Geometry against
     the image is checked per image by :func:`check_box`."""
-    try:
-        raw = json.loads(text, parse_constant=_no_constant)
-    except (json.JSONDecodeError, ValueError, RecursionError) as e:
-        raise InputError(f"boxes file {source} is not valid JSON ({str(e)[:120]}).") from None
+    raw = parse_json(text, f"boxes file {source}", allow_nan=False)
     if not isinstance(raw, dict):
         raise InputError(f"boxes file {source} must be a JSON object from image name to [x1, y1, x2, y2] boxes, not "
                          f"a {type(raw).__name__}.")

@@ -19,12 +19,12 @@ what the file says about the device). ``read_native`` recognises the format from
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgehmr.errors import InputError
+from edgehmr.jsonfile import parse_json
 
 COREML_FORMAT = "edgehmr-coreml-timings/1"
 ETDUMP_IDENTIFIER = b"ED00"  # flatbuffer file identifier after the size prefix and root offset
@@ -84,10 +84,10 @@ def _read_if_known(path: Path) -> list[NativeTiming]:
         return []
     if text.lstrip()[:1] in "[{":
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
+            data = parse_json(text, str(path))
+        except InputError:
             if path.suffix.lower() == ".json":
-                raise InputError(f"{path} does not parse as JSON ({e}).") from None
+                raise
             return []  # a log that starts with "[" (benchmark_app's stdout), not a report
         reader = _json_reader(data)
         return [reader(data, path)] if reader else []

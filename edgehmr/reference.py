@@ -16,7 +16,6 @@ worked example: docs/reference-bundles.md).
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,6 +28,7 @@ from edgehmr.artifact import staged_dir, write_json
 from edgehmr.calibration.sources import Sample
 from edgehmr.environment import environment
 from edgehmr.errors import InputError, SpecError
+from edgehmr.jsonfile import read_json_object
 from edgehmr.models import LoadedModel
 from edgehmr.preprocess import prepare_crop
 
@@ -142,13 +142,13 @@ def load_bundle(path: str | Path) -> Bundle:
     meta_path = path / BUNDLE_JSON
     if not meta_path.is_file():
         raise InputError(f"{path} is not a reference bundle (no {BUNDLE_JSON}); create one with 'edgehmr reference'.")
+    meta = read_json_object(meta_path, "a reference bundle's bundle.json", "re-create the bundle.")
     try:
-        meta = json.loads(meta_path.read_text())
         with np.load(path / "inputs.npz", allow_pickle=False) as zi, \
                 np.load(path / "outputs.npz", allow_pickle=False) as zo:
             inputs = {k: zi[k] for k in zi.files}
             outputs = {k: zo[k] for k in zo.files}
-    except (OSError, ValueError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:
         raise InputError(f"Reference bundle {path} is incomplete or corrupt ({e}); re-create it.") from None
     if not isinstance(meta, dict) or meta.get("kind") != BUNDLE_KIND:
         raise InputError(f"{meta_path} is not an edgehmr reference bundle (\"kind\" must be \"{BUNDLE_KIND}\").")

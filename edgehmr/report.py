@@ -13,13 +13,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgehmr.artifact import METADATA, read_metadata, write_json
 from edgehmr.tasks import KEYPOINTS, MESH, artifact_task
 from edgehmr.errors import InputError
+from edgehmr.jsonfile import read_json_object
 
 VALIDATION_FILE = "validation.json"
 PROFILE_FILE = "profile.json"
@@ -60,12 +60,22 @@ def find_artifacts(run_dirs: list[Path]) -> list[Path]:
 
 
 def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json_object(path, "an edgehmr result", "re-run the command that wrote it.") if path.is_file() else None
 
 
 def row_for(artifact: Path) -> Row:
     meta = read_metadata(artifact)
     val, prof = _read(artifact / VALIDATION_FILE), _read(artifact / PROFILE_FILE)
+    try:
+        return _row(artifact, meta, val, prof)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        # reason: validation.json and profile.json are edgehmr's own results; one that lacks what they hold was
+        # edited or cut short.
+        raise InputError(f"{artifact}: {VALIDATION_FILE} or {PROFILE_FILE} is damaged ({type(e).__name__}: {e}); "
+                         f"re-run 'edgehmr validate' / 'edgehmr profile'.") from None
+
+
+def _row(artifact: Path, meta: dict, val: dict | None, prof: dict | None) -> Row:
     metric = TASK_METRIC[artifact_task(meta).output]
     verdict = "not validated"
     worst = task = execution = None

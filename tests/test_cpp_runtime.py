@@ -496,3 +496,11 @@ def test_any_sat_metadata_damage_is_refused_or_harmless_in_cpp(app, sat_artifact
         (copy / "metadata.json").unlink()
         (copy / "metadata.json").write_text(json.dumps(meta))
         _assert_refused_or_ran(run_app(app, copy, frames["astronaut"]))
+
+
+def test_deeply_nested_metadata_is_one_line(app, ov_artifact, astronaut, tmp_path):
+    """A 100000-deep metadata.json crashed the app (the JSON parser's recursion exhausted the stack)."""
+    deep = copy_artifact(ov_artifact, tmp_path / "deep")
+    (deep / "metadata.json").unlink()
+    (deep / "metadata.json").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert_clean_error(run_app(app, deep, astronaut, "--box", "1,1,50,50"), "nests deeper than 64 levels")

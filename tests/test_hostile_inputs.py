@@ -394,3 +394,35 @@ def test_output_folder_that_is_a_file_is_one_line(capsys, tmp_path):
     (tmp_path / "taken").write_text("a file")
     code, _, err = run(capsys, "convert", "-m", MODEL, "-o", str(tmp_path / "taken"))
     one_error_line(code, err, "a file is in the way")  # was: "[Errno 17] File exists"
+
+
+# --- any JSON file ------------------------------------------------------------------------------------------------
+
+DEEP = '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+
+def test_deeply_nested_json_is_one_line_everywhere(tmp_path, artifact):
+    """Python's parser recursed into RecursionError (a traceback); the C++ app crashed (test_cpp_runtime.py)."""
+    from edgehmr.calibration.recipes import load_recipe_file
+    from edgehmr.reference import load_bundle
+
+    art = _copy(artifact(MODEL), tmp_path / "art")
+    (art / "metadata.json").unlink()
+    (art / "metadata.json").write_text(DEEP)
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "bundle.json").write_text(DEEP)
+    (tmp_path / "recipe.json").write_text(DEEP)
+    for read in (lambda: read_metadata(art), lambda: load_bundle(tmp_path / "bundle"),
+                 lambda: load_recipe_file(str(tmp_path / "recipe.json")),
+                 lambda: parse_boxes(DEEP, "boxes.json", NAMES, "the images")):
+        with pytest.raises(InputError, match="nests deeper than 64 levels"):
+            read()
+
+
+@settings(max_examples=150)
+@given(text=st.text(max_size=300) | json_values.map(json.dumps))
+def test_any_text_as_metadata_is_refused(tmp_path_factory, text):
+    folder = Path(tempfile.mkdtemp(dir=tmp_path_factory.getbasetemp()))
+    (folder / "metadata.json").write_text(text)
+    with pytest.raises(InputError):
+        read_metadata(folder)

@@ -22,6 +22,8 @@ int64_t TensorSpec::numel() const {
 
 namespace {
 
+constexpr int kMaxJsonDepth = 64;
+
 // Field access with a message naming the file and the field, instead of nlohmann's generic type_error.
 const json& field(const json& j, const char* key, const std::string& where) {
   if (!j.is_object() || !j.contains(key)) throw MetadataError(where + " has no '" + key + "'; re-run 'edgehmr convert'.");
@@ -184,9 +186,18 @@ Metadata read_metadata(const fs::path& artifact_dir, bool verify_hashes) {
   if (!in)
     throw MetadataError(artifact_dir.string() + " is not an edgehmr artifact (no metadata.json); "
                         "create one with 'edgehmr convert'.");
+  // Deeper nesting than any metadata edgehmr writes is refused as it is met (edgehmr.jsonfile.MAX_DEPTH, counted
+  // in brackets; the parser's depth starts at 0), before a deep document can exhaust the stack.
+  const json::parser_callback_t depth_limit = [&path](int depth, json::parse_event_t event, json&) {
+    const bool opens = event == json::parse_event_t::object_start || event == json::parse_event_t::array_start;
+    if (opens && depth + 1 > kMaxJsonDepth)
+      throw MetadataError(path.string() + " nests deeper than " + std::to_string(kMaxJsonDepth) +
+                          " levels; it is not a file edgehmr reads.");
+    return true;
+  };
   json j;
   try {
-    j = json::parse(in);
+    j = json::parse(in, depth_limit);
   } catch (const json::parse_error& e) {
     throw MetadataError(path.string() + " is corrupt (" + e.what() + ").");
   }
