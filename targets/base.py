@@ -132,6 +132,9 @@ def open_part_runner(artifact_dir: str | Path, part: dict, options: RunOptions =
             if missing := [n for n in want if n not in have]:
                 raise InputError(f"{path} has no {kind} '{missing[0]}' that metadata.json names (it has "
                                  f"{sorted(have)}); the two do not belong together: re-run 'edgehmr convert'.")
+        if unfed := sorted(declared[0] - set(runner.input_names)):
+            raise InputError(f"{path} takes input '{unfed[0]}', which metadata.json does not list; the two do not "
+                             f"belong together: re-run 'edgehmr convert'.")
     return runner
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from skimage import data
 
 from edgehmr.errors import InputError
@@ -73,19 +77,25 @@ def test_vitpose_keypoints_come_back_in_image_pixels(artifact, astronaut):
 
 
 @pytest.mark.parametrize("box, match", [((10, 10, 5, 50), "empty"), ((600, 10, 700, 80), "outside"),
-                                        ((1, 2, 3), "4 numbers")])
+                                        ((1, 2, 3), "4 finite numbers")])
 def test_bad_boxes_are_refused(artifact, astronaut, box, match):
     with pytest.raises(InputError, match=match):
         Predictor(artifact("test-hmr2"))(astronaut, [box])
 
 
-def test_sat_hmr_frame_gives_people_from_the_pipeline(tmp_path):
+@pytest.fixture(scope="module")
+def sat_artifact(tmp_path_factory) -> Path:
     from edgehmr.sat.convert import convert_sat
     from edgehmr.spec import resolve_spec
     from sat_helpers import TINY_NAME, loaded_tiny
 
-    spec = resolve_spec(TINY_NAME, "onnx", None, out_dir=str(tmp_path), canvas="336x224", buckets="8x48,48x96")
-    path = convert_sat(spec, loaded_tiny(2))
+    spec = resolve_spec(TINY_NAME, "onnx", None, out_dir=str(tmp_path_factory.mktemp("sat")), canvas="336x224",
+                        buckets="8x48,48x96")
+    return convert_sat(spec, loaded_tiny(2))
+
+
+def test_sat_hmr_frame_gives_people_from_the_pipeline(sat_artifact):
+    path = sat_artifact
     image = np.ascontiguousarray(data.astronaut()[:, :, :3])
     everyone = Predictor(path, confidence=-1.0)(image)
     assert len(everyone.people) == 8 and everyone.details["bucket"] in ("b8x48", "b48x96")
@@ -106,3 +116,35 @@ def test_a_modified_artifact_is_refused(artifact, astronaut, tmp_path):
     model.write_bytes(model.read_bytes()[:-16])
     with pytest.raises(InputError, match="does not match metadata.json"):
         Predictor(copy)
+
+
+@settings(max_examples=40)
+@given(drawn=st.data())
+def test_any_sat_metadata_damage_is_refused_or_harmless(sat_artifact, drawn):
+    """SAT-HMR's metadata (canvas, bucket table, selection rule, two parts) damaged: the Predictor refuses with the
+    library's error or predicts (the crop model's twin: test_hostile_inputs.py; the C++ app's: test_cpp_runtime)."""
+    import json
+    import os
+    import shutil
+    import tempfile
+
+    from edgehmr.errors import EdgeHMRError
+    from hostile import metadata_mutations
+
+    meta = drawn.draw(metadata_mutations(json.loads((sat_artifact / "metadata.json").read_text())))
+    with tempfile.TemporaryDirectory() as folder:
+        art = Path(shutil.copytree(sat_artifact, Path(folder) / "art", copy_function=os.link))
+        (art / "metadata.json").unlink()
+        (art / "metadata.json").write_text(json.dumps(meta))
+        try:
+            Predictor(art)(np.ascontiguousarray(drawn.draw(st.sampled_from([astronaut_rgb(), small_rgb()]))))
+        except EdgeHMRError:
+            pass
+
+
+def astronaut_rgb() -> np.ndarray:
+    return data.astronaut()[:, :, :3]
+
+
+def small_rgb() -> np.ndarray:
+    return data.astronaut()[::7, ::3, :3]
