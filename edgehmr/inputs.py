@@ -92,7 +92,8 @@ def check_box(box: object, width: int, height: int) -> np.ndarray:
     except (TypeError, ValueError):
         raise InputError(f"a box is 4 finite numbers x1,y1,x2,y2 in image pixels (got {box!r:.80}).") from None
     if values.size != 4 or not np.all(np.isfinite(values)):
-        raise InputError(f"a box is 4 finite numbers x1,y1,x2,y2 in image pixels (got {values.tolist()!s:.80}).")
+        shown = f"{values[:6].tolist()}"[:-1] + (", ...]" if values.size > 6 else "]")
+        raise InputError(f"a box is 4 finite numbers x1,y1,x2,y2 in image pixels (got {shown}).")
     x1, y1, x2, y2 = values
     if x2 <= x1 or y2 <= y1:
         raise InputError(f"box {values.tolist()} is empty: x2 must exceed x1 and y2 exceed y1.")
