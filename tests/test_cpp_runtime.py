@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from edgehmr.artifact import read_metadata
 from edgehmr.models.geometry import cam_crop_to_full
-from edgehmr.inputs import read_image_rgb
+from edgehmr.inputs import check_box, read_image_rgb
 from edgehmr.preprocess import CropRule, prepare_crop
 from edgehmr.targets.base import open_artifact_runner
 
@@ -45,7 +45,7 @@ BOXES = [
     (0, 0, 512, 512),
     (-100, -50, 560, 600),
     (400.3, 300.7, 700.2, 1500.9),
-    (-600, -600, 1100, 1100),
+    (-600, -600, 1100, 1100),  # clipped (as in Python) to one image size past each edge: -512, -512, 1024, 1024
 ]
 INPUT_ATOL = 1e-5
 OUTPUT_RTOL = 1e-5
@@ -141,7 +141,7 @@ def test_cpp_matches_python_runner(backend, app, artifact, astronaut, tmp_path):
     rule = crop_rule(meta)
     worst = {"input": 0.0}
     for i, (box, person) in enumerate(zip(BOXES, out["people"])):
-        crop = prepare_crop(image, box, rule)
+        crop = prepare_crop(image, check_box(box, *image.shape[1::-1]), rule)  # both clip far-reaching boxes
         got_input = np.fromfile(dump / f"input_{i}.f32", np.float32).reshape(crop.image.shape)
         worst["input"] = max(worst["input"], float(np.abs(got_input - crop.image).max()))
         assert np.abs(got_input - crop.image).max() <= INPUT_ATOL, f"box {box}: preprocessed input differs"
@@ -441,7 +441,7 @@ def test_truncated_cmyk_and_oversized_images_like_python(app, ov_artifact, astro
     assert_clean_error(run_app(app, ov_artifact, huge, "--box", "1,1,5,5"), "12000x9000 pixels, more than edgehmr")
 
 
-@settings(max_examples=40)
+@settings(max_examples=20)
 @given(data=st.data())
 def test_any_image_bytes_like_python(app, ov_artifact, data):
     from skimage import data as images
@@ -457,7 +457,7 @@ def test_any_image_bytes_like_python(app, ov_artifact, data):
         assert_same_as_python(app, ov_artifact, path, (0, 0, 96, 64), Path(folder) / "dump")
 
 
-@settings(max_examples=40)
+@settings(max_examples=20)
 @given(box=st.lists(st.one_of(st.floats(-800, 1300), st.floats(allow_nan=True, allow_infinity=True)),
                     min_size=4, max_size=4))
 def test_any_box_like_python(app, ov_artifact, astronaut, box):
@@ -471,7 +471,7 @@ def _assert_refused_or_ran(result: subprocess.CompletedProcess) -> None:
         assert_clean_error(result, "")
 
 
-@settings(max_examples=60)
+@settings(max_examples=30)
 @given(data=st.data())
 def test_any_metadata_damage_is_refused_or_harmless_in_cpp(app, ov_artifact, astronaut, data):
     from hostile import metadata_mutations
@@ -484,7 +484,7 @@ def test_any_metadata_damage_is_refused_or_harmless_in_cpp(app, ov_artifact, ast
         _assert_refused_or_ran(run_app(app, art, astronaut, "--box", "100,20,400,500"))
 
 
-@settings(max_examples=25)
+@settings(max_examples=12)
 @given(data=st.data())
 def test_any_sat_metadata_damage_is_refused_or_harmless_in_cpp(app, sat_artifacts, frames, data):
     from hostile import metadata_mutations

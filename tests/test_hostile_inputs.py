@@ -278,7 +278,7 @@ def _copy(src: Path, dst: Path, meta: dict | None = None) -> Path:
     return dst
 
 
-@settings(max_examples=120)
+@settings(max_examples=60)
 @given(data=st.data())
 def test_any_metadata_damage_is_refused_or_harmless(artifact, astronaut, data):
     """One to three fields deleted or replaced by junk: the Predictor refuses (InputError and friends) or

@@ -118,7 +118,7 @@ def test_a_modified_artifact_is_refused(artifact, astronaut, tmp_path):
         Predictor(copy)
 
 
-@settings(max_examples=40)
+@settings(max_examples=20)
 @given(drawn=st.data())
 def test_any_sat_metadata_damage_is_refused_or_harmless(sat_artifact, drawn):
     """SAT-HMR's metadata (canvas, bucket table, selection rule, two parts) damaged: the Predictor refuses with the

@@ -20,6 +20,7 @@ from edgehmr.artifact import SCHEMA_VERSION
 from edgehmr.errors import InputError
 from edgehmr.native_profiles import read_native
 from edgehmr.profile import PROFILE_FILE, import_profile
+from edgehmr.preprocess import HMR2_CROP
 
 DATA = Path(__file__).parent / "data" / "native_profiles"
 
@@ -30,10 +31,14 @@ def fake_artifact(tmp_path):
     def make(target: str) -> Path:
         path = tmp_path / f"hmr2-vit-s-{target}-fp16"
         path.mkdir()
+        outputs = ["global_orient", "body_pose", "betas", "pred_cam"]
         part = {"target": target, "file": "model.bin", "precision": "fp16", "input_names": ["image"],
-                "output_names": ["betas"], "entries": {"main": {"image": [1, 3, 256, 192]}}, "details": {}}
+                "output_names": outputs, "entries": {"main": {"image": [1, 3, 256, 192]}}, "details": {}}
         meta = {"schema_version": SCHEMA_VERSION, "model": {"model": "hmr2-vit-s", "family": "hmr2", "weights": "trained"},
-                "target": target, "precision": "fp16", "parts": {"model": part}}
+                "target": target, "precision": "fp16", "parts": {"model": part},
+                "inputs": [{"name": "image", "shape": [1, 3, 256, 192]}], "outputs": [{"name": n} for n in outputs],
+                "preprocessing": HMR2_CROP.to_json(),
+                "postprocessing": {"camera": {"focal_length_px": 5000.0, "crop_size_px": 256.0}}}
         (path / "metadata.json").write_text(json.dumps(meta))
         (path / "model.bin").write_bytes(b"\0" * 2_000_000)
         return path
@@ -124,7 +129,7 @@ def test_bad_imports_say_what_is_wrong(fake_artifact, tmp_path):
         import_profile(path, [unknown])
     broken = tmp_path / "broken.json"
     broken.write_text("[{")
-    with pytest.raises(InputError, match="does not parse as JSON"):
+    with pytest.raises(InputError, match="is not valid JSON"):
         read_native(broken)
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no timing file"):

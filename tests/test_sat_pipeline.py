@@ -98,6 +98,9 @@ def test_spec_refuses_what_sat_artifacts_cannot_be():
         resolve_spec("sat-hmr", "coreml", "int8", canvas=CANVAS, calib="synthetic")
 
 
+# Slow tier: about 170 s of Core ML conversion (three bucket functions in a worker process) that no runtime here
+# can run; the default tier keeps Core ML multi-function packages on crop models (test_coreml_target.py).
+@pytest.mark.slow
 def test_coreml_artifact_has_one_function_per_bucket_with_integer_index_inputs(setup):
     root, loaded, bundle = setup
     artifact = _convert(root, loaded, "coreml")
