@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -75,9 +74,7 @@ def test_any_box_is_refused_or_bounded(box, width, height):
 @pytest.mark.parametrize("box", [(0, 0, 1e9, 1e9), (0, 0, 1e5, 1e5), (-1e300, -1e300, 1e300, 1e300)])
 def test_huge_box_is_clipped_before_any_allocation(box, astronaut):
     """0,0,1e9,1e9 made OpenCV's blur throw bad_alloc; the box is now the image grown by one image size per side."""
-    start = time.perf_counter()
     crop = prepare_crop(astronaut, check_box(box, 512, 512), HMR2_CROP)
-    assert time.perf_counter() - start < 30  # a bound, not a benchmark: unbounded took minutes or failed
     clipped = [max(box[0], -512), max(box[1], -512), min(box[2], 1024), min(box[3], 1024)]
     np.testing.assert_array_equal(crop.image, prepare_crop(astronaut, clipped, HMR2_CROP).image)
 
@@ -245,17 +242,20 @@ def test_any_image_bytes_decode_or_are_refused(image_files, data):
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
 
 
-def test_truncated_jpeg_and_oversized_images_are_refused(tmp_path, astronaut):
+def test_truncated_jpeg_and_oversized_images_are_refused(tmp_path, astronaut, monkeypatch):
     jpeg = encoded(astronaut, ".jpg")
     (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     with pytest.raises(InputError, match="cannot decode"):
         read_image_rgb(tmp_path / "cut.jpg")
+
+    def no_decoding(*args):  # refused from the header: the decoder (and its gigabyte allocation) is never reached
+        raise AssertionError("an oversized image was decoded")
+
+    monkeypatch.setattr(cv2, "imdecode", no_decoding)
     for width, height, needle in ((12000, 9000, "12000x9000 pixels, more than"), (20000, 20000, "larger than")):
         (tmp_path / "huge.png").write_bytes(png_header_only(width, height))
-        start = time.perf_counter()
         with pytest.raises(InputError, match=needle):
             read_image_rgb(tmp_path / "huge.png")
-        assert time.perf_counter() - start < 5  # refused from the header, not after allocating gigabytes
     with pytest.raises(InputError, match="more than edgehmr reads"):
         check_image(np.broadcast_to(np.uint8(0), (10001, 10000, 3)))  # an app's array: the same bound
 
