@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -90,4 +91,30 @@ def artifact(workdir, loaded_models):
             shutil.rmtree(cache.pop(key), ignore_errors=True)
 
     get.release = release
+    return get
+
+
+@pytest.fixture(scope="session")
+def run_wide(tmp_path_factory):
+    """``run_wide(key, make)``: ``make(folder) -> Path`` runs once per test run, whichever worker asks first.
+
+    For conversions several test files need (ExecuTorch lowerings take minutes): xdist workers share a folder
+    beside their own temporary folders, and a lock makes a second worker wait for the first one's result instead of
+    converting again. Nothing here is deleted before the run ends; another worker may still be reading it.
+    """
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "run-wide"
+    root.mkdir(exist_ok=True)
+
+    def get(key: str, make) -> Path:
+        folder = root / key
+        done = root / f"{key}.path"
+        with FileLock(str(root / f"{key}.lock")):
+            if not done.exists():
+                path = Path(make(folder))
+                done.write_text(str(path))
+            return Path(done.read_text())
+
     return get

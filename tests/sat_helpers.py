@@ -35,3 +35,21 @@ def scene(grid: tuple[int, int], people: list[tuple[int, int, int, int, float, f
     for y0, x0, y1, x1, c, s in people:
         conf[y0:y1, x0:x1], scale[y0:y1, x0:x1] = c, s
     return classify(conf, scale)
+
+
+SHARED_CANVAS = "336x224"
+SHARED_BUCKETS = "24x96"  # the canvas's default ladder's largest; the full-coverage buckets b48x96, b96x64 join it
+
+
+def shared_sat_artifact(run_wide, target: str):
+    """The tiny SAT-HMR (seed 2) at FP32 on 336x224 with the 24x96 bucket and the full-coverage buckets, converted
+    once per test run for every test file that needs it (an ExecuTorch lowering takes minutes)."""
+    from edgehmr.sat.convert import convert_sat
+    from edgehmr.spec import resolve_spec
+
+    def make(folder):
+        spec = resolve_spec(TINY_NAME, target, "fp32", out_dir=str(folder), canvas=SHARED_CANVAS,
+                            buckets=SHARED_BUCKETS)
+        return convert_sat(spec, loaded_tiny(2))
+
+    return run_wide(f"sat-{target}-fp32", make)

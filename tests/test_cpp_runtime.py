@@ -303,29 +303,14 @@ def test_image_formats_decode_like_opencv(app, ov_artifact, tmp_path):
         assert np.abs(got - want).max() <= INPUT_ATOL, f"{name}: decoded pixels differ from OpenCV's"
 
 
-# SAT-HMR: the host step (token selection, bucket choice, buffers and masks) in C++ against the Python pipeline.
-SAT_CANVAS = "336x224"
-SAT_BUCKETS = "20x84,40x96"  # the astronaut needs 18 high-res cells and 78 other tokens, chelsea 36 and 60
-
-
+# SAT-HMR: the host step (token selection, bucket choice, buffers and masks) in C++ against the Python pipeline, on
+# the artifacts tests/test_sat_coverage.py validates (converted once per run). The astronaut needs 18 high-res
+# cells and 78 other tokens (bucket b24x96), chelsea 36 and 60 (a full-coverage bucket).
 @pytest.fixture(scope="module")
-def sat_artifacts(tmp_path_factory):
-    from edgehmr.sat.convert import convert_sat
-    from edgehmr.spec import resolve_spec
-    from sat_helpers import TINY_NAME, loaded_tiny
+def sat_artifacts(run_wide):
+    from sat_helpers import shared_sat_artifact
 
-    root = tmp_path_factory.mktemp("sat-cpp")
-    loaded = loaded_tiny(2)
-    cache: dict[str, Path] = {}
-
-    def get(backend: str) -> Path:  # converted on first use
-        if backend not in cache:
-            cache[backend] = convert_sat(resolve_spec(TINY_NAME, backend, None, out_dir=str(root),
-                                                      canvas=SAT_CANVAS, buckets=SAT_BUCKETS, allow_demotion=True),
-                                         loaded)
-        return cache[backend]
-
-    return get
+    return lambda backend: shared_sat_artifact(run_wide, backend)
 
 
 @pytest.fixture(scope="module")
@@ -374,7 +359,7 @@ def test_cpp_sat_hmr_matches_python_in_every_bucket(backend, app, sat_artifacts,
             assert rel_err(np.asarray(got["camera"]["translation"]), person.translation) <= OUTPUT_RTOL
             assert got["camera"]["focal_length_px"] == pytest.approx(person.focal_length_px)
         assert all(out["timings_ms"][k] >= 0 for k in ("stage1", "host_step", "stage2"))
-    assert buckets == {"b20x84", "b40x96"}  # both buckets are exercised
+    assert buckets == {"b24x96", "b48x96"}  # two buckets are exercised
 
 
 def test_sat_hmr_refuses_boxes_and_checks_its_files(app, sat_artifacts, frames, tmp_path):

@@ -19,7 +19,7 @@ from edgehmr.sat.frame import Canvas
 from edgehmr.sat.tables import default_table, with_full_coverage
 from edgehmr.validate import validate
 from edgehmr.spec import resolve_spec
-from sat_helpers import TINY_NAME, loaded_tiny
+from sat_helpers import SHARED_CANVAS, TINY_NAME, loaded_tiny, shared_sat_artifact
 
 CANVAS = "336x224"
 GRID = Canvas.parse(CANVAS).grid  # 8 x 12 cells
@@ -58,13 +58,17 @@ def setup(tmp_path_factory):
     return root, loaded, bundle
 
 
-# ExecuTorch lowers every bucket as a method of its own (about a minute each here): one ladder bucket (the
-# default ladder's largest, which the crowded frames overflow) plus the coverage buckets keeps it to three.
-@pytest.mark.parametrize("target, buckets", [("onnx", None), ("openvino", None), ("executorch", "24x96")])
-def test_defaults_never_demote_and_validate_at_fp32(setup, target, buckets):
+# ExecuTorch: one ladder bucket (the default ladder's largest, which the crowded frames overflow) plus the coverage
+# buckets, the artifact tests/test_cpp_runtime.py runs too (one lowering, minutes, for both).
+@pytest.mark.parametrize("target", ["onnx", "openvino", "executorch"])
+def test_defaults_never_demote_and_validate_at_fp32(setup, run_wide, target):
     root, loaded, bundle = setup
-    spec = resolve_spec(TINY_NAME, target, "fp32", out_dir=str(root / "default"), canvas=CANVAS, buckets=buckets)
-    artifact = convert_sat(spec, loaded)
+    if target == "executorch":
+        assert CANVAS == SHARED_CANVAS
+        artifact = shared_sat_artifact(run_wide, target)
+    else:
+        spec = resolve_spec(TINY_NAME, target, "fp32", out_dir=str(root / "default"), canvas=CANVAS)
+        artifact = convert_sat(spec, loaded)
     table = json.loads((artifact / "metadata.json").read_text())["buckets"]
     assert table["can_demote"] is False and table["full_coverage"]["buckets"]
     report = validate(artifact, bundle)
