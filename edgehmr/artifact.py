@@ -129,6 +129,17 @@ def file_hashes(artifact_dir: Path) -> dict[str, str]:
             for p in sorted(artifact_dir.rglob("*")) if p.is_file() and p.name != METADATA}
 
 
+# What validate and profile write into an artifact folder: results, not part of what ships.
+VALIDATION_FILE, PROFILE_FILE = "validation.json", "profile.json"
+RESULT_FILES = (VALIDATION_FILE, PROFILE_FILE)
+
+
+def artifact_mb(artifact_dir: Path) -> float:
+    """Size of what ships (model files, weights, scripts, metadata.json), without the results written beside them."""
+    return sum(p.stat().st_size for p in artifact_dir.rglob("*")
+               if p.is_file() and p.relative_to(artifact_dir).as_posix() not in RESULT_FILES) / 1e6
+
+
 def inside(artifact_dir: Path, name: object, what: str) -> Path:
     """``artifact_dir / name`` when ``name`` is a relative path that stays inside the folder, links resolved;
     InputError otherwise. The C++ runtime applies the same rule (``targets/cpp/src/metadata.cpp``)."""

@@ -10,6 +10,7 @@ without an engine) are refused: their timings would describe the simulation, not
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import resource
@@ -21,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgehmr.artifact import parts, read_metadata, write_json
+from edgehmr.artifact import PROFILE_FILE, artifact_mb, parts, read_metadata, write_json
 from edgehmr.environment import environment
 from edgehmr.errors import InputError, TargetUnavailableError
 from edgehmr.tasks import FRAMES, artifact_task
 
-PROFILE_FILE = "profile.json"
 MAD_CLIP = 3.0  # outliers: further than this many scaled MADs from the median
 MIN_RUNS_TO_CLIP = 10
 
@@ -110,11 +110,6 @@ def _rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
-def _dir_mb(path: Path) -> float:
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return sum(p.stat().st_size for p in files) / 1e6
-
-
 def _timed(fn: Callable[[], object], warmup: int, runs: int, progress: Callable[[int], None] | None) -> list[float]:
     for _ in range(warmup):
         fn()
@@ -130,11 +125,22 @@ def _timed(fn: Callable[[], object], warmup: int, runs: int, progress: Callable[
     return samples
 
 
+ON_THE_DEVICE = ("profiling measures the device, so run 'edgehmr profile' on it (or import its native tool's output "
+                 "with 'edgehmr profile ARTIFACT --import FILE')")
+
+
 def _refuse_simulation(execution: str) -> None:
     if execution.startswith("simulated"):
-        raise TargetUnavailableError(f"This artifact cannot run natively here ({execution}); profiling measures the "
-                                     f"device, so run 'edgehmr profile' on it (or import its native tool's output "
-                                     f"with 'edgehmr profile ARTIFACT --import FILE').")
+        raise TargetUnavailableError(f"This artifact cannot run natively here ({execution}); {ON_THE_DEVICE}.")
+
+
+@contextlib.contextmanager
+def _device_only():
+    """Runtimes that cannot run here refuse before anything is built or timed; profile says where to run it."""
+    try:
+        yield
+    except TargetUnavailableError as e:
+        raise TargetUnavailableError(f"{str(e).rstrip('.')}; {ON_THE_DEVICE}.") from None
 
 
 def progress_steps(meta: dict, warmup: int, runs: int) -> int:
@@ -156,7 +162,8 @@ def profile(artifact_dir: str | Path, runs: int = 50, warmup: int = 5, threads: 
     from edgehmr.targets.base import open_artifact_runner
 
     start = time.perf_counter()
-    runner = open_artifact_runner(artifact_dir, meta, threads=threads)
+    with _device_only():
+        runner = open_artifact_runner(artifact_dir, meta, threads=threads, simulate=False)
     load_s = time.perf_counter() - start
     _refuse_simulation(runner.execution)
     rng = np.random.default_rng(0)
@@ -168,7 +175,7 @@ def profile(artifact_dir: str | Path, runs: int = 50, warmup: int = 5, threads: 
     first_ms = (time.perf_counter() - start) * 1e3
     samples = _timed(lambda: runner.run(entry, feeds), warmup, runs, progress)
     return ProfileReport(str(artifact_dir), meta["model"]["model"], meta["target"], meta["precision"],
-                         runner.execution, device_info(), round(_dir_mb(artifact_dir), 2), load_s, first_ms,
+                         runner.execution, device_info(), round(artifact_mb(artifact_dir), 2), load_s, first_ms,
                          LatencyStats.of(samples), _rss_mb(), _rss_mb() - rss_before, threads,
                          notes=_notes(meta))
 
@@ -182,7 +189,8 @@ def _profile_sat(artifact_dir: Path, meta: dict, runs: int, warmup: int, threads
     from edgehmr.sat.tables import demotion_note
 
     start = time.perf_counter()
-    pipe = SatPipeline(artifact_dir, threads)
+    with _device_only():
+        pipe = SatPipeline(artifact_dir, threads, simulate=False)
     load_s = time.perf_counter() - start
     _refuse_simulation(pipe.execution)
     image = np.random.default_rng(0).standard_normal(pipe.input_shape).astype(np.float32)
@@ -204,7 +212,7 @@ def _profile_sat(artifact_dir: Path, meta: dict, runs: int, warmup: int, threads
         f"whole-frame latency: a random frame, which picked bucket {chosen}; stage 1 and every bucket alone are in "
         f"per_entry"]
     return ProfileReport(str(artifact_dir), meta["model"]["model"], meta["target"], meta["precision"], pipe.execution,
-                         device_info(), round(_dir_mb(artifact_dir), 2), load_s, first_ms, frame, _rss_mb(),
+                         device_info(), round(artifact_mb(artifact_dir), 2), load_s, first_ms, frame, _rss_mb(),
                          _rss_mb() - rss_before, threads, per_entry, notes)
 
 
@@ -253,7 +261,7 @@ def import_profile(artifact_dir: str | Path, files: list[Path], device: str | No
     load = next((t.load_s for t in timings if t.load_s is not None), None)
     tools = " + ".join(dict.fromkeys(t.tool for t in timings))
     return ProfileReport(str(artifact_dir), meta["model"]["model"], meta["target"], meta["precision"],
-                         "device (imported)", info, round(_dir_mb(artifact_dir), 2), load, first, latency, None,
+                         "device (imported)", info, round(artifact_mb(artifact_dir), 2), load, first, latency, None,
                          None, None, notes=notes, source=f"imported: {tools}", layers=layers)
 
 

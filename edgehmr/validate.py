@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from edgehmr import tolerances
-from edgehmr.artifact import read_metadata, write_json
+from edgehmr.artifact import VALIDATION_FILE, read_metadata, write_json
 from edgehmr.errors import InputError
 from edgehmr.metrics import M_TO_MM, error_stats, mpjpe_mm, pa_mpjpe_mm, point_error, pve_mm, root_aligned
 from edgehmr.models.geometry import project_to_crop_pixels
@@ -21,7 +21,7 @@ from edgehmr.reference import Bundle, load_bundle
 from edgehmr.targets.base import Runner, open_artifact_runner
 from edgehmr.tasks import CROPS, FRAMES, KEYPOINTS, MESH, artifact_task
 
-REPORT_FILE = "validation.json"
+
 # Reference outputs each task's drift reads, by the task's output (a hand-written bundle must hold them).
 TASK_DRIFT_OUTPUTS = {MESH: ("global_orient", "body_pose", "betas", "pred_cam_t"), KEYPOINTS: ("heatmaps",)}
 
@@ -203,7 +203,7 @@ def validate(artifact_dir: str | Path, bundle_dir: str | Path, smpl_path: str | 
     report = by_input[artifact_task(meta).input](artifact_dir, meta, bundle, smpl_path, threads, progress)
     if meta["model"]["weights"] == "untrained":
         report.notes.append("untrained (seeded) weights: drift is real, accuracy is not meaningful")
-    write_json(artifact_dir / REPORT_FILE, report.to_json())
+    write_json(artifact_dir / VALIDATION_FILE, report.to_json())
     return report
 
 

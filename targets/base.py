@@ -95,9 +95,10 @@ class Runner(ABC):
 
 
 def open_artifact_runner(artifact_dir: str | Path, meta: dict, part: str | None = None, threads: int | None = None,
-                         shared_weights: bool = False) -> Runner:
+                         shared_weights: bool = False, simulate: bool = True) -> Runner:
     """The runner of one part of an artifact read with :func:`edgehmr.artifact.read_metadata` (``part`` may be
-    left out when there is one: a crop model's)."""
+    left out when there is one: a crop model's). ``simulate=False``: a runtime that cannot run here refuses at once
+    instead of building its simulation (profile measures the device, never a simulation)."""
     from edgehmr.rebuild import simulation_module
 
     artifact_dir = Path(artifact_dir)
@@ -108,7 +109,7 @@ def open_artifact_runner(artifact_dir: str | Path, meta: dict, part: str | None 
         part = next(iter(available))
     if part not in available:
         raise InputError(f"{artifact_dir} has no part '{part}'; it has {sorted(available)}.")
-    options = RunOptions(threads, shared_weights, lambda: simulation_module(meta, part))
+    options = RunOptions(threads, shared_weights, (lambda: simulation_module(meta, part)) if simulate else None)
     return open_part_runner(artifact_dir, available[part], options)
 
 

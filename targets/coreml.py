@@ -103,9 +103,8 @@ def open_runner(artifact_dir: Path, part: dict, options: RunOptions = RunOptions
                                          "pip install 'edgehmr[coreml]'.") from None
         return CoreMLRunner(artifact_dir / part["file"], part)
     if options.simulation is None:
-        raise TargetUnavailableError(f"Cannot run the Core ML part {part['file']} here: {SIMULATION_REASON}. Run "
-                                     f"it on a Mac, or open it through its artifact's metadata to simulate its "
-                                     f"numerics in torch.")
+        raise TargetUnavailableError(f"Cannot run the Core ML part {part['file']} here: {SIMULATION_REASON} (run it "
+                                     f"on a Mac; validate simulates its numerics in torch)")
     return open_simulation(artifact_dir, part, options.simulation())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,6 @@ def test_models_lists_zoo_with_cost(capsys):
     assert {r["model"] for r in json.loads(out)} >= {"test-hmr2", "test-vitpose", "test-sat-hmr"}
 
 
-@pytest.mark.slow
 def test_models_lists_every_published_model(capsys):
     from edgehmr.models import list_models
 
@@ -41,7 +41,9 @@ def test_models_lists_every_published_model(capsys):
     assert all(r["params_m"] > 0 and r["gmacs"] > 0 for r in rows.values())
 
 
-def test_targets_reads_capability_table(capsys):
+def test_targets_reads_capability_table(capsys, monkeypatch):
+    from rich.console import Console
+
     from edgehmr.converters.capabilities import TARGETS
 
     code, out, _ = run(capsys, "targets", "--json")
@@ -50,6 +52,7 @@ def test_targets_reads_capability_table(capsys):
     assert rows["openvino"]["precisions"] == ["fp32", "fp16", "int8", "int8-weights"]
     assert rows["onnx"]["needs_calibration"] == ["int8"]
     assert rows["coreml"]["precisions"][0] == "fp16"  # Core ML's default precision
+    monkeypatch.setattr("edgehmr.cli.common.out", Console(width=200))  # every column shown
     code, table, _ = run(capsys, "targets")
     assert code == 0 and "edgehmr[openvino]" in table  # pip extras are printed, not eaten as rich markup
 
@@ -181,20 +184,61 @@ def test_int8_from_an_image_folder_end_to_end(capsys, tmp_path, monkeypatch):
 
 
 def test_help_examples_keep_one_command_per_line():
-    """Click rewraps help paragraphs; every example command line must come out as written."""
+    """Every command's help has examples, and click (which rewraps help paragraphs to the terminal) prints each
+    example command line as written, in an 80-column terminal too."""
     from typer.testing import CliRunner
 
     from edgehmr.cli import app
+    from edgehmr.cli.check import debug_app
 
-    commands = [c for c in app.registered_commands if c.callback.__doc__ and "edgehmr " in c.callback.__doc__]
-    assert len(commands) >= 6
-    for command in commands:
-        name = command.name or command.callback.__name__.replace("_", "-")
-        examples = [line.strip() for line in command.callback.__doc__.splitlines()
+    commands = [([c.name or c.callback.__name__], c) for c in app.registered_commands]
+    commands += [(["debug", c.name], c) for c in debug_app.registered_commands]
+    assert len(commands) >= 13
+    for name, command in commands:
+        examples = [line.strip() for line in (command.callback.__doc__ or "").splitlines()
                     if line.strip().startswith("edgehmr ")]
-        shown = {line.strip() for line in CliRunner().invoke(app, [name, "--help"], terminal_width=200).output
-                 .splitlines()}
-        assert set(examples) <= shown, name
+        assert examples, f"'edgehmr {' '.join(name)} --help' has no example"
+        for width in (80, 200):
+            shown = {line.strip() for line in CliRunner().invoke(app, [*name, "--help"], terminal_width=width).output
+                     .splitlines()}
+            assert set(examples) <= shown, (name, width, set(examples) - shown)
+    top = CliRunner().invoke(app, ["--help"], terminal_width=80).output
+    assert "  edgehmr demo " in top and "  edgehmr convert -m hmr2-vit-s -t openvino -p fp16" in top
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"edgehmr {version('edgehmr')}"
+
+
+def test_calib_where_the_precision_needs_none_is_said(capsys, tmp_path):
+    code, _, err = run(capsys, "convert", "-m", "test-hmr2", "-p", "fp16", "--calib", "synthetic", "--dry-run")
+    assert code == 0 and "--calib ignored: fp16 on onnx needs no calibration" in err
+
+
+def test_tables_fit_80_columns_and_keep_the_column_that_tells_rows_apart(monkeypatch):
+    from rich.console import Console
+
+    from edgehmr.cli import common
+    from edgehmr.converters.capabilities import TARGETS
+
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))
+    monkeypatch.setattr(common, "out", console)
+    monkeypatch.setattr("edgehmr.cli.inventory.out", console)
+    names = ["sat-hmr-onnx-fp32-1288x728", "sat-hmr-openvino-fp32-1288x728"]
+    common.print_table("t", [common.Column("artifact", key=True), common.Column("verdict", key=True),
+                             common.Column("worst rel L2", right=True), common.Column("buckets", wrap=12),
+                             common.Column("a long column", right=True), common.Column("another", right=True)],
+                       [[n, "PASS", "1.0e-06", "b96x384 b192x384 b384x384", "12345678901234", "x" * 20]
+                        for n in names])
+    assert main(["targets"]) == 0
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for name in names + list(TARGETS):
+        assert name in text  # whole, not cut to 'sat-hmr-o…'
+    assert "hidden at this width" in text
 
 
 def test_an_os_error_inside_a_command_is_one_line(capsys, monkeypatch):
@@ -221,3 +265,23 @@ def test_foreign_errors_have_one_line_each(error, code, text):
 
     got_code, line = foreign_error_line(error)
     assert got_code == code and text in line and "\n" not in line
+
+
+def test_demo_says_where_everything_went_and_its_next_commands_run(capsys, tmp_path):
+    """The crop demo on the tiny model: the table, every written path, and next commands that work as printed."""
+    import shlex
+
+    out_dir = tmp_path / "demo"
+    code, out, _ = run(capsys, "demo", "-m", "test-hmr2", "-o", str(out_dir), "--quiet")
+    assert code == 0 and out.count("PASS") == 2, out
+    written = [line.split()[-1] for line in out.splitlines() if line.startswith(("  reference bundle", "  artifact"))]
+    assert written == [f"{out_dir}/reference-test-hmr2/", f"{out_dir}/test-hmr2-onnx-fp32/",
+                       f"{out_dir}/test-hmr2-onnx-fp16/"]
+    assert all(Path(p).is_dir() for p in written)
+    following = [shlex.split(line) for line in out.splitlines() if line.startswith("  edgehmr ")]
+    assert [c[1] for c in following][:3] == ["validate", "profile", "report"]
+    for command in following[:3]:
+        if command[1] == "profile":
+            command += ["--runs", "2", "--warmup", "0"]
+        assert run(capsys, *command[1:])[0] == 0, command
+    assert (out_dir / "report" / "report.html").is_file()

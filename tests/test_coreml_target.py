@@ -184,3 +184,19 @@ def test_simulation_rebuilds_checkpoint_models_only_from_the_converted_file(tmp_
     save_file({k: v.contiguous() for k, v in state.items()}, str(ckpt))
     with pytest.raises(InputError, match="changed since the artifact was converted"):
         rebuild_model(meta)
+
+
+@pytest.mark.skipif(can_run_coreml(), reason="on macOS Core ML runs and is profiled")
+def test_profile_refuses_at_once_off_macos(artifact, capsys, monkeypatch):
+    """Profiling measures the device: off macOS the command refuses in one line before building the torch
+    simulation (which validate uses) or starting to time anything."""
+    from edgehmr.cli import main
+
+    def no_simulation(meta, part):
+        raise AssertionError("profile built the simulation")
+
+    monkeypatch.setattr("edgehmr.rebuild.simulation_module", no_simulation)
+    path = artifact("test-hmr2", "fp16", target="coreml")
+    assert main(["profile", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "only on macOS" in err and "run 'edgehmr profile' on it" in err, err

@@ -198,7 +198,8 @@ def debug_drift_command(
     """
     from edgehmr.drift import debug_drift
 
-    with stage("compared every intermediate tensor with the FP32 build"):
+    with stage("comparing every intermediate tensor with the FP32 build",
+               "compared every intermediate tensor with the FP32 build"):
         result = debug_drift(artifact, reference_dir, samples, top)
     if as_json:
         out.print_json(json.dumps(result))

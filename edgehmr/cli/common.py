@@ -7,20 +7,48 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
+from dataclasses import dataclass
 
 import typer
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-# Wide enough for the tables when output is piped or captured (rich falls back to 80 columns there).
-out = Console(width=None if sys.stdout.isatty() else 160)
+# Wide enough for the tables when output is piped or captured (rich falls back to 80 columns there), unless
+# COLUMNS says how wide.
+out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 err = Console(stderr=True, soft_wrap=True)  # log lines stay whole lines in captured output
 app = typer.Typer(
     help="Convert, quantize, validate and profile human mesh recovery and pose models for edge targets.\n\n"
-         "Example: edgehmr convert --model hmr2-vit-s --target onnx --precision fp16",
+         "\b\nStart here:\n"
+         "  edgehmr demo                      (reference, convert, validate in about a minute)\n"
+         "  edgehmr models                    (what can be converted)\n"
+         "  edgehmr targets                   (for which runtimes, at which precisions)\n"
+         "  edgehmr convert -m hmr2-vit-s -t openvino -p fp16\n"
+         "  edgehmr COMMAND --help            (every command has examples)",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
 )
+
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("edgehmr")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            number = "unknown (not installed; run 'make install')"
+        out.print(f"edgehmr {number}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                           help="Print edgehmr's version and exit.")) -> None:
+    pass
+
 
 ModelOpt = typer.Option(..., "--model", "-m", help="Model id (see 'edgehmr models').")
 CheckpointOpt = typer.Option(None, "--checkpoint", "-c", help="Trained weights in the published layout; "
@@ -48,15 +76,15 @@ def progress_bar(label: str, total: int, quiet: bool):
 
 
 @contextmanager
-def stage(label: str, quiet: bool = False):
-    """Logs a start line and an end line with the time taken (stderr)."""
+def stage(doing: str, done: str, quiet: bool = False):
+    """A spinner saying what runs (``doing``, on a terminal), then ``done`` with the time taken (stderr)."""
     start = time.perf_counter()
     if quiet:
         yield
         return
-    with err.status(f"{label} ...") if err.is_terminal else _null():
+    with err.status(f"{doing} ...") if err.is_terminal else _null():
         yield
-    err.print(f"[green]✓[/] {label} in {time.perf_counter() - start:.1f} s")
+    err.print(f"[green]✓[/] {done} in {time.perf_counter() - start:.1f} s")
 
 
 @contextmanager
@@ -64,6 +92,40 @@ def _null():
     yield
 
 
-def _size_mb(path: Path) -> float:
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return sum(p.stat().st_size for p in files) / 1e6
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    right: bool = False  # numbers
+    key: bool = False  # tells the rows apart: never wrapped, cut or hidden
+    wrap: int = 0  # narrowest width the column may be wrapped to; 0: never wrapped
+
+
+def print_table(title: str, columns: list[Column], rows: list[list[str]], console: Console | None = None,
+                where_hidden: str = "--json or a wider terminal shows them") -> None:
+    """A table that fits the terminal: key columns are kept whole; where the natural widths do not fit, columns
+    are wrapped down to their ``wrap`` width, then hidden from the last one back (a caption names them)."""
+    console = console or out
+    cells = [[Text.from_markup(c) for c in row] for row in rows]
+
+    def need(i: int) -> int:
+        natural = max([len(columns[i].header)] + [row[i].cell_len for row in cells])
+        return min(natural, columns[i].wrap) if columns[i].wrap else natural
+
+    keep = list(range(len(columns)))
+    # rich's box: one rule per column plus one, and one space either side of each cell
+    while sum(need(i) + 3 for i in keep) + 1 > console.width:
+        hideable = [i for i in keep if not columns[i].key]
+        if len(keep) == 1 or not hideable:
+            break
+        keep.remove(hideable[-1])
+    hidden = [columns[i].header for i in range(len(columns)) if i not in keep]
+    caption = f"hidden at this width: {', '.join(hidden)} ({where_hidden})" if hidden else None
+    table = Table(title=title, caption=caption)
+    for i in keep:
+        col = columns[i]
+        table.add_column(col.header, justify="right" if col.right else "left", no_wrap=not col.wrap, overflow="fold",
+                         min_width=need(i) if col.key else None)
+    for row in cells:
+        table.add_row(*(row[i] for i in keep))
+    console.print(table)

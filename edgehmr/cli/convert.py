@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from edgehmr.cli.common import CheckpointOpt, ModelOpt, QuietOpt, TrustOpt, _size_mb, app, err, out, progress_bar, stage
+from edgehmr.artifact import artifact_mb
+from edgehmr.cli.common import CheckpointOpt, ModelOpt, QuietOpt, TrustOpt, app, err, out, progress_bar, stage
 from edgehmr.tasks import CROPS, FRAMES
 
 
@@ -72,10 +73,13 @@ def convert(
     spec = resolve_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, smpl, batch, out_dir, seed,
                         calib, calib_count, calib_boxes, recipe, tuple(keep_float), tuple(quantize), canvas, buckets,
                         bucket_count, sampler, allow_demotion)
+    if calib and not spec.calib:
+        err.print(f"[yellow]note:[/] --calib ignored: {spec.precision.value} on {spec.target} needs no calibration "
+                  f"('edgehmr targets' lists the precisions that use it)")
     if dry_run:
         out.print_json(spec.to_json())
         return
-    with stage(f"loaded {model}", quiet):
+    with stage(f"loading {model}", f"loaded {model}", quiet):
         loaded = load_model(model, checkpoint, trust_checkpoint=trust_checkpoint, seed=seed)
     if loaded.weights == "untrained":
         err.print(f"[yellow]note:[/] {model} uses seeded untrained weights (give --checkpoint for trained ones)")
@@ -94,9 +98,10 @@ def _convert_crops(spec, loaded, quiet: bool) -> None:
         err.print(f"[green]✓[/] {len(calibration.images)} calibration crops from {origin}")
         for warning in calibration.warnings:
             err.print(f"[yellow]warning:[/] {warning}")
-    with stage(f"converted to {spec.target} {spec.precision.value}", quiet):
+    what = f"to {spec.target} {spec.precision.value}"
+    with stage(f"converting {what}", f"converted {what}", quiet):
         path = run_convert(spec, loaded, calibration)
-    out.print(f"{path}  ({_size_mb(path):.1f} MB)")
+    out.print(f"{path}  ({artifact_mb(path):.1f} MB)")
     _print_next_step(path)
 
 
@@ -104,14 +109,15 @@ def _convert_sat(spec, loaded, quiet: bool) -> None:
     from edgehmr.artifact import read_metadata
     from edgehmr.sat.convert import convert_sat
 
-    with stage(f"converted {spec.model} to {spec.target} {spec.precision.value} (stage 1 + every bucket)", quiet):
+    what = f"{spec.model} to {spec.target} {spec.precision.value} (stage 1 + every bucket)"
+    with stage(f"converting {what}", f"converted {what}", quiet):
         path = convert_sat(spec, loaded)
     table = read_metadata(path)["buckets"]
     if not spec.buckets and not spec.calib:
         err.print("[yellow]note:[/] buckets are a canvas default; fit them to your frames with --calib DIR")
     _print_coverage(table)
     names = ", ".join(f"{b['name']} ({b['memory']} tokens)" for b in table["buckets"])
-    out.print(f"{path}  ({_size_mb(path):.1f} MB; buckets: {names})")
+    out.print(f"{path}  ({artifact_mb(path):.1f} MB; buckets: {names})")
     _print_next_step(path)
 
 

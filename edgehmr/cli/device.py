@@ -34,7 +34,8 @@ def build_engine(
     from edgehmr.converters.tensorrt import build_artifact_engine
     from edgehmr.converters.tensorrt_engine import EngineOptions
 
-    with stage("built TensorRT engines (one per part; a profile per entry of a bucketed part)"):
+    with stage("building TensorRT engines (one per part; a profile per entry of a bucketed part)",
+               "built TensorRT engines"):
         built = build_artifact_engine(artifact, EngineOptions(workspace_mb, dla_core, timing_cache))
     for name, (path, info) in built.items():
         out.print(f"{name}: {path}  (TensorRT {info['tensorrt']}, {info['build_seconds']} s)")
@@ -42,7 +43,13 @@ def build_engine(
 
 @app.command()
 def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """List installed runtimes with versions, and the install command for missing ones (installs nothing)."""
+    """List installed runtimes with versions, and the install command for missing ones (installs nothing).
+
+    \b
+    Examples:
+      edgehmr doctor
+      edgehmr doctor --json
+    """
     from edgehmr.doctor import accelerators, check_runtimes
 
     rows = check_runtimes()
@@ -62,7 +69,12 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
 @app.command("smpl-to-npz")
 def smpl_to_npz(src: Path = typer.Argument(..., help="SMPL .pkl (official chumpy pickle or plain dict)."),
                 dst: Path = typer.Argument(..., help="Output .npz (loads without pickle).")):
-    """Convert an official SMPL pickle once to a chumpy-free .npz (no chumpy or scipy needed)."""
+    """Convert an official SMPL pickle once to a chumpy-free .npz (no chumpy or scipy needed).
+
+    \b
+    Example:
+      edgehmr smpl-to-npz SMPL_NEUTRAL.pkl SMPL_NEUTRAL.npz
+    """
     from edgehmr.models.smpl import load_smpl_data, save_smpl_npz
 
     save_smpl_npz(load_smpl_data(src), dst)

@@ -6,9 +6,8 @@ import json
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from edgehmr.cli.common import app, out
+from edgehmr.cli.common import Column, app, out, print_table, progress_bar, stage
 from edgehmr.errors import SpecError
 
 
@@ -18,37 +17,53 @@ def models(pattern: str = typer.Argument(None, help="Only models whose id matche
            as_json: bool = typer.Option(False, "--json", help="Print JSON."),
            show_all: bool = typer.Option(False, "--all", help="Also list the tiny test-* models (for tests and "
                                                                "trying commands in seconds).")):
-    """List the model zoo with parameters and GMACs per 256x192 crop."""
+    """List the model zoo with parameters and GMACs per crop (SAT-HMR: per frame at its default canvas).
+
+    \b
+    Examples:
+      edgehmr models
+      edgehmr models 'hmr2-*'
+      edgehmr models swin --json
+      edgehmr models --all            (also the tiny test-* models)
+    """
     import fnmatch
 
-    from edgehmr.models import get_model_info, list_models, model_cost
+    from edgehmr.catalog import cached_catalog, count_and_cache
 
-    names = list_models(include_test=show_all)
+    rows = cached_catalog()
+    if rows is None:  # the model code differs from catalog.json's (a development checkout): count once
+        from edgehmr.models import list_models
+
+        with stage("counting parameters and GMACs of every model (the model code differs from catalog.json's; "
+                   "cached for the next call)", "counted parameters and GMACs of every model"), \
+                progress_bar("counting", len(list_models(True)), False) as advance:
+            rows = count_and_cache(lambda name, i, n: advance())
+    rows = [r for r in rows if show_all or not r["test_only"]]
     if pattern:
-        names = [n for n in names if fnmatch.fnmatchcase(n, pattern) or pattern in n]
-        if not names:
+        rows = [r for r in rows if fnmatch.fnmatchcase(r["model"], pattern) or pattern in r["model"]]
+        if not rows:
             hint = "" if show_all else " (the tiny test-* models are listed with --all)"
             raise SpecError(f"No model matches '{pattern}'{hint}. Run 'edgehmr models' for the list.")
-    rows = []
-    for name in names:
-        info = get_model_info(name)
-        params, gmacs = model_cost(name)
-        rows.append({"model": name, "family": info.family, "params_m": round(params / 1e6, 2),
-                     "gmacs": round(gmacs, 2), "description": info.description})
+    rows = [{k: v for k, v in r.items() if k != "test_only"} for r in rows]
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    table = Table(title="edgehmr models")
-    for col in ("model", "family", "params (M)", "GMACs", "description"):
-        table.add_column(col, justify="right" if col in ("params (M)", "GMACs") else "left")
-    for r in rows:
-        table.add_row(r["model"], r["family"], f"{r['params_m']:.2f}", f"{r['gmacs']:.2f}", r["description"])
-    out.print(table)
+    print_table("edgehmr models",
+                [Column("model", key=True), Column("family"), Column("params (M)", right=True),
+                 Column("GMACs", right=True), Column("description", wrap=24)],
+                [[r["model"], r["family"], f"{r['params_m']:.2f}", f"{r['gmacs']:.2f}", escape(r["description"])]
+                 for r in rows])
 
 
 @app.command()
 def targets(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Show the capability table: targets, precisions, calibration, buckets, host."""
+    """Show the capability table: targets, precisions, calibration, buckets, host.
+
+    \b
+    Examples:
+      edgehmr targets
+      edgehmr targets --json
+    """
     from edgehmr.converters.capabilities import TARGETS
 
     rows = [{"target": c.id, "runtime": c.runtime, "suffix": c.suffix,
@@ -58,10 +73,9 @@ def targets(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    table = Table(title="edgehmr targets")
-    for col in ("target", "runtime", "suffix", "precisions", "calibration", "buckets", "host", "install"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["target"], r["runtime"], r["suffix"], ", ".join(r["precisions"]),
-                      ", ".join(r["needs_calibration"]) or "-", r["buckets"], r["host"], escape(r["install"]))
-    out.print(table)
+    print_table("edgehmr targets",
+                [Column("target", key=True), Column("precisions", wrap=12), Column("calibration"),
+                 Column("runtime", wrap=14), Column("host", wrap=18), Column("buckets", wrap=16), Column("suffix"),
+                 Column("install", wrap=18)],
+                [[r["target"], ", ".join(r["precisions"]), ", ".join(r["needs_calibration"]) or "-", r["runtime"],
+                  r["host"], r["buckets"], r["suffix"], escape(r["install"])] for r in rows])

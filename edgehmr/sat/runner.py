@@ -51,10 +51,11 @@ def _check_layout(meta: dict, table) -> None:
 
 class SatPipeline:
     def __init__(self, artifact_dir: str | Path, threads: int | None = None, shared_weights: bool = False,
-                 verify: bool = True):
+                 verify: bool = True, simulate: bool = True):
         """``shared_weights``: OpenVINO compiles stage 2 once for every bucket (weights held once, 1-3% slower)
         instead of once per bucket (see :class:`edgehmr.targets.base.RunOptions`).
-        ``verify``: check the files against the sha256 hashes metadata.json records."""
+        ``verify``: check the files against the sha256 hashes metadata.json records.
+        ``simulate``: see :func:`edgehmr.targets.base.open_artifact_runner`."""
         self.artifact_dir = Path(artifact_dir)
         self.meta = read_metadata(self.artifact_dir, verify=verify)
         if artifact_task(self.meta).input != FRAMES:
@@ -63,8 +64,8 @@ class SatPipeline:
         rule = self.meta["buckets"]["selection"]
         self.thresholds = (rule["confidence_gt"], rule["scale_lt"])
         _check_layout(self.meta, self.table)
-        self.stage1, self.stage2 = (open_artifact_runner(self.artifact_dir, self.meta, name, threads, shared_weights)
-                                    for name in ("stage1", "stage2"))
+        self.stage1, self.stage2 = (open_artifact_runner(self.artifact_dir, self.meta, name, threads, shared_weights,
+                                                         simulate) for name in ("stage1", "stage2"))
         self.execution = self.stage2.execution
 
     @property
