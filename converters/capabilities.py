@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -131,12 +132,15 @@ def quiet_import(module: str):
 
 def check_available(caps: TargetCaps) -> None:
     """Fail before any work when the target's converter libraries are not installed."""
+    from edgehmr.doctor import pip_install
+
     for module in caps.requires:
         try:
             quiet_import(module)
         except ImportError:
+            extra = re.search(r"\[([^\]]+)\]", caps.extra)
             raise TargetUnavailableError(f"Target '{caps.id}' needs {module}, which is not installed: "
-                                         f"pip install '{caps.extra}'.") from None
+                                         f"{pip_install(extra[1] if extra else None)}.") from None
 
 
 def parse_precision(value: str, caps: TargetCaps) -> Precision:

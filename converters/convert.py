@@ -13,6 +13,7 @@ from pathlib import Path
 from edgehmr.converters.base import ConvertResult, ExportJob
 from edgehmr.converters.capabilities import Precision, get_target
 from edgehmr.converters.shapes import entry_shapes, prepare
+from edgehmr.progress import step
 
 
 def convert_part(target_id: str, job: ExportJob, out_dir: Path) -> ConvertResult:
@@ -20,6 +21,8 @@ def convert_part(target_id: str, job: ExportJob, out_dir: Path) -> ConvertResult
     caps = get_target(target_id)
     prepare(target_id, job)
     job.module.eval()
+    entries = f" ({len(job.entries)} shapes)" if len(job.entries) > 1 else ""
+    step(f"{job.model_name}: converting for {caps.runtime}{entries}")
     return importlib.import_module(caps.converter).convert(job, Path(out_dir))
 
 

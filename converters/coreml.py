@@ -42,7 +42,9 @@ from edgehmr.converters.base import ConvertResult, ExportJob, node_scope
 from edgehmr.converters.capabilities import Precision
 from edgehmr.converters.shapes import prepare
 from edgehmr.coreml_numerics import calibrate_w8a8, compute_precision, coreml_module, scopes_to_skip
+from edgehmr.doctor import pip_install
 from edgehmr.errors import ConversionError, TargetUnavailableError
+from edgehmr.progress import step
 from edgehmr.isolated import WorkerError, run_worker
 from edgehmr.vendor import vendor_quiet
 
@@ -84,7 +86,7 @@ def _coremltools():
         with vendor_quiet():
             import coremltools
     except ImportError:
-        raise TargetUnavailableError("Target 'coreml' needs coremltools: pip install 'edgehmr[coreml]'.") from None
+        raise TargetUnavailableError(f"Target 'coreml' needs coremltools: {pip_install('coreml')}.") from None
     return coremltools
 
 
@@ -106,6 +108,7 @@ def torch2coreml_packages(module: torch.nn.Module, shapes: dict[Path, tuple[torc
     crash in its native code fails this conversion with a message instead of ending the command. One worker for
     every shape: its start (importing torch and coremltools) is paid once."""
     _coremltools()  # missing: one line now, not a worker's traceback
+    step(f"{name}: tracing, then coremltools converts {len(shapes)} program(s) in a worker process")
     target = deployment_target(precision, multifunction)
     torchscript = precision == Precision.int8
     programs = {}

@@ -28,6 +28,7 @@ from edgehmr.converters.base import ConvertResult, ExportJob, node_scope
 from edgehmr.converters.capabilities import Precision
 from edgehmr.converters.shapes import dynamic_axes_json, export_job, prepare, torch_dynamic_shapes
 from edgehmr.errors import ConversionError
+from edgehmr.progress import step
 from edgehmr.vendor import vendor_quiet
 
 MODEL_FILE = "model.pte"
@@ -136,12 +137,15 @@ def lower_methods(methods: dict[str, Method | tuple], delegate: str, precision: 
                 # Registers portable out-variants of quantize/dequantize for any left outside the delegate.
                 import executorch.kernels.quantized  # noqa: F401
             programs = {}
-            for method, spec in methods.items():
+            for i, (method, spec) in enumerate(methods.items(), 1):
+                step(f"{name}: exporting method {i}/{len(methods)} ({method})")
                 spec = Method(*spec)
                 programs[method] = torch.export.export(spec.module, spec.example_inputs,
                                                        dynamic_shapes=spec.dynamic_shapes)
+            step(f"{name}: lowering {len(programs)} method(s) to {delegate} (minutes at published sizes)")
             edge = to_edge_transform_and_lower(programs, partitioner=_partitioners(delegate, precision))
             leftover = {m: non_delegated_ops(edge, m) for m in methods}
+            step(f"{name}: writing the .pte")
             buffer = edge.to_executorch().buffer
     except Exception as e:
         raise ConversionError(f"ExecuTorch lowering of {name} ({delegate}) failed: {str(e).splitlines()[0]}") from e

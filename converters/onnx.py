@@ -26,6 +26,7 @@ from edgehmr.converters.capabilities import Precision
 from edgehmr.converters.shapes import (calibration_counts, calibration_feeds, dynamic_axes_json, export_job,
                                       prepare, torch_dynamic_shapes)
 from edgehmr.errors import ConversionError
+from edgehmr.progress import step
 
 OPSET = 18
 MODEL_FILE = "model.onnx"
@@ -96,16 +97,23 @@ def torch2onnx_entries(job: ExportJob, out_path: Path) -> Path:
     return torch2onnx(export_job(job), out_path, dynamic_shapes=torch_dynamic_shapes(job))
 
 
+PRECISION_STEP = {Precision.fp16: "casting to FP16",
+                  Precision.int8: "INT8 calibration and Q/DQ insertion (ONNX Runtime)",
+                  Precision.int8_weights: "quantizing weights to INT8"}
+
+
 def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
     """One ``model.onnx`` for every entry: dynamic dims where the entries differ, weights stored once."""
     prepare("onnx", job)
     out = out_dir / MODEL_FILE
     details: dict = {"opset": OPSET, "dynamic_axes": dynamic_axes_json(job), "entries": list(job.entries)}
+    step(f"{job.model_name}: exporting to ONNX (torch.export, opset {OPSET})")
     if job.precision == Precision.fp32:
         torch2onnx_entries(job, out)
         return ConvertResult(MODEL_FILE, details)
     fp32 = out_dir / "model.fp32.tmp.onnx"
     torch2onnx_entries(job, fp32)
+    step(f"{job.model_name}: {PRECISION_STEP[job.precision]}")
     if job.precision == Precision.fp16:
         onnx2fp16(fp32, out)
         details["io_dtype"] = "float32"

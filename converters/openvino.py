@@ -25,7 +25,9 @@ from edgehmr.converters.base import ConvertResult, ExportJob, node_scope
 from edgehmr.converters.capabilities import Precision
 from edgehmr.converters.shapes import (calibration_counts, calibration_feeds, dynamic_axes, dynamic_axes_json,
                                       entry_shapes, export_job, prepare, torch_dynamic_shapes)
+from edgehmr.doctor import pip_install
 from edgehmr.errors import ConversionError, TargetUnavailableError
+from edgehmr.progress import step
 
 MODEL_FILE = "model.xml"
 # NNCF op types for the recipe's op kinds (LayerNorm arrives in OpenVINO as MVN).
@@ -37,7 +39,7 @@ def _import_openvino():
     try:
         import openvino as ov
     except ImportError:
-        raise TargetUnavailableError("Target 'openvino' needs OpenVINO: pip install 'edgehmr[openvino]'.") from None
+        raise TargetUnavailableError(f"Target 'openvino' needs OpenVINO: {pip_install('openvino')}.") from None
     return ov
 
 
@@ -183,10 +185,12 @@ def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
     """One IR for every entry; the runner compiles one static CompiledModel per entry at load time."""
     prepare("openvino", job)
     ov = _import_openvino()
+    step(f"{job.model_name}: exporting and reading into OpenVINO")
     model, scopes = torch2openvino_entries(job)
     kept: list[str] = []
     details: dict = {}
     if job.precision == Precision.int8:
+        step(f"{job.model_name}: INT8 calibration (NNCF, {sum(calibration_counts(job).values())} samples)")
         model, kept = quantize_int8(model, scopes, job)
         details = {"recipe": job.recipe_json(), "calibration_samples": calibration_counts(job)}
         scheme = "W8A8 static PTQ (NNCF, TRANSFORMER, mixed preset)"
@@ -198,6 +202,7 @@ def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
         scheme = "float"
     else:  # prepare() refused every other precision
         raise ConversionError(f"OpenVINO target has no {job.precision.value} path.")
+    step(f"{job.model_name}: saving the IR")
     ov.save_model(model, str(out_dir / MODEL_FILE), compress_to_fp16=job.precision == Precision.fp16)
     details |= {"scheme": scheme, "openvino": ov.__version__, "runtime_config": runtime_config(job.precision),
                 "weights": {Precision.fp16: "fp16", Precision.fp32: "fp32"}.get(job.precision, "as scheme"),

@@ -15,6 +15,7 @@ from edgehmr.calibration.recipes import QuantRecipe, check_scopes
 from edgehmr.converters.base import ExportJob, batched_samples
 from edgehmr.converters.capabilities import TargetCaps, get_target
 from edgehmr.converters.convert import convert_part, part_metadata
+from edgehmr.progress import step
 from edgehmr.environment import environment
 from edgehmr.errors import SpecError
 from edgehmr.models import LoadedModel, load_model
@@ -93,6 +94,7 @@ def convert(spec: ConvertSpec, loaded: LoadedModel | None = None, calibration: C
     caps = get_target(spec.target)
     loaded = loaded or load_model(spec.model, spec.checkpoint, trust_checkpoint=spec.trust_checkpoint, seed=spec.seed)
     calibration = calibration or calibration_for(spec, loaded)
+    step("building the export module" + (" with SMPL" if spec.with_mesh else ""))
     module, output_names, smpl_meta = build_export_module(loaded, spec)
     recipe = export_recipe(spec.recipe, module, spec.with_mesh)
     info = loaded.info
@@ -107,6 +109,7 @@ def convert(spec: ConvertSpec, loaded: LoadedModel | None = None, calibration: C
     start = time.perf_counter()
     with staged_dir(final) as stage, sampler_applied(loaded.module, spec.sampler):
         result = convert_part(caps.id, job, stage)
+        step("writing metadata.json")
         with torch.no_grad():
             shapes = [list(o.shape) for o in module(*example)]
         write_metadata(stage, loaded, caps, spec, start, {

@@ -18,6 +18,7 @@ import torch
 
 from edgehmr.artifact import inside
 from edgehmr.converters.capabilities import Precision
+from edgehmr.doctor import pip_install
 from edgehmr.errors import InputError, TargetUnavailableError
 from edgehmr.native_profiles import COREML_FORMAT, TOP_LAYERS, NativeTiming
 from edgehmr.targets.base import RunOptions, Runner
@@ -100,7 +101,7 @@ def open_runner(artifact_dir: Path, part: dict, options: RunOptions = RunOptions
             import coremltools  # noqa: F401
         except ImportError:
             raise TargetUnavailableError("Running .mlpackage artifacts needs coremltools: "
-                                         "pip install 'edgehmr[coreml]'.") from None
+                                         f"{pip_install('coreml')}.") from None
         return CoreMLRunner(artifact_dir / part["file"], part)
     if options.simulation is None:
         raise TargetUnavailableError(f"Cannot run the Core ML part {part['file']} here: {SIMULATION_REASON} (run it "

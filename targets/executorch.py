@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgehmr.doctor import pip_install
 from edgehmr.errors import InputError, TargetUnavailableError
 from edgehmr.native_profiles import NativeTiming, ranked
 from edgehmr.targets.base import RunOptions, Runner, native_output_silenced
@@ -30,7 +31,7 @@ def _runtime():
         from executorch.runtime import Runtime
     except ImportError:
         raise TargetUnavailableError("Running .pte artifacts needs ExecuTorch: "
-                                     "pip install 'edgehmr[executorch]'.") from None
+                                     f"{pip_install('executorch')}.") from None
     return Runtime.get()
 
 

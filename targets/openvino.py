@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgehmr.doctor import pip_install
 from edgehmr.errors import InputError, TargetUnavailableError
 from edgehmr.native_profiles import NativeTiming, ranked
 from edgehmr.targets.base import RunOptions, Runner
@@ -24,7 +25,7 @@ def _openvino():
         import openvino as ov
     except ImportError:
         raise TargetUnavailableError("Running OpenVINO artifacts needs OpenVINO: "
-                                     "pip install 'edgehmr[openvino]'.") from None
+                                     f"{pip_install('openvino')}.") from None
     return ov
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgehmr.artifact import inside
+from edgehmr.doctor import pip_install
 from edgehmr.errors import InputError, TargetUnavailableError
 from edgehmr.native_profiles import NativeTiming, ranked
 from edgehmr.targets.base import RunOptions, Runner
@@ -71,7 +72,7 @@ def _polygraphy():
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
     except ImportError:
         raise TargetUnavailableError("Running TensorRT engines needs Polygraphy: "
-                                     "pip install 'edgehmr[tensorrt]'.") from None
+                                     f"{pip_install('tensorrt')}.") from None
     return EngineFromBytes, TrtRunner
 
 

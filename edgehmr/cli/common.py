@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 # Wide enough for the tables when output is piped or captured (rich falls back to 80 columns there), unless
 # COLUMNS says how wide.
@@ -77,19 +77,23 @@ def progress_bar(label: str, total: int, quiet: bool):
 
 @contextmanager
 def stage(doing: str, done: str, quiet: bool = False):
-    """A spinner saying what runs (``doing``, on a terminal), then ``done`` with the time taken (stderr)."""
+    """On a terminal, a spinner line saying what runs (``doing``: the sub-step the library reports through
+    :mod:`edgehmr.progress`) and for how long; then ``done`` with the time taken (stderr)."""
+    from edgehmr.progress import reporting
+
     start = time.perf_counter()
     if quiet:
         yield
         return
-    with err.status(f"{doing} ...") if err.is_terminal else _null():
+    if not _progress_enabled(quiet):
         yield
+    else:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                      transient=True) as line:
+            task = line.add_task(f"{doing} ...")
+            with reporting(lambda text: line.update(task, description=f"{doing}: {text} ...")):
+                yield
     err.print(f"[green]✓[/] {done} in {time.perf_counter() - start:.1f} s")
-
-
-@contextmanager
-def _null():
-    yield
 
 
 

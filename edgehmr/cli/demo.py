@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from edgehmr.artifact import artifact_mb
 from edgehmr.cli.common import Column, QuietOpt, app, out, print_table, stage
@@ -94,21 +95,22 @@ def _print_where_and_next(bundle: Path, artifacts: list[Path], out_dir: Path, mo
     """Where the demo wrote its files and the commands that take them further (paths as the user gave them)."""
     q = shlex.quote
     out.print("\n[bold]Written[/] (an artifact: model files, metadata.json, validation.json):", highlight=False)
-    out.print(f"  reference bundle  {bundle}/", highlight=False, soft_wrap=True)
+    out.print(f"  reference bundle  {escape(str(bundle))}/", highlight=False, soft_wrap=True)
     for path in artifacts:
-        out.print(f"  artifact          {path}/", highlight=False, soft_wrap=True)
+        out.print(f"  artifact          {escape(str(path))}/", highlight=False, soft_wrap=True)
     last = artifacts[-1]
     out.print("\n[bold]Next:[/]", highlight=False)
     for line in (f"edgehmr validate {q(str(last))} --reference {q(str(bundle))}",
                  f"edgehmr profile {q(str(last))} --runs 50",
                  f"edgehmr report {q(str(out_dir))} -o {q(str(out_dir / 'report'))}", *more):
-        out.print(f"  {line}", highlight=False, soft_wrap=True)
+        out.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _install_line(target: str) -> str:
     from edgehmr.converters.capabilities import TARGETS
+    from edgehmr.doctor import pip_install
 
-    return f"pip install 'edgehmr[{target}]'     (adds {TARGETS[target].runtime}; 'edgehmr doctor' lists them all)"
+    return f"{pip_install(target)}     (adds {TARGETS[target].runtime}; 'edgehmr doctor' lists every runtime)"
 
 
 def _demo_sat(loaded, out_dir: Path, quiet: bool) -> None:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from edgehmr.cli.common import app, out, stage
+from edgehmr.cli.common import Column, app, out, print_table, stage
 
 
 @app.command("build-engine")
@@ -56,12 +55,18 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     if as_json:
         out.print_json(json.dumps({"runtimes": rows, "accelerators": accelerators()}))
         return
-    table = Table(title="edgehmr doctor")
-    for col in ("runtime", "version", "needed for", "install"):
-        table.add_column(col)
+    print_table("edgehmr doctor", [Column("runtime", key=True), Column("version", key=True),
+                                   Column("needed for", wrap=16)],
+                [[r["runtime"], r["version"] or "[red]missing[/]", r["needed_for"]] for r in rows])
+    missing: dict[str, list[dict]] = {}
     for r in rows:
-        table.add_row(r["runtime"], r["version"] or "[red]missing[/]", r["needed_for"], escape(r["install"] or ""))
-    out.print(table)
+        if r["install"]:
+            missing.setdefault(r["install"], []).append(r)
+    if missing:  # below the table, one per line: copied whole, never wrapped by a column
+        out.print("To install what is missing (nothing is installed for you):", highlight=False)
+        for command, runtimes in missing.items():
+            said = "; ".join([", ".join(r["runtime"] for r in runtimes)] + [r["note"] for r in runtimes if r["note"]])
+            out.print(f"  {escape(command)}     ({said})", highlight=False, soft_wrap=True)
     acc = accelerators()
     out.print(f"accelerators: {', '.join(acc) if acc else 'none visible to PyTorch (CPU only)'}")
 

@@ -26,6 +26,7 @@ from edgehmr.convert import write_metadata
 from edgehmr.converters.base import ExportJob
 from edgehmr.converters.capabilities import get_target
 from edgehmr.converters.convert import convert_part, part_metadata
+from edgehmr.progress import step
 from edgehmr.models import LoadedModel, load_model
 from edgehmr.models.sat_hmr import (CANVAS, FOCAL_PX, FOV_DEGREES, STAGE1_INPUTS, STAGE1_OUTPUTS, STAGE2_INPUTS,
                                     STAGE2_OUTPUTS, Stage1Graph, Stage2Graph)
@@ -76,11 +77,15 @@ def convert_sat(spec: ConvertSpec, loaded: LoadedModel | None = None) -> Path:
     caps = get_target(spec.target)
     loaded = loaded or load_model(spec.model, spec.checkpoint, trust_checkpoint=spec.trust_checkpoint, seed=spec.seed)
     canvas = Canvas.parse(spec.canvas)
+    if spec.calib:
+        step(f"reading {spec.calib_count} calibration frames from {spec.calib}")
     images = calibration_frames(spec, canvas) if spec.calib else None
+    step("choosing the bucket table" + (f" from {len(images)} calibration frames" if images else ""))
     table, table_meta, selections = resolve_table(spec, loaded, canvas, images)
     model = loaded.module
     calib1 = calib2 = None
     if spec.precision in caps.calibrated:
+        step(f"collecting calibration inputs of stage 1 and of {len(table.buckets)} buckets")
         calib1, calib2 = sat_calibration(model, images, selections, table)
         for entry in table_meta["buckets"]:  # 0: no calibration frame fits it; it uses the shared scales
             entry["calibration_samples"] = len(calib2.get(entry["name"], []))
@@ -99,7 +104,8 @@ def convert_sat(spec: ConvertSpec, loaded: LoadedModel | None = None) -> Path:
     start = time.perf_counter()
     with staged_dir(final) as stage:
         parts = {}
-        for name, job in jobs.items():
+        for i, (name, job) in enumerate(jobs.items(), 1):
+            step(f"part {i}/{len(jobs)} ({name}, {len(job.entries)} shape(s))")
             (stage / name).mkdir()
             result = convert_part(caps.id, job, stage / name)
             part = part_metadata(caps.id, job, result)
