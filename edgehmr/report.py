@@ -263,9 +263,9 @@ def _bucket_plot(rows: list[Row], plt, width: float):
 
 def plots(rows: list[Row]) -> dict[str, tuple[str, str, bool]]:
     """Title -> (base64 PNG, base64 PNG for phones, wide): latency (every artifact), drift vs latency (per task
-    metric), SAT-HMR latency per bucket, drift per joint. A plot is drawn where at least one artifact has its data; the artifacts without it
-    are named in the plot. Wide plots take the page's whole width: the latency and per-joint plots, and the last
-    half-width plot when their number is odd (no empty half row)."""
+    metric), SAT-HMR latency per bucket, drift per joint. A plot is drawn where at least one artifact has its
+    data; the artifacts without it are named in the plot. Wide plots take the page's whole width: the latency and
+    per-joint plots, and the last half-width plot when their number is odd (no empty half row)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed

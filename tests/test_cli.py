@@ -285,3 +285,23 @@ def test_demo_says_where_everything_went_and_its_next_commands_run(capsys, tmp_p
             command += ["--runs", "2", "--warmup", "0"]
         assert run(capsys, *command[1:])[0] == 0, command
     assert (out_dir / "report" / "report.html").is_file()
+
+
+def test_readme_shows_what_make_demo_prints(capsys, tmp_path, monkeypatch):
+    """README's `make demo` block is the demo's output: the same columns, paths and next commands (run here on
+    the tiny model, whose numbers differ; the default model's run is what the README shows)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("It prints (progress lines go to stderr):\n\n```\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "demo", "-m", "test-hmr2", "--quiet")
+    assert code == 0
+
+    def shape(text: str, model: str) -> list[str]:
+        lines = [line.rstrip() for line in text.replace(model, "MODEL").splitlines()]
+        header = next(line for line in lines if "artifact" in line and "verdict" in line)
+        # the last suggestion depends on what is installed (README: the core only, OpenVINO's install command)
+        listed = [line for line in lines if line.startswith(("  reference bundle", "  artifact", "  edgehmr validate",
+                                                             "  edgehmr profile", "  edgehmr report"))]
+        return [" ".join(header.split())] + listed
+
+    assert shape(block, "hmr2-vit-s") == shape(out, "test-hmr2")
