@@ -16,8 +16,9 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
+
+from edgehmr.progress import reporting, step
 
 MODEL_CODE = Path(__file__).resolve().parent / "models"
 CATALOG = Path(__file__).resolve().with_name("catalog.json")
@@ -36,15 +37,15 @@ def user_cache() -> Path:
     return Path(os.environ.get("EDGEHMR_CACHE", Path.home() / ".cache" / "edgehmr")) / "catalog"
 
 
-def count_catalog(progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Build every registered model (test ones too) on the meta device and count it: ``{"code_sha256", "models"}``."""
+def count_catalog() -> dict:
+    """Build every registered model (test ones too) on the meta device and count it: ``{"code_sha256", "models"}``.
+    Says each model through :mod:`edgehmr.progress`."""
     from edgehmr.models import get_model_info, list_models, model_cost
 
     names = list_models(include_test=True)
     rows = []
     for i, name in enumerate(names):
-        if progress is not None:
-            progress(name, i, len(names))
+        step(f"{i + 1}/{len(names)}: {name}")
         info = get_model_info(name)
         params, gmacs = model_cost(name)
         rows.append({"model": name, "family": info.family, "params_m": round(params / 1e6, 2),
@@ -73,9 +74,9 @@ def cached_catalog() -> list[dict] | None:
     return None
 
 
-def count_and_cache(progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
+def count_and_cache() -> list[dict]:
     """Count the catalog now and keep it in the user's cache (a cache that cannot be written is skipped)."""
-    data = count_catalog(progress)
+    data = count_catalog()
     cached = _cache_file(data["code_sha256"])
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         current = _read(CATALOG, code_key()) is not None
         print(f"{CATALOG.name} is {'current' if current else f'stale: run {COMMAND}'}")
         return 0 if current else 1
-    data = count_catalog(lambda name, i, n: print(f"[{i + 1}/{n}] {name}", file=sys.stderr))
+    with reporting(lambda text: print(text, file=sys.stderr)):
+        data = count_catalog()
     CATALOG.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {CATALOG} ({len(data['models'])} models)")
     return 0

@@ -40,7 +40,7 @@ def test_changed_model_code_is_counted_once_then_read_from_the_cache(tmp_path, m
     (tmp_path / "stale.json").write_text(json.dumps({"code_sha256": "0" * 64, "models": []}))
     assert catalog.cached_catalog() is None  # another key: not used
     counted = []
-    monkeypatch.setattr(catalog, "count_catalog", lambda progress=None: counted.append(1) or {
+    monkeypatch.setattr(catalog, "count_catalog", lambda: counted.append(1) or {
         "code_sha256": catalog.code_key(), "models": [{"model": "m", "test_only": False}]})
     assert catalog.catalog() == [{"model": "m", "test_only": False}]
     assert catalog.catalog() == [{"model": "m", "test_only": False}] and counted == [1]  # the second from the cache

@@ -31,7 +31,6 @@ app = typer.Typer(
 )
 
 
-
 def _print_version(value: bool) -> None:
     if value:
         from importlib.metadata import PackageNotFoundError, version
@@ -94,7 +93,6 @@ def stage(doing: str, done: str, quiet: bool = False):
             with reporting(lambda text: line.update(task, description=f"{doing}: {text} ...")):
                 yield
     err.print(f"[green]✓[/] {done} in {time.perf_counter() - start:.1f} s")
-
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import json
 import typer
 from rich.markup import escape
 
-from edgehmr.cli.common import Column, app, out, print_table, progress_bar, stage
+from edgehmr.cli.common import Column, app, out, print_table, stage
 from edgehmr.errors import SpecError
 
 
@@ -32,12 +32,9 @@ def models(pattern: str = typer.Argument(None, help="Only models whose id matche
 
     rows = cached_catalog()
     if rows is None:  # the model code differs from catalog.json's (a development checkout): count once
-        from edgehmr.models import list_models
-
         with stage("counting parameters and GMACs of every model (the model code differs from catalog.json's; "
-                   "cached for the next call)", "counted parameters and GMACs of every model"), \
-                progress_bar("counting", len(list_models(True)), False) as advance:
-            rows = count_and_cache(lambda name, i, n: advance())
+                   "cached for the next call)", "counted parameters and GMACs of every model"):
+            rows = count_and_cache()
     rows = [r for r in rows if show_all or not r["test_only"]]
     if pattern:
         rows = [r for r in rows if fnmatch.fnmatchcase(r["model"], pattern) or pattern in r["model"]]
