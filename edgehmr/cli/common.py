@@ -15,9 +15,9 @@ from rich.table import Table
 from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-# Wide enough for the tables when output is piped or captured (rich falls back to 80 columns there), unless
-# COLUMNS says how wide.
-out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
+# Wide enough for the tables when output is piped or captured (rich falls back to 80 columns there); a terminal's
+# own width otherwise.
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)  # log lines stay whole lines in captured output
 app = typer.Typer(
     help="Convert, quantize, validate and profile human mesh recovery and pose models for edge targets.\n\n"
