@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgehmr.cli.common import QuietOpt, SmplOpt, app, err, out, progress_bar, stage
+from edgehmr.cli.common import Column, QuietOpt, SmplOpt, app, err, out, print_table, progress_bar, stage
 
 
 @app.command()
@@ -93,29 +93,27 @@ def profile(
 
 def print_profile(report) -> None:
     device = report.device.get("label") or report.device.get("cpu") or report.device.get("device") or "device"
-    table = Table(title=f"{report.model} · {report.target} · {report.precision} · {device}")
-    for col in ("", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "runs (clipped)"):
-        table.add_column(col, justify="left" if not col else "right")
     rows = [("inference" if not report.per_entry else "whole frame", asdict(report.latency))] if report.latency else []
     rows += list(report.per_entry.items())
-    for name, s in rows:
-        table.add_row(name, _ms(s["p50_ms"]), _ms(s["p90_ms"]), _ms(s["p99_ms"]),
-                      f"{_ms(s['mean_ms'])} ± {_ms(s['std_ms'])}", f"{s['runs'] or '-'} ({s['clipped']})")
-    out.print(table)
+    print_table(f"{report.model} · {report.target} · {report.precision} · {device}",
+                [Column("", key=True), Column("p50 ms", right=True, key=True), Column("p90 ms", right=True),
+                 Column("p99 ms", right=True), Column("mean ± std ms", right=True),
+                 Column("runs (clipped)", right=True)],
+                [[name, _ms(s["p50_ms"]), _ms(s["p90_ms"]), _ms(s["p99_ms"]),
+                  f"{_ms(s['mean_ms'])} ± {_ms(s['std_ms'])}", f"{s['runs'] or '-'} ({s['clipped']})"]
+                 for name, s in rows])
     facts = [f"load {report.load_s:.2f} s" if report.load_s is not None else None,
              f"first inference {report.first_inference_ms:.1f} ms" if report.first_inference_ms is not None else None,
              f"peak RSS {report.peak_rss_mb:.0f} MB (+{report.rss_growth_mb:.0f} MB)"
              if report.peak_rss_mb is not None else None, f"size {report.size_mb:.1f} MB", report.source]
     out.print(" · ".join(f for f in facts if f))
     if report.layers:
-        layers = Table(title="slowest layers")
-        for col in ("layer", "type", "ms", "share"):
-            layers.add_column(col, justify="left" if col in ("layer", "type") else "right")
-        for layer in report.layers[:10]:
-            ms = layer.get("ms")
-            layers.add_row(layer["name"][:70], layer.get("type", ""), _ms(ms),
-                           f"{layer['share']:.1%}" if "share" in layer else f"cost {layer.get('estimated_cost', 0):.3f}")
-        out.print(layers)
+        print_table("slowest layers",
+                    [Column("layer", wrap=40), Column("ms", right=True, key=True), Column("share", right=True),
+                     Column("type")],
+                    [[escape(layer["name"]), _ms(layer.get("ms")),
+                      f"{layer['share']:.1%}" if "share" in layer else f"cost {layer.get('estimated_cost', 0):.3f}",
+                      escape(layer.get("type", ""))] for layer in report.layers[:10]])
     for note in report.notes:
         out.print(f"[dim]note: {note}[/]")
 
@@ -215,29 +213,25 @@ def debug_drift_command(
 
 def print_report(report) -> None:
     title = f"{report.model} · {report.target} · {report.precision} · {report.samples} samples · {report.weights}"
-    table = Table(title=title)
-    for col in ("output", "max abs", "mean abs", "rel L2", "cosine", "tol rel L2", ""):
-        table.add_column(col, justify="left" if col == "output" else "right")
-    for name, s in report.outputs.items():
-        table.add_row(name, f"{s['max_abs']:.2e}", f"{s['mean_abs']:.2e}", f"{s['rel_l2']:.2e}",
-                      f"{s['cosine']:.6f}", f"{s['tolerance_rel_l2']:.0e}", _mark(s["ok"]))
-    out.print(f"compared against the {report.reference}")
-    out.print(table)
-    task = Table(title="task drift vs FP32 reference")
-    for col in ("metric", "value", "tolerance", ""):
-        task.add_column(col, justify="left" if col == "metric" else "right")
-    for metric, t in report.task.items():
-        task.add_row(metric, f"{t['value']:.4f} {t['unit']}", f"{t['tolerance']:g} {t['unit']}", _mark(t["ok"]))
-    out.print(task)
+    out.print(f"compared against the {escape(report.reference)}", highlight=False)
+    print_table(title, [Column("output", key=True), Column("", key=True), Column("rel L2", right=True),
+                        Column("tol rel L2", right=True), Column("max abs", right=True), Column("cosine", right=True),
+                        Column("mean abs", right=True)],
+                [[name, _mark(s["ok"]), f"{s['rel_l2']:.2e}", f"{s['tolerance_rel_l2']:.0e}", f"{s['max_abs']:.2e}",
+                  f"{s['cosine']:.6f}", f"{s['mean_abs']:.2e}"] for name, s in report.outputs.items()])
+    print_table("task drift vs FP32 reference",
+                [Column("metric", key=True), Column("", key=True), Column("value", right=True),
+                 Column("tolerance", right=True)],
+                [[metric, _mark(t["ok"]), f"{t['value']:.4f} {t['unit']}", f"{t['tolerance']:g} {t['unit']}"]
+                 for metric, t in report.task.items()])
     buckets = getattr(report, "buckets", None)
     if buckets:
-        per = Table(title="per bucket (SAT-HMR stage 2)")
-        for col in ("bucket", "frames", "selection changed", "demoted cells", "max abs", "worst rel L2", ""):
-            per.add_column(col, justify="left" if col == "bucket" else "right")
-        for name, b in buckets.items():
-            per.add_row(name, str(b["frames"]), str(b["selection_changed"]), str(b["demoted_cells"]),
-                        f"{b['max_abs']:.2e}", f"{b['worst_rel_l2']:.2e}", _mark(b["ok"]))
-        out.print(per)
+        print_table("per bucket (SAT-HMR stage 2)",
+                    [Column("bucket", key=True), Column("", key=True), Column("frames", right=True),
+                     Column("worst rel L2", right=True), Column("max abs", right=True),
+                     Column("demoted cells", right=True), Column("selection changed", right=True)],
+                    [[name, _mark(b["ok"]), str(b["frames"]), f"{b['worst_rel_l2']:.2e}", f"{b['max_abs']:.2e}",
+                      str(b["demoted_cells"]), str(b["selection_changed"])] for name, b in buckets.items()])
     if report.execution != "runtime":
         out.print(f"[yellow]execution: {report.execution}[/]")
     for note in report.notes:
