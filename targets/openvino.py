@@ -16,6 +16,7 @@ import numpy as np
 
 from edgehmr.doctor import pip_install
 from edgehmr.errors import InputError, TargetUnavailableError
+from edgehmr.progress import step
 from edgehmr.native_profiles import NativeTiming, ranked
 from edgehmr.targets.base import RunOptions, Runner
 
@@ -50,7 +51,9 @@ class OpenVINORunner(Runner):
         self._compiled = {}
         shared = core.compile_model(model, device, config) if shared_weights else None
         static = not model.is_dynamic()
-        for entry, shapes in part["entries"].items():
+        for i, (entry, shapes) in enumerate(part["entries"].items(), 1):
+            if len(part["entries"]) > 1:
+                step(f"OpenVINO compiling {entry} ({i}/{len(part['entries'])})")
             if shared is not None:
                 compiled = shared
             elif static:  # one fixed shape (a crop model): the IR is already the entry's graph

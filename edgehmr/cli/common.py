@@ -68,10 +68,14 @@ def progress_bar(label: str, total: int, quiet: bool):
     if not _progress_enabled(quiet):
         yield lambda n=1: None
         return
+    from edgehmr.progress import reporting
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as bar:
         task = bar.add_task(label, total=total)
-        yield lambda n=1: bar.advance(task, n)
+        # before the first step is counted (loading, compiling), the label says what runs
+        with reporting(lambda text: bar.update(task, description=f"{label}: {text}")):
+            yield lambda n=1: bar.update(task, advance=n, description=label)
 
 
 @contextmanager
