@@ -128,14 +128,18 @@ def test_allow_demotion_is_said_everywhere(setup, tmp_path, capsys):
 
 
 def test_convert_says_what_the_full_coverage_buckets_do(setup, tmp_path, capsys):
+    """What convert prints from the bucket table it records (the table is resolved before any conversion; the
+    metadata's "buckets" is this table: test_defaults_never_demote_and_validate_at_fp32 reads it there)."""
     from edgehmr.cli.convert import _print_coverage
+    from edgehmr.sat.convert import calibration_frames, resolve_table
 
     root, loaded, _ = setup
+    canvas = Canvas.parse(CANVAS)
     for allow, expected in ((False, "never demotes: full-coverage buckets b48x96, b96x64"),
                             (True, "--allow-demotion: a frame that overflows")):
         spec = resolve_spec(TINY_NAME, "onnx", "fp32", out_dir=str(tmp_path / str(allow)), canvas=CANVAS,
                             buckets="8x96", calib="synthetic", calib_count=6, allow_demotion=allow)
-        _print_coverage(json.loads((convert_sat(spec, loaded) / "metadata.json").read_text())["buckets"])
+        _print_coverage(resolve_table(spec, loaded, canvas, calibration_frames(spec, canvas))[1])
         err = capsys.readouterr().err
         assert expected in err and "of 6 calibration frames overflow without them" in err, err
     assert main(["convert", "-m", "hmr2-vit-s", "--allow-demotion", "--dry-run"]) == 2
