@@ -68,7 +68,8 @@ def demo(
                 [Column("artifact", key=True), Column("verdict", key=True), Column("worst rel L2", right=True),
                  *(Column(TASK_COLUMNS[k], right=True) for k in metrics), Column("MB", right=True)],
                 rows, where_hidden=HIDDEN)
-    out.print("[dim]note: seeded untrained weights and synthetic SMPL; drift numbers are real, accuracy is not.[/]")
+    smpl = " and synthetic SMPL" if "mpjpe_mm" in metrics else ""
+    out.print(f"[dim]note: seeded untrained weights{smpl}; drift numbers are real, accuracy is not.[/]")
     more = ([f"edgehmr convert -m {model} -t openvino -p int8 --calib synthetic -o {shlex.quote(out_dir)}"]
             if _installed("openvino") else [_install_line("openvino")])
     _print_where_and_next(bundle, [path for path, _ in reports], Path(out_dir), more)
