@@ -166,18 +166,26 @@ def _color(row: Row) -> str:
     return PASS_COLOR if row.verdict == "pass" else FAIL_COLOR if row.verdict.startswith("fail") else NONE_COLOR
 
 
-def _fit_drift_axis(ax, values: list[float], axis: str = "y") -> None:
-    """Drift is never negative: the axis starts at 0. Linear where the values share a scale; where they span more
+def _fit_drift_axis(ax, values: list[float]) -> None:
+    """Drift is never negative: the y axis starts at 0. Linear where the values share a scale; where they span more
     than two decades (FP32 near zero, INT8 far above), symmetric-log with its linear part below the smallest
     non-zero value, so every value shows and no tick is negative."""
     positive = [v for v in values if v > 0]
     top = max(positive, default=1.0)
-    set_scale, set_lim = (ax.set_yscale, ax.set_ylim) if axis == "y" else (ax.set_xscale, ax.set_xlim)
     if positive and top / min(positive) > 100:
-        set_scale("symlog", linthresh=10 ** math.floor(math.log10(min(positive))))
-        set_lim(0, top * 3)
+        ax.set_yscale("symlog", linthresh=10 ** math.floor(math.log10(min(positive))))
+        ax.set_ylim(0, top * 3)
     else:
-        set_lim(0, top * 1.15)
+        ax.set_ylim(0, top * 1.15)
+
+
+def _missing(what: str, rows: list[Row]) -> list[str]:
+    """One note line naming ``rows`` (the artifacts a plot leaves out, and why), or none."""
+    return [f"{what}: {', '.join(r.artifact for r in rows)}"] if rows else []
+
+
+def _has_bucket_latency(row: Row) -> bool:
+    return any("p50_ms" in b for name, b in row.buckets.items() if name != "stage1")
 
 
 def _note(ax, lines: list[str]) -> None:
@@ -224,10 +232,8 @@ def _tradeoff_plot(rows: list[Row], metric: str, plt, width: float):
     ax.set_ylabel(f"drift vs FP32 ({metric})")
     ax.set_title(f"{metric} drift vs latency (green: within tolerance, red: over)", fontsize=10)
     ax.grid(alpha=0.3)
-    _note(ax, [f"not profiled (no latency): {', '.join(r.artifact for r in rows if r.p50_ms is None)}"]
-          * any(r.p50_ms is None for r in rows)
-          + [f"not validated (no drift): {', '.join(r.artifact for r in rows if r.task_value is None)}"]
-          * any(r.task_value is None for r in rows))
+    _note(ax, _missing("not profiled (no latency)", [r for r in rows if r.p50_ms is None])
+          + _missing("not validated (no drift)", [r for r in rows if r.task_value is None]))
     return fig
 
 
@@ -239,15 +245,15 @@ def _bucket_name_key(name: str) -> tuple:
 
 def _bucket_plot(rows: list[Row], plt, width: float):
     """SAT-HMR: stage 2's p50 per bucket, a bar per artifact side by side, stage 1 as a line per artifact."""
-    timed = [r for r in rows if any("p50_ms" in b for n, b in r.buckets.items() if n != "stage1")]
+    timed = [r for r in rows if _has_bucket_latency(r)]
     names = sorted({n for r in timed for n, b in r.buckets.items() if n != "stage1" and "p50_ms" in b},
                    key=_bucket_name_key)
     fig, ax = plt.subplots(layout="constrained", figsize=(width, 4.2))
-    width = 0.8 / max(len(timed), 1)
+    bar = 0.8 / max(len(timed), 1)
     colors = plt.get_cmap("tab10").colors
     for k, r in enumerate(timed):
-        xs = [i - 0.4 + width * (k + 0.5) for i, n in enumerate(names) if "p50_ms" in r.buckets.get(n, {})]
-        ax.bar(xs, [r.buckets[n]["p50_ms"] for n in names if "p50_ms" in r.buckets.get(n, {})], width=width * 0.95,
+        xs = [i - 0.4 + bar * (k + 0.5) for i, n in enumerate(names) if "p50_ms" in r.buckets.get(n, {})]
+        ax.bar(xs, [r.buckets[n]["p50_ms"] for n in names if "p50_ms" in r.buckets.get(n, {})], width=bar * 0.95,
                color=colors[k % 10], label=r.artifact)
         if "p50_ms" in r.buckets.get("stage1", {}):
             ax.axhline(r.buckets["stage1"]["p50_ms"], color=colors[k % 10], linestyle="--", linewidth=1)
@@ -256,8 +262,7 @@ def _bucket_plot(rows: list[Row], plt, width: float):
     ax.set_title("SAT-HMR: latency per bucket", fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
     ax.set_ylim(0, max([b["p50_ms"] for r in timed for b in r.buckets.values() if "p50_ms" in b]) * 1.25)
-    _note(ax, [f"not profiled: {', '.join(r.artifact for r in rows if r not in timed)}"]
-          * any(r not in timed for r in rows))
+    _note(ax, _missing("not profiled", [r for r in rows if r not in timed]))
     return fig
 
 
@@ -277,7 +282,7 @@ def plots(rows: list[Row]) -> dict[str, tuple[str, str, bool]]:
         same = [r for r in rows if r.task_metric == metric]
         if any(r.p50_ms is not None for r in same):
             half.append((f"Drift vs latency ({metric})", partial(_tradeoff_plot, same, metric)))
-    if any(any("p50_ms" in b for n, b in r.buckets.items() if n != "stage1") for r in rows):
+    if any(_has_bucket_latency(r) for r in rows):
         half.append(("SAT-HMR latency per bucket", partial(_bucket_plot, [r for r in rows if r.buckets])))
     joints = _per_joint_plots(rows)
     layout = [(t, draw, True) for t, draw in wide] + [(t, draw, len(half) % 2 == 1 and i == len(half) - 1)
@@ -317,8 +322,7 @@ def _per_joint_plot(rows: list[Row], metric: str, plt, width: float):
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:  # a phone: the legend above the plot keeps its whole width for the joints
         ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.01), frameon=False)
-    missing = [r.artifact for r in rows if not r.per_joint]
-    _note(ax, [f"no per-joint drift in {VALIDATION_FILE}: {', '.join(missing)}"] * bool(missing))
+    _note(ax, _missing(f"no per-joint drift in {VALIDATION_FILE}", [r for r in rows if not r.per_joint]))
     return fig
 
 
