@@ -88,11 +88,6 @@ def count_and_cache() -> list[dict]:
     return data["models"]
 
 
-def catalog() -> list[dict]:
-    rows = cached_catalog()
-    return rows if rows is not None else count_and_cache()
-
-
 def _cache_file(key: str) -> Path:
     return user_cache() / f"catalog-{key[:16]}.json"
 

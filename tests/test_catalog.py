@@ -42,8 +42,8 @@ def test_changed_model_code_is_counted_once_then_read_from_the_cache(tmp_path, m
     counted = []
     monkeypatch.setattr(catalog, "count_catalog", lambda: counted.append(1) or {
         "code_sha256": catalog.code_key(), "models": [{"model": "m", "test_only": False}]})
-    assert catalog.catalog() == [{"model": "m", "test_only": False}]
-    assert catalog.catalog() == [{"model": "m", "test_only": False}] and counted == [1]  # the second from the cache
+    assert catalog.count_and_cache() == [{"model": "m", "test_only": False}]
+    assert catalog.cached_catalog() == [{"model": "m", "test_only": False}] and counted == [1]  # from the cache
     assert list((tmp_path / "cache" / "catalog").glob("catalog-*.json"))
 
 

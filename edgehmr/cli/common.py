@@ -107,11 +107,10 @@ class Column:
     wrap: int = 0  # narrowest width the column may be wrapped to; 0: never wrapped
 
 
-def print_table(title: str, columns: list[Column], rows: list[list[str]], console: Console | None = None,
+def print_table(title: str, columns: list[Column], rows: list[list[str]],
                 where_hidden: str = "--json or a wider terminal shows them") -> None:
     """A table that fits the terminal: key columns are kept whole; where the natural widths do not fit, columns
     are wrapped down to their ``wrap`` width, then hidden from the last one back (a caption names them)."""
-    console = console or out
     cells = [[Text.from_markup(c) for c in row] for row in rows]
 
     def need(i: int) -> int:
@@ -120,7 +119,7 @@ def print_table(title: str, columns: list[Column], rows: list[list[str]], consol
 
     keep = list(range(len(columns)))
     # rich's box: one rule per column plus one, and one space either side of each cell
-    while sum(need(i) + 3 for i in keep) + 1 > console.width:
+    while sum(need(i) + 3 for i in keep) + 1 > out.width:
         hideable = [i for i in keep if not columns[i].key]
         if len(keep) == 1 or not hideable:
             break
@@ -134,4 +133,4 @@ def print_table(title: str, columns: list[Column], rows: list[list[str]], consol
                          min_width=need(i) if col.key else None)
     for row in cells:
         table.add_row(*(row[i] for i in keep))
-    console.print(table)
+    out.print(table)
