@@ -142,29 +142,28 @@ class _FeedsReader:
         return next(self._feeds, None)
 
 
-def onnx2int8_qdq(src: Path, out_path: Path, job: ExportJob, tensorrt: bool = False) -> dict:
-    """W8A8 static QDQ (symmetric INT8, per-channel weights, per-tensor activations, MinMax; MatMul/Gemm/Conv
-    only, so LayerNorm, Softmax and residual adds stay float), calibrated on the samples of every entry (MinMax
-    ranges reduce each sample to a scalar, so the entries' shapes may differ)."""
+def onnx2int8_qdq(src: Path, out_path: Path, job: ExportJob,
+                  layout: onnx_quant.QdqLayout = onnx_quant.ONNXRUNTIME_LAYOUT) -> dict:
+    """W8A8 static QDQ (per-channel weights, per-tensor activations, MinMax; MatMul/Gemm/Conv only, so LayerNorm,
+    Softmax and residual adds stay float) in the runtime's ``layout``, calibrated on the samples of every entry
+    (MinMax ranges reduce each sample to a scalar, so the entries' shapes may differ)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    recipe = job.int8_recipe
-    kept = onnx_quant.nodes_kept_float(onnx.load(str(src)), recipe)
+    kept = onnx_quant.nodes_kept_float(onnx.load(str(src)), job.int8_recipe, layout.float_activation_matmuls)
+    activations = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[layout.activations]
     try:
         with onnx_quant._root_logger_quiet():
             quantize_static(
                 str(src), str(out_path), _FeedsReader(calibration_feeds(job)),
-                quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                quant_format=QuantFormat.QDQ, per_channel=True, activation_type=activations,
                 weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                 op_types_to_quantize=onnx_quant.QUANTIZED_OP_TYPES, nodes_to_exclude=kept,
-                extra_options={"WeightSymmetric": True, "ActivationSymmetric": True}
-                | (onnx_quant.TENSORRT_OPTIONS if tensorrt else {}),
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": layout.activation_symmetric}
+                | layout.quantizer_options,
             )
     except Exception as e:
         raise ConversionError(f"INT8 quantization of {job.model_name} failed: {str(e).splitlines()[0]}") from e
-    scheme = ("W8A8 static QDQ, symmetric, per-channel weights, per-tensor activations, MinMax"
-              + ("; float weights behind Q/DQ pairs, float biases (TensorRT layout)" if tensorrt else ""))
-    return {"scheme": scheme, "recipe": job.recipe_json(), "kept_float_nodes": kept,
+    return {"scheme": layout.scheme, "recipe": job.recipe_json(), "kept_float_nodes": kept,
             "calibration_samples": calibration_counts(job)} | onnx_quant.count_quantized(onnx.load(str(out_path)))
 
 

@@ -30,6 +30,7 @@ import onnx
 from edgehmr.converters.base import ConvertResult, ExportJob
 from edgehmr.converters.capabilities import Precision
 from edgehmr.converters.fp16_range import FP16_MAX, activation_peaks
+from edgehmr.converters import onnx_quant
 from edgehmr.converters.onnx import OPSET, onnx2fp16, onnx2int8_qdq, torch2onnx_entries
 from edgehmr.converters.shapes import dynamic_axes, dynamic_axes_json, entry_shapes, prepare
 from edgehmr.converters.tensorrt_engine import (ENGINE_FILE, EngineOptions, Profile, can_build_here,
@@ -98,7 +99,7 @@ def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
         onnx2fp16(fp32, out)
         fp32.unlink()
     elif job.precision == Precision.int8:
-        quant = onnx2int8_qdq(fp32, out, job, tensorrt=True)
+        quant = onnx2int8_qdq(fp32, out, job, onnx_quant.TENSORRT_LAYOUT)
         kept = quant["kept_float_nodes"]
         details |= {k: quant[k] for k in ("scheme", "recipe", "calibration_samples", "quantized_compute_ops")}
         fp32.unlink()

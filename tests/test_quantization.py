@@ -9,7 +9,7 @@ import onnx
 import openvino as ov
 import pytest
 
-from edgehmr.converters.onnx_quant import node_scope
+from edgehmr.converters.onnx_quant import is_activation_matmul, node_scope
 from edgehmr.models import get_model_info
 from edgehmr.validate import validate
 from model_helpers import HMR, POSE, hmr2_depths, slow
@@ -39,9 +39,14 @@ def test_onnx_int8_is_qdq_and_keeps_the_recipe_float(artifact):
     dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     quantized = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
                  and any(i in dq_outputs for i in n.input)]
-    # Each block's qkv, proj, fc1, fc2 + 2 attention matmuls, plus each decoder layer's to_kv + 2 cross-attention
-    # matmuls (ViT-S: 72 + 18); the patch conv, heads and single-query linears stay float.
-    assert len(quantized) == meta["parts"]["model"]["details"]["quantized_compute_ops"] == 6 * blocks + 3 * layers
+    # Each block's qkv, proj, fc1, fc2, plus each decoder layer's to_kv (ViT-S: 48 + 6); the patch conv, heads,
+    # single-query linears and attention's activation matmuls (ONNX Runtime's layout) stay float.
+    assert len(quantized) == meta["parts"]["model"]["details"]["quantized_compute_ops"] == 4 * blocks + layers
+    inits = {i.name for i in model.graph.initializer}
+    weight_dq = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    assert all(set(n.input) & weight_dq for n in quantized)
+    assert {n.name for n in model.graph.node if is_activation_matmul(n, inits | weight_dq)} <= set(
+        meta["parts"]["model"]["details"]["kept_float_nodes"])
     scopes = {node_scope(n) for n in quantized}
     assert not any(s.startswith(("smpl_head.dec", "backbone.patch_embed")) for s in scopes)
     assert not any(".fn.to_q" in s or ".2.fn.net" in s for s in scopes)
@@ -49,6 +54,29 @@ def test_onnx_int8_is_qdq_and_keeps_the_recipe_float(artifact):
     weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2]
     assert len(weights) >= 4 * blocks + layers  # weights are stored as int8
     assert meta["quantization"]["calibration"]["samples"] == 32
+
+
+def test_onnx_int8_fuses_into_onnxruntime_int8_kernels(artifact, tmp_path):
+    """The layout is what ONNX Runtime's CPU kernels want: after its own graph optimisation every quantized matmul
+    is an INT8 kernel (no INT8 weight dequantized into a float MatMul on every run, as a shared Q/DQ pair caused),
+    softmax stays float (no QLinearSoftmax, which a quantized probs @ V matmul caused), activations are UINT8."""
+    import onnxruntime as ort
+
+    path = artifact(HMR, "int8")
+    blocks, layers = hmr2_depths(HMR)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    graph = onnx.load(str(tmp_path / "optimized.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("QLinearMatMul") + ops.count("QGemm") == 4 * blocks + layers
+    assert "QLinearSoftmax" not in ops
+    inits = {i.name: i for i in graph.initializer}
+    weight_dq = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    assert not [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and set(n.input) & weight_dq]
+    model = onnx.load(str(path / "model.onnx"))
+    zero_points = [onnx.numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("_zero_point")]
+    assert {z.dtype.name for z in zero_points} == {"uint8", "int8"}  # UINT8 activations, INT8 weights
 
 
 def test_onnx_int8_weights_uses_matmulnbits(artifact):
