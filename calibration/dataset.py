@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgehmr.cache import cache_root
 from edgehmr.calibration.sources import IMAGE_SUFFIXES, SYNTHETIC, VIDEO_SUFFIXES, Sample, open_source
 from edgehmr.errors import InputError, SpecError
 from edgehmr.preprocess import CropRule, prepare_crop
@@ -39,7 +40,7 @@ class CalibrationSet:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("EDGEHMR_CACHE", Path.home() / ".cache" / "edgehmr")) / "calibration"
+    return cache_root() / "calibration"
 
 
 def _is_bundle(path: Path) -> bool:

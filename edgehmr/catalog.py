@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from edgehmr.cache import cache_root
 from edgehmr.progress import reporting, step
 
 MODEL_CODE = Path(__file__).resolve().parent / "models"
@@ -34,7 +35,7 @@ def code_key() -> str:
 
 
 def user_cache() -> Path:
-    return Path(os.environ.get("EDGEHMR_CACHE", Path.home() / ".cache" / "edgehmr")) / "catalog"
+    return cache_root() / "catalog"
 
 
 def count_catalog() -> dict:

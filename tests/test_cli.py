@@ -58,11 +58,21 @@ def test_targets_reads_capability_table(capsys, monkeypatch):
 
 
 def test_doctor_lists_runtimes_and_install_hints(capsys):
-    code, out, _ = run(capsys, "doctor", "--json")
-    rows = {r["runtime"]: r for r in json.loads(out)["runtimes"]}
+    code, out, _ = run(capsys, "doctor", "--json", "--no-probe")
+    report = json.loads(out)
+    rows = {r["runtime"]: r for r in report["runtimes"]}
     assert code == 0 and rows["ONNX Runtime"]["installed"] and rows["ONNX Runtime"]["version"]
     for r in rows.values():
         assert r["installed"] or r["install"].startswith("pip install")
+    assert "host" not in report
+
+
+def test_doctor_shows_the_host_probe_and_its_verdict(capsys):
+    code, out, _ = run(capsys, "doctor")
+    assert code == 0 and "GEMM throughput on this host" in out and "fastest here: -t " in out
+    code, out, _ = run(capsys, "doctor", "--json")  # read from the cache the first run filled
+    host = json.loads(out)["host"]
+    assert {g["precision"] for g in host["gemm"] if g["runtime"] == "ONNX Runtime"} == {"fp32", "int8"}
 
 
 def test_dry_run_prints_resolved_spec(capsys):

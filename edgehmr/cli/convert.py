@@ -139,10 +139,16 @@ def _print_coverage(table: dict) -> None:
 
 def _print_next_step(path: Path) -> None:
     """Artifacts finished on the device (parts whose engine is built there: TensorRT) say how, right after
-    convert."""
+    convert; a CPU artifact says when this host's probe (``edgehmr doctor``) found a faster target/precision."""
     from edgehmr.artifact import parts, read_metadata
+    from edgehmr.host_probe import faster_here
 
-    unbuilt = [part for part in parts(read_metadata(path)).values()
+    meta = read_metadata(path)
+    faster = faster_here(meta["target"], meta["precision"])
+    if faster:
+        err.print(f"[yellow]note:[/] {faster}", highlight=False)
+
+    unbuilt = [part for part in parts(meta).values()
                if "engine" in part["details"] and not part["details"]["engine"]]
     if unbuilt:
         scripts = " and ".join(f"sh {path / Path(part['file']).parent / 'build_engine.sh'}" for part in unbuilt)

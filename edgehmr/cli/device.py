@@ -41,19 +41,27 @@ def build_engine(
 
 
 @app.command()
-def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """List installed runtimes with versions, and the install command for missing ones (installs nothing).
+def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+           probe: bool = typer.Option(True, "--probe/--no-probe",
+                                      help="Show the GEMM probe of this host (measured once, a few seconds, then "
+                                           "kept in the cache)."),
+           fresh: bool = typer.Option(False, "--fresh", help="Measure the GEMM probe again.")):
+    """List installed runtimes with versions, the install command for missing ones (installs nothing), and which
+    target and precision this host's CPU runs fastest.
 
     \b
     Examples:
       edgehmr doctor
-      edgehmr doctor --json
+      edgehmr doctor --fresh      (measure the host probe again, e.g. after a runtime upgrade)
+      edgehmr doctor --json --no-probe
     """
     from edgehmr.doctor import accelerators, check_runtimes
 
     rows = check_runtimes()
+    host = _host_probe(fresh) if probe else None
     if as_json:
-        out.print_json(json.dumps({"runtimes": rows, "accelerators": accelerators()}))
+        report = {"runtimes": rows, "accelerators": accelerators()} | ({"host": host} if host else {})
+        out.print_json(json.dumps(report))
         return
     print_table("edgehmr doctor", [Column("runtime", key=True), Column("version", key=True),
                                    Column("needed for", wrap=16)],
@@ -69,6 +77,32 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
             out.print(f"  {escape(command)}     ({said})", highlight=False, soft_wrap=True)
     acc = accelerators()
     out.print(f"accelerators: {', '.join(acc) if acc else 'none visible to PyTorch (CPU only)'}")
+    if host:
+        _print_host(host)
+
+
+def _host_probe(fresh: bool) -> dict:
+    from edgehmr import host_probe
+
+    with stage("measuring this host's GEMM throughput per runtime (a few seconds, once)", "measured the host",
+               quiet=not fresh and host_probe.cached() is not None):
+        features, probes = host_probe.measure_and_cache(fresh)
+    return {"cpu": features, "gemm": [p.__dict__ for p in probes], "verdict": host_probe.verdict(probes, features),
+            "shape": list(host_probe.GEMM_SHAPE)}
+
+
+def _print_host(host: dict) -> None:
+    cpu = host["cpu"]
+    m, k, n = host["shape"]
+    notes = any(g["note"] for g in host["gemm"])
+    print_table("GEMM throughput on this host",
+                [Column("runtime", key=True), Column("precision", key=True), Column("target", key=True),
+                 Column("GMAC/s", right=True, key=True)] + ([Column("note", wrap=30)] if notes else []),
+                [[g["runtime"], g["precision"], g["target"] or "(reference)",
+                  f"{g['gmac_s']:.0f}" if g["gmac_s"] else "-"] + ([g["note"]] if notes else []) for g in host["gemm"]])
+    out.print(f"{cpu['cpu']}, {cpu['cores']} cores, INT8 flags: {', '.join(cpu['int8_flags']) or 'none'}; one "
+              f"{m}x{k}x{n} GEMM (a ViT-B MLP over one crop), medians of rounds timed in alternation", highlight=False)
+    out.print(host["verdict"], highlight=False)
 
 
 @app.command("smpl-to-npz")
