@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 
 def time_alternating(rows: list[dict], warmup: int, runs: int) -> None:
@@ -21,3 +22,16 @@ def time_alternating(rows: list[dict], warmup: int, runs: int) -> None:
         s.sort()
         row["p50_ms"] = statistics.median(s)
         row["p90_ms"] = s[min(len(s) - 1, int(0.9 * len(s)))]
+
+
+def time_it(fn: Callable[[], object], warmup: int, runs: int) -> tuple[float, float]:
+    """(median, p90) milliseconds of ``fn`` alone, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    samples.sort()
+    return statistics.median(samples) * 1e3, samples[min(len(samples) - 1, int(0.9 * len(samples)))] * 1e3

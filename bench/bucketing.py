@@ -38,7 +38,7 @@ from edgehmr.models.sat_hmr import LOW_RES_CELL, STAGE2_INPUTS, STAGE2_OUTPUTS, 
 from edgehmr.targets.base import open_part_runner
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quantization import time_it  # noqa: E402
+from _timing import time_it  # noqa: E402
 
 
 def scene(grid: int, rng: np.random.Generator, small: int, large: int) -> Selection:

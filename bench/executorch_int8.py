@@ -37,7 +37,8 @@ from edgehmr.spec import resolve_spec
 from edgehmr.targets.base import open_artifact_runner, open_part_runner
 from edgehmr.targets.executorch import op_time_profile
 from edgehmr.validate import validate
-from quantization import artifact_size_mb, time_it
+from _timing import time_it
+from quantization import artifact_size_mb
 
 GEMM = (192, 768, 3072)  # tokens x in x out: one ViT-B MLP expansion
 _LAYERS = "smpl_head.transformer.transformer.layers.*"
