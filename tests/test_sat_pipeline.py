@@ -98,6 +98,7 @@ def test_spec_refuses_what_sat_artifacts_cannot_be():
         resolve_spec("sat-hmr", "coreml", "int8", canvas=CANVAS, calib="synthetic")
 
 
+@pytest.mark.slow  # ~100 s; the multi-function package itself is in the default tier (test_coreml_target)
 def test_coreml_artifact_has_one_function_per_bucket_with_integer_index_inputs(setup):
     root, loaded, bundle = setup
     # Two buckets, not the three the other targets get: each is a Core ML function converted in a worker process
