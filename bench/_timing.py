@@ -7,13 +7,17 @@ import statistics
 import time
 from collections.abc import Callable
 
+from edgehmr.host_probe import SETTLE_S
+
 
 def time_alternating(rows: list[dict], warmup: int, runs: int) -> None:
     """``rows[i]["runner"].run(entry, rows[i]["feed"])`` timed (the runner's default entry unless the row names
-    one); sets ``p50_ms`` and ``p90_ms`` on each row."""
+    one); sets ``p50_ms`` and ``p90_ms`` on each row. Each call waits ``SETTLE_S`` first, so the previous
+    contender's spinning worker threads have stopped (see ``edgehmr.host_probe.SETTLE_S``)."""
     samples: list[list[float]] = [[] for _ in rows]
     for i in range(warmup + runs):
         for k, row in enumerate(rows):
+            time.sleep(SETTLE_S)
             start = time.perf_counter()
             row["runner"].run(row.get("entry") or row["runner"].default_entry, row["feed"])
             if i >= warmup:

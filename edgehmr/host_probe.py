@@ -1,13 +1,13 @@
-"""What this host's CPU runs fastest: one transformer-shaped GEMM through every installed runtime and precision,
-timed in alternation, plus the CPU features that explain the ranking.
+"""What this host's CPU runs fastest: one transformer MLP block converted by every installed CPU target at every
+precision it offers, timed in alternation, plus the CPU features that explain the ranking.
 
-The INT8 contenders use the layouts the artifacts use, so the probe predicts what an artifact can gain:
-ONNX Runtime's static QDQ with UINT8 activations and per-channel INT8 weights (``converters.onnx_quant``'s
-layout; fused into its U8S8 GEMM), OpenVINO FakeQuantize with asymmetric activations (what NNCF's mixed preset
-writes), PyTorch's FBGEMM dynamic INT8 linear. ``edgehmr doctor`` shows the result and keeps it in the user's
-cache (keyed by CPU, core count and runtime versions); ``convert`` reads the cached one to say when another
-target or precision runs faster here; ``bench/quantization.py`` uses it as the INT8 ceiling a model is read
-against.
+The block (LayerNorm, Linear 768->3072, GELU, Linear 3072->768, residual over one crop's 192 tokens: two GEMMs
+and what sits between them) goes through the project's own converters, quantizers and Q/DQ layouts, so the
+probe ranks what the artifacts will do: a bare GEMM does not, because the runtimes differ as much in what they
+fuse around a GEMM (bias, activation, requantization) as in the GEMM kernel. ``edgehmr doctor`` shows the result
+and keeps it in the user's cache (keyed by CPU, core count and runtime versions); ``convert`` reads the cached one
+to say when another target or precision runs faster here; ``bench/quantization.py`` measures it in its own run as
+the ceiling a model is read against.
 """
 
 from __future__ import annotations
@@ -17,27 +17,30 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
 
 from edgehmr.cache import cache_root
 from edgehmr.environment import package_version
 
-# tokens x in x out: a ViT MLP expansion over one 256x192 crop's 192 tokens (ViT-B width)
-GEMM_SHAPE = (192, 768, 3072)
+TOKENS, WIDTH = 192, 768  # a ViT-B MLP over one 256x192 crop
+PROBE_TARGETS = ("onnx", "openvino", "executorch")  # the targets whose artifacts run on this CPU
+PROBE_PRECISIONS = ("fp32", "int8")
 # CPU flags that decide which INT8 kernel is fast (x86: VNNI and AMX make signed and unsigned INT8 fast in every
 # runtime; without them, only U8S8 GEMMs built on vpmaddubsw beat FP32. ARM: the dot-product instructions).
 INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+# Pause before each timed call in the alternation. ONNX Runtime's and OpenVINO's worker threads keep spinning for
+# a while after a run; the next runtime's run then shares the cores with them. Measured on hmr2-vit-s (2 cores):
+# ONNX Runtime INT8 ran 69 ms right after OpenVINO, 36 ms after a 50 ms pause (47 ms after 20 ms).
+SETTLE_S = 0.05
 
 
 @dataclass
-class GemmProbe:
+class Probe:
     runtime: str
-    target: str | None  # the edgehmr target that runs on this runtime; None: PyTorch eager (the reference)
+    target: str | None  # the edgehmr target; None: PyTorch eager (the reference)
     precision: str
     gmac_s: float = 0.0
     note: str = ""
@@ -58,128 +61,99 @@ def cpu_features() -> dict:
     return {"cpu": name, "cores": os.cpu_count(), "int8_flags": [f for f in INT8_FLAGS if f in flags]}
 
 
-def _session(model, threads: int | None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+def block_gmacs(tokens: int = TOKENS, width: int = WIDTH) -> float:
+    return 2 * tokens * width * 4 * width / 1e9
 
 
-def _onnx_gemm(weight: np.ndarray, x: np.ndarray, int8: bool, threads: int | None) -> Callable[[], object]:
-    from onnx import TensorProto, helper, numpy_helper
-
-    m, k = x.shape
-    n = weight.shape[1]
-    if not int8:
-        nodes, inits = [helper.make_node("MatMul", ["x", "w"], ["y"])], [numpy_helper.from_array(weight, "w")]
-    else:  # the artifact layout: UINT8 activations in and out, per-channel symmetric INT8 weights
-        scale = (np.abs(weight).max(0) / 127).astype(np.float32)
-        x_scale, y_scale = np.abs(x).max() / 127.5, 8 / 127.5  # y has unit variance (weights scaled by 1/sqrt(k))
-        inits = [numpy_helper.from_array(np.round(weight / scale).astype(np.int8), "wq"),
-                 numpy_helper.from_array(scale, "ws"), numpy_helper.from_array(np.zeros(n, np.int8), "wz"),
-                 numpy_helper.from_array(np.array(x_scale, np.float32), "xs"),
-                 numpy_helper.from_array(np.array(y_scale, np.float32), "ys"),
-                 numpy_helper.from_array(np.array(128, np.uint8), "z")]
-        nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "z"], ["xq"]),
-                 helper.make_node("DequantizeLinear", ["xq", "xs", "z"], ["xd"]),
-                 helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=1),
-                 helper.make_node("MatMul", ["xd", "wd"], ["yf"]),
-                 helper.make_node("QuantizeLinear", ["yf", "ys", "z"], ["yq"]),
-                 helper.make_node("DequantizeLinear", ["yq", "ys", "z"], ["y"])]
-    graph = helper.make_graph(nodes, "gemm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    session = _session(model, threads)
-    return lambda: session.run(None, {"x": x})
-
-
-def _openvino_gemm(weight: np.ndarray, x: np.ndarray, int8: bool, threads: int | None) -> Callable[[], object]:
-    import openvino as ov
-    from openvino import opset13 as ops
-
-    param = ops.parameter(list(x.shape), np.float32, name="x")
-    a, b = param, ops.constant(np.ascontiguousarray(weight.T))
-    if int8:  # NNCF's mixed preset: asymmetric (u8) activations, symmetric per-channel weights
-        lo, hi = ops.constant(np.array(x.min(), np.float32)), ops.constant(np.array(x.max(), np.float32))
-        a = ops.fake_quantize(param, lo, hi, lo, hi, 256)
-        w_hi = np.abs(weight.T).max(1, keepdims=True).astype(np.float32)
-        b = ops.fake_quantize(b, ops.constant(-w_hi), ops.constant(w_hi), ops.constant(-w_hi), ops.constant(w_hi), 255)
-    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    compiled = ov.Core().compile_model(ov.Model([ops.matmul(a, b, False, True)], [param]), "CPU", config)
-    request = compiled.create_infer_request()
-    return lambda: request.infer([x])
-
-
-def _torch_gemm(weight: np.ndarray, x: np.ndarray, int8: bool, threads: int | None) -> Callable[[], object]:
+def _mlp_block(width: int):
     import torch
 
-    linear = torch.nn.Linear(weight.shape[0], weight.shape[1], bias=False).eval()
-    with torch.no_grad():
-        linear.weight.copy_(torch.from_numpy(weight.T))
-    module = torch.nn.Sequential(linear)
-    if int8:
-        import warnings
+    class MlpBlock(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = torch.nn.LayerNorm(width)
+            self.fc1 = torch.nn.Linear(width, 4 * width)
+            self.fc2 = torch.nn.Linear(4 * width, width)
 
-        with warnings.catch_warnings():  # deprecated in favour of torchao, still FBGEMM's kernel
-            warnings.simplefilter("ignore")
-            module = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
-    xt = torch.from_numpy(x)
+        def forward(self, x):
+            return (x + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm(x)))),)
 
-    def run():
-        with torch.no_grad():
-            return module(xt)
-    return run
+    torch.manual_seed(0)
+    return MlpBlock().eval()
 
 
-# runtime, its module, the target it serves, builder
-CONTENDERS = (("ONNX Runtime", "onnxruntime", "onnx", _onnx_gemm),
-              ("OpenVINO", "openvino", "openvino", _openvino_gemm),
-              ("PyTorch", "torch", None, _torch_gemm))
+def _runners(tokens: int, width: int, work: Path) -> tuple[list[Probe], list, dict]:
+    """A runner per installed CPU target and precision (None where the conversion failed), and the feed."""
+    import torch
 
+    from edgehmr.calibration.recipes import QuantRecipe
+    from edgehmr.converters.base import ExportJob
+    from edgehmr.converters.capabilities import TARGETS, Precision, check_available
+    from edgehmr.converters.convert import convert_part, part_metadata
+    from edgehmr.errors import EdgeHMRError
+    from edgehmr.targets.base import open_part_runner
+    from edgehmr.vendor import vendor_quiet
 
-def probe(shape: tuple[int, int, int] = GEMM_SHAPE, runs: int = 12, warmup: int = 3,
-          threads: int | None = None) -> list[GemmProbe]:
-    """GMAC/s of one ``shape`` GEMM per installed runtime and precision, every contender once per round."""
-    import importlib.util
+    module = _mlp_block(width)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, tokens, width, generator=gen)
+    calibration = [(torch.randn(1, tokens, width, generator=gen),) for _ in range(4)]
+    recipe = QuantRecipe("probe", (), ("softmax", "layernorm"))  # the default recipes' op choices
 
-    m, k, n = shape
-    rng = np.random.default_rng(0)
-    weight = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
-    x = rng.standard_normal((m, k)).astype(np.float32)
-    probes, fns = [], []
-    for runtime, module, target, build in CONTENDERS:
-        if importlib.util.find_spec(module) is None:
+    class Eager:
+        default_entry = "main"
+
+        def run(self, entry, feeds):
+            with torch.no_grad():
+                return module(torch.from_numpy(feeds["x"]))
+
+    probes, runners = [Probe("PyTorch", None, "fp32")], [Eager()]
+    for target in PROBE_TARGETS:
+        caps = TARGETS[target]
+        try:
+            check_available(caps)
+        except EdgeHMRError:
             continue
-        for precision in ("fp32", "int8"):
-            row = GemmProbe(runtime, target, precision)
+        for precision in PROBE_PRECISIONS:
+            probe = Probe(caps.runtime, target, precision)
+            job = ExportJob.single(module, (x,), ["x"], ["y"], Precision(precision), "host probe",
+                                   calibration if precision == "int8" else None,
+                                   recipe if precision == "int8" else None)
+            folder = work / f"{target}-{precision}"
+            folder.mkdir()
             try:
-                fns.append(build(weight, x, precision == "int8", threads))
-            except Exception as e:  # a runtime without that kernel here is a finding, not a crash
-                row.note = f"unavailable: {str(e).splitlines()[0][:80]}"
-                fns.append(None)
-            probes.append(row)
-    samples: list[list[float]] = [[] for _ in probes]
-    for i in range(warmup + runs):
-        for fn, s in zip(fns, samples):
-            if fn is None:
-                continue
-            start = time.perf_counter()
-            fn()
-            if i >= warmup:
-                s.append(time.perf_counter() - start)
-    for row, s in zip(probes, samples):
-        if s:
-            row.gmac_s = m * k * n / 1e9 / statistics.median(s)
+                with vendor_quiet():
+                    result = convert_part(target, job, folder)
+                    runners.append(open_part_runner(folder, part_metadata(target, job, result)))
+            except Exception as e:  # a target that cannot build or run the block here is a finding, not a crash
+                probe.note = f"unavailable: {str(e).splitlines()[0][:80]}"
+                runners.append(None)
+            probes.append(probe)
+    return probes, runners, {"x": x.numpy()}
+
+
+def probe(tokens: int = TOKENS, width: int = WIDTH, runs: int = 10, warmup: int = 2) -> list[Probe]:
+    """GMAC/s of the MLP block per installed CPU target and precision (and PyTorch eager), every contender once
+    per round, each after a ``SETTLE_S`` pause."""
+    with tempfile.TemporaryDirectory(prefix="edgehmr-probe-") as work:
+        probes, runners, feed = _runners(tokens, width, Path(work))
+        samples: list[list[float]] = [[] for _ in probes]
+        for i in range(warmup + runs):
+            for runner, s in zip(runners, samples):
+                if runner is None:
+                    continue
+                time.sleep(SETTLE_S)
+                start = time.perf_counter()
+                runner.run(runner.default_entry, feed)
+                if i >= warmup:
+                    s.append(time.perf_counter() - start)
+        for row, s in zip(probes, samples):
+            if s:
+                row.gmac_s = block_gmacs(tokens, width) / statistics.median(s)
     return probes
 
 
-def verdict(probes: list[GemmProbe], features: dict) -> str:
+def verdict(probes: list[Probe], features: dict) -> str:
     """One sentence: the fastest target and precision for this host's CPU, and why."""
     shipped = [p for p in probes if p.target and p.gmac_s]
     if not shipped:
@@ -201,22 +175,22 @@ def verdict(probes: list[GemmProbe], features: dict) -> str:
 
 
 def _cache_file(features: dict) -> Path:
-    versions = {m: package_version(m) for _, m, _, _ in CONTENDERS}
-    key = hashlib.sha256(json.dumps([features, versions, GEMM_SHAPE], sort_keys=True).encode()).hexdigest()[:24]
+    versions = {m: package_version(m) for m in ("torch", "onnxruntime", "openvino", "nncf", "executorch")}
+    key = hashlib.sha256(json.dumps([features, versions, TOKENS, WIDTH], sort_keys=True).encode()).hexdigest()[:24]
     return cache_root() / "host" / f"{key}.json"
 
 
-def cached() -> tuple[dict, list[GemmProbe]] | None:
+def cached() -> tuple[dict, list[Probe]] | None:
     """The last probe of this host (same CPU, cores and runtime versions), or None when there is none."""
     features = cpu_features()
     try:
         raw = json.loads(_cache_file(features).read_text())
-        return raw["features"], [GemmProbe(**p) for p in raw["probes"]]
+        return raw["features"], [Probe(**p) for p in raw["probes"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def measure_and_cache(fresh: bool = False) -> tuple[dict, list[GemmProbe]]:
+def measure_and_cache(fresh: bool = False) -> tuple[dict, list[Probe]]:
     """The cached probe unless ``fresh``; otherwise measure (a few seconds) and keep it."""
     found = None if fresh else cached()
     if found:
@@ -245,6 +219,6 @@ def faster_here(target: str, precision: str, margin: float = 1.5) -> str | None:
     best = max(shipped, key=lambda p: p.gmac_s)
     if best.gmac_s < margin * chosen.gmac_s:
         return None
-    return (f"on this host (edgehmr doctor's GEMM probe) {best.runtime} {best.precision.upper()} runs "
-            f"{best.gmac_s / chosen.gmac_s:.1f}x the GEMM throughput of {chosen.runtime} {precision.upper()}: "
+    return (f"on this host (edgehmr doctor's probe) a transformer MLP block runs {best.gmac_s / chosen.gmac_s:.1f}x "
+            f"faster as {best.runtime} {best.precision.upper()} than as {chosen.runtime} {precision.upper()}: "
             f"-t {best.target} -p {best.precision} should run faster here (edgehmr profile measures it)")

@@ -67,12 +67,21 @@ def test_doctor_lists_runtimes_and_install_hints(capsys):
     assert "host" not in report
 
 
-def test_doctor_shows_the_host_probe_and_its_verdict(capsys):
+def test_doctor_shows_the_host_probe_and_its_verdict(capsys, monkeypatch, tmp_path):
+    from edgehmr import host_probe
+
+    monkeypatch.setenv("EDGEHMR_CACHE", str(tmp_path))  # test_host_probe runs the real probe; here, the command
+    measured = [host_probe.Probe("ONNX Runtime (CPU)", "onnx", "fp32", 80.0),
+                host_probe.Probe("ONNX Runtime (CPU)", "onnx", "int8", 210.0),
+                host_probe.Probe("OpenVINO (CPU plugin)", "openvino", "int8", 0.0, "unavailable: no kernel")]
+    monkeypatch.setattr(host_probe, "probe", lambda: measured)
     code, out, _ = run(capsys, "doctor")
-    assert code == 0 and "GEMM throughput on this host" in out and "fastest here: -t " in out
-    code, out, _ = run(capsys, "doctor", "--json")  # read from the cache the first run filled
+    assert code == 0 and "an MLP block through each CPU target" in out and "unavailable: no kernel" in out
+    assert "fastest here: -t onnx -p int8 (ONNX Runtime (CPU), 210 GMAC/s, 2.6x the best FP32)" in out
+    monkeypatch.setattr(host_probe, "probe", lambda: pytest.fail("measured again instead of read from the cache"))
+    code, out, _ = run(capsys, "doctor", "--json")
     host = json.loads(out)["host"]
-    assert {g["precision"] for g in host["gemm"] if g["runtime"] == "ONNX Runtime"} == {"fp32", "int8"}
+    assert [g["gmac_s"] for g in host["probe"]] == [80.0, 210.0, 0.0] and host["verdict"].startswith("fastest")
 
 
 def test_dry_run_prints_resolved_spec(capsys):

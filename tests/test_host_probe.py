@@ -1,18 +1,19 @@
-"""The host probe: every installed runtime and precision is timed, the verdict names the fastest, the cache is
-reused, and convert's note appears only when another choice is clearly faster."""
+"""The host probe: every installed CPU target and precision is converted and timed, the verdict names the
+fastest, the cache is reused, and convert's note appears only when another choice is clearly faster."""
 
 from __future__ import annotations
 
 import json
 
 from edgehmr import host_probe
-from edgehmr.host_probe import GemmProbe
+from edgehmr.host_probe import Probe
 
 
-def test_probe_times_every_installed_runtime_and_precision():
-    probes = host_probe.probe(shape=(16, 64, 128), runs=2, warmup=1)
-    found = {(p.runtime, p.precision) for p in probes if p.gmac_s > 0}
-    assert {("ONNX Runtime", "fp32"), ("ONNX Runtime", "int8"), ("PyTorch", "fp32")} <= found, probes
+def test_probe_times_every_installed_cpu_target_and_precision():
+    probes = host_probe.probe(tokens=16, width=64, runs=2, warmup=1)
+    found = {(p.target, p.precision) for p in probes if p.gmac_s > 0}
+    every = {(t, p) for t in host_probe.PROBE_TARGETS for p in host_probe.PROBE_PRECISIONS} | {(None, "fp32")}
+    assert found == every, probes  # the test environment installs every CPU target
     best = max((p for p in probes if p.target), key=lambda p: p.gmac_s)
     assert f"-t {best.target} -p {best.precision}" in host_probe.verdict(probes, host_probe.cpu_features())
 
@@ -23,8 +24,8 @@ def test_cpu_features_read_the_int8_flags():
 
 
 def test_verdict_explains_a_cpu_without_int8_dot_products():
-    probes = [GemmProbe("ONNX Runtime", "onnx", "fp32", 70), GemmProbe("ONNX Runtime", "onnx", "int8", 250),
-              GemmProbe("OpenVINO", "openvino", "int8", 55)]
+    probes = [Probe("ONNX Runtime", "onnx", "fp32", 70), Probe("ONNX Runtime", "onnx", "int8", 250),
+              Probe("OpenVINO", "openvino", "int8", 55)]
     said = host_probe.verdict(probes, {"int8_flags": ["avx2"]})
     assert said.startswith("fastest here: -t onnx -p int8") and "3.6x the best FP32" in said
     assert "without VNNI" in said and "OpenVINO 55 GMAC/s" in said
@@ -33,8 +34,8 @@ def test_verdict_explains_a_cpu_without_int8_dot_products():
 def test_measured_once_then_read_from_the_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("EDGEHMR_CACHE", str(tmp_path))
     calls = []
-    fake = [GemmProbe("ONNX Runtime", "onnx", "fp32", 60.0), GemmProbe("ONNX Runtime", "onnx", "int8", 240.0),
-            GemmProbe("OpenVINO", "openvino", "fp32", 70.0)]
+    fake = [Probe("ONNX Runtime", "onnx", "fp32", 60.0), Probe("ONNX Runtime", "onnx", "int8", 240.0),
+            Probe("OpenVINO", "openvino", "fp32", 70.0)]
     monkeypatch.setattr(host_probe, "probe", lambda: calls.append(1) or fake)
     assert host_probe.cached() is None and host_probe.faster_here("onnx", "fp32") is None  # nothing measured yet
     host_probe.measure_and_cache()
@@ -43,7 +44,7 @@ def test_measured_once_then_read_from_the_cache(monkeypatch, tmp_path):
     (stored,) = (tmp_path / "host").glob("*.json")
     assert json.loads(stored.read_text())["probes"][1]["gmac_s"] == 240.0
     note = host_probe.faster_here("openvino", "fp32")
-    assert "ONNX Runtime INT8 runs 3.4x" in note and "-t onnx -p int8" in note
+    assert "3.4x faster as ONNX Runtime INT8 than as OpenVINO FP32" in note and "-t onnx -p int8" in note
     assert host_probe.faster_here("onnx", "int8") is None  # already the fastest
     assert host_probe.faster_here("coreml", "fp16") is None  # not a CPU target of the probe
     host_probe.measure_and_cache(fresh=True)

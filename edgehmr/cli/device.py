@@ -84,24 +84,26 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 def _host_probe(fresh: bool) -> dict:
     from edgehmr import host_probe
 
-    with stage("measuring this host's GEMM throughput per runtime (a few seconds, once)", "measured the host",
-               quiet=not fresh and host_probe.cached() is not None):
+    with stage("probing this host: a transformer MLP block per CPU target and precision (once, ~30 s)",
+               "probed this host", quiet=not fresh and host_probe.cached() is not None):
         features, probes = host_probe.measure_and_cache(fresh)
-    return {"cpu": features, "gemm": [p.__dict__ for p in probes], "verdict": host_probe.verdict(probes, features),
-            "shape": list(host_probe.GEMM_SHAPE)}
+    return {"cpu": features, "probe": [p.__dict__ for p in probes], "verdict": host_probe.verdict(probes, features),
+            "block": {"tokens": host_probe.TOKENS, "width": host_probe.WIDTH}}
 
 
 def _print_host(host: dict) -> None:
-    cpu = host["cpu"]
-    m, k, n = host["shape"]
-    notes = any(g["note"] for g in host["gemm"])
-    print_table("GEMM throughput on this host",
-                [Column("runtime", key=True), Column("precision", key=True), Column("target", key=True),
+    cpu, block = host["cpu"], host["block"]
+    notes = any(g["note"] for g in host["probe"])
+    rows = [[g["runtime"], g["target"] or "(eager reference)", g["precision"], f"{g['gmac_s']:.0f}" if g["gmac_s"]
+             else "-"] + ([g["note"]] if notes else []) for g in host["probe"]]
+    print_table("this host: an MLP block through each CPU target",
+                [Column("runtime", key=True), Column("target", key=True), Column("precision", key=True),
                  Column("GMAC/s", right=True, key=True)] + ([Column("note", wrap=30)] if notes else []),
-                [[g["runtime"], g["precision"], g["target"] or "(reference)",
-                  f"{g['gmac_s']:.0f}" if g["gmac_s"] else "-"] + ([g["note"]] if notes else []) for g in host["gemm"]])
-    out.print(f"{cpu['cpu']}, {cpu['cores']} cores, INT8 flags: {', '.join(cpu['int8_flags']) or 'none'}; one "
-              f"{m}x{k}x{n} GEMM (a ViT-B MLP over one crop), medians of rounds timed in alternation", highlight=False)
+                rows)
+    out.print(f"{cpu['cpu']}, {cpu['cores']} cores, INT8 flags: {', '.join(cpu['int8_flags']) or 'none'}; block: "
+              f"LayerNorm, Linear {block['width']}->{4 * block['width']}, GELU, Linear back, residual, over "
+              f"{block['tokens']} tokens (a ViT-B MLP over one crop); medians of rounds timed in alternation",
+              highlight=False)
     out.print(host["verdict"], highlight=False)
 
 
