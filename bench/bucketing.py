@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--test-scenes", type=int, default=8)
     ap.add_argument("--buckets", type=int, default=8)
     ap.add_argument("--hr-step", type=int, default=4, help="Bucket capacities are multiples of these steps.")
-    ap.add_argument("--other-step", type=int, default=16)
+    ap.add_argument("--other-step", type=int, default=8)
     args = ap.parse_args()
     grid = args.canvas // LOW_RES_CELL
     torch.manual_seed(0)

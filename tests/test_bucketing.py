@@ -90,6 +90,39 @@ def test_table_from_calibration_counts_covers_them_and_always_fits():
         BucketTable((Bucket.of(16, 640),), GRID)
 
 
+def test_fitted_table_is_not_improved_by_any_single_swap():
+    """The fitted table minimises mean plus worst padding overhead over the calibration scenes: no single swap of
+    a fitted bucket (the always-fitting one excepted) for another candidate capacity lowers it."""
+    from edgehmr.bucketing import _round_up, bucket_cost
+
+    rng = np.random.default_rng(3)
+    selections = []
+    for i in range(30):
+        people = [(int(y), int(x), int(y) + size, int(x) + size, 0.9, scale)
+                  for size, scale in ((2, 0.1), (6, 0.9)) for _ in range(int(rng.integers(0, 4)))
+                  for y, x in [rng.integers(0, 40, 2)]]
+        selections.append(classify(*_maps(people, seed=i)))
+    table = buckets_from_counts(selections, GRID, count=4, hr_step=4, other_step=8)
+    needs = [(s.hr_cells, s.other_tokens) for s in selections]
+    exact = [bucket_cost(Bucket.of(max(h, 1), o)) for h, o in needs]
+
+    def objective(buckets):
+        ratios = [min(bucket_cost(b) for b in buckets if b.hr_cells >= h and b.other >= o) / e
+                  for (h, o), e in zip(needs, exact)]
+        return sum(ratios) / len(ratios) + max(ratios)
+
+    fitted = list(table.buckets)
+    largest = max(fitted, key=lambda b: b.other)
+    candidates = {Bucket.of(_round_up(h, 4), _round_up(o, 8)) for h, o in needs} - set(fitted)
+    best = objective(fitted)
+    for i, bucket in enumerate(fitted):
+        if bucket == largest:
+            continue
+        for c in candidates:
+            assert objective(fitted[:i] + [c] + fitted[i + 1:]) >= best - 1e-12, (bucket.name, c.name)
+    assert all(table.choose(s)[2] == 0 for s in selections)
+
+
 def _masked_attention(q, k, v, mask):
     return torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5 + mask, dim=-1) @ v
 

@@ -34,7 +34,7 @@ from edgehmr.sat.bundle import unique_frames
 from edgehmr.sat.frame import Canvas, prepare_frame, preprocessing_json
 from edgehmr.sat.calibration import sat_calibration
 from edgehmr.sat.runner import STAGE1_ENTRY
-from edgehmr.sat.tables import (HR_STEP, OTHER_STEP, coverage_json, default_table, parse_buckets, selections_of,
+from edgehmr.sat.tables import (FIT_OTHER_STEP, HR_STEP, coverage_json, default_table, parse_buckets, selections_of,
                                 table_json, with_full_coverage)
 from edgehmr.spec import ConvertSpec
 
@@ -56,7 +56,7 @@ def resolve_table(spec: ConvertSpec, loaded: LoadedModel, canvas: Canvas,
     if spec.buckets:
         table, origin = parse_buckets(spec.buckets, grid), "--buckets"
     elif selections:
-        table = buckets_from_counts(selections, grid, spec.bucket_count, HR_STEP, OTHER_STEP)
+        table = buckets_from_counts(selections, grid, spec.bucket_count, HR_STEP, FIT_OTHER_STEP)
         origin = f"fitted to {len(images)} frames of {spec.calib}"
     else:
         table, origin = default_table(grid), "canvas default (not fitted to data: pass --calib or --buckets)"
