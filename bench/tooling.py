@@ -11,13 +11,14 @@ Run it alone (no builds, no tests, no helpers):
 
     python bench/tooling.py                               # hmr2-vit-s: onnx, openvino, executorch, coreml fp32
     python bench/tooling.py --model hmr2-vit-s --targets onnx --precisions fp32 int8
-    python bench/tooling.py --model sat-hmr --targets onnx --buckets 24x32,32x48   # SAT-HMR, two buckets
+    python bench/tooling.py --model sat-hmr --targets onnx --convert-args="--buckets 16x256,64x512 --allow-demotion"
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -72,8 +73,7 @@ def contenders(args, work: Path) -> list[tuple[str, list[str]]]:
             argv = edgehmr + ["convert", "-m", args.model, "-t", target, "-p", precision, "-o", str(work), "--quiet"]
             if precision == "int8":
                 argv += ["--calib", "synthetic", "--calib-count", str(args.calib_count)]
-            if args.buckets:
-                argv += ["--buckets", args.buckets]
+            argv += shlex.split(args.convert_args)
             rows.append((f"edgehmr convert -t {target} -p {precision}", argv))
     return rows
 
@@ -83,7 +83,8 @@ def main() -> None:
     ap.add_argument("--model", default="hmr2-vit-s")
     ap.add_argument("--targets", nargs="+", default=["onnx", "openvino", "executorch", "coreml"])
     ap.add_argument("--precisions", nargs="+", default=["fp32"])
-    ap.add_argument("--buckets", help="SAT-HMR bucket list for convert (e.g. 24x32,32x48).")
+    ap.add_argument("--convert-args", default="", help="More options for every edgehmr convert (e.g. SAT-HMR's "
+                                                         "--buckets and --allow-demotion).")
     ap.add_argument("--calib-count", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()

@@ -56,9 +56,10 @@ class QdqLayout:
 # Measured on hmr2-vit-s (seeded weights, 32 synthetic calibration crops, 2 threads, bench/onnx_op_profile.py and
 # alternating timing; an Intel Xeon with VNNI and AMX; FP32 97 ms; docs/targets.md has the table):
 # - int8 activations, attention matmuls INT8 (the old layout): 85 ms, worst output rel L2 1.2e-2. ONNX Runtime ran
-#   softmax as QLinearSoftmax (13.5 ms against 2.2 ms float) because the probs @ V matmul was quantized, and the
-#   decoder's six context projections as float MatMuls on dequantized INT8 weights: the six shared one Q/DQ pair
-#   on the context, and ONNX Runtime fuses a DQ -> MatMul -> Q group only when the DQ feeds that one node.
+#   softmax as QLinearSoftmax (13.5 ms against 2.2 ms float in an earlier profile on an AMD EPYC) because the
+#   probs @ V matmul was quantized, and the decoder's six context projections as float MatMuls on dequantized
+#   INT8 weights: the six shared one Q/DQ pair on the context, and ONNX Runtime fuses a DQ -> MatMul -> Q group
+#   only when the DQ feeds that one node.
 # - a dedicated Q/DQ pair per consumer and attention matmuls float: 74 ms, 8.1e-3.
 # - and uint8 activations: 65 ms (1.5x FP32), 6.4e-3. U8S8 is ONNX Runtime's fast INT8 GEMM on x86 (on AVX2
 #   without VNNI it multiplies with vpmaddubsw, whose int16 pair sums can saturate; 7-bit weights, ONNX Runtime's
