@@ -35,6 +35,8 @@ INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp
 # a while after a run; the next runtime's run then shares the cores with them. Measured on hmr2-vit-s (2 cores):
 # ONNX Runtime INT8 ran 69 ms right after OpenVINO, 36 ms after a 50 ms pause (47 ms after 20 ms).
 SETTLE_S = 0.05
+# Part of the cache key: raise it when the probe or a converter's layout changes what the probe measures.
+PROBE_VERSION = 1
 
 
 @dataclass
@@ -176,7 +178,9 @@ def verdict(probes: list[Probe], features: dict) -> str:
 
 def _cache_file(features: dict) -> Path:
     versions = {m: package_version(m) for m in ("torch", "onnxruntime", "openvino", "nncf", "executorch")}
-    key = hashlib.sha256(json.dumps([features, versions, TOKENS, WIDTH], sort_keys=True).encode()).hexdigest()[:24]
+    versions["edgehmr"] = package_version("edgehmr")
+    key = json.dumps([features, versions, TOKENS, WIDTH, PROBE_VERSION], sort_keys=True)
+    key = hashlib.sha256(key.encode()).hexdigest()[:24]
     return cache_root() / "host" / f"{key}.json"
 
 
