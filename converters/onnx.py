@@ -30,8 +30,11 @@ from edgehmr.progress import step
 
 OPSET = 18
 MODEL_FILE = "model.onnx"
-# Beyond protobuf's 2 GB limit (ViT-H fp32) the weights go to an external-data file next to the model.
-EXTERNAL_DATA_BYTES = 1_800_000_000
+# Weights above this go to an external-data file beside the model (``model.onnx.data``, hashed like every artifact
+# file). onnx_ir writes it straight from the tensors, whereas one protobuf file is built in memory first: a copy of
+# every weight in the message and another in its serialized bytes. SAT-HMR's stage 2 (0.83 GB of weights) peaked at
+# 3.7 GB that way. Protobuf also caps a file at 2 GB (ViT-H fp32).
+EXTERNAL_DATA_BYTES = 400_000_000
 # Ops kept in float32 inside fp16 graphs. Measured on hmr2-vit-s/b and vitpose-s (16 crops): keeping the
 # 6D->rotation normalisation (ReduceL2, Reciprocal) in float32 changed no output by a measurable amount, so
 # nothing is kept by default; the list exists for models where a layer overflows.
@@ -128,8 +131,14 @@ def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
         kept = quant["kept_float_nodes"]
     else:  # prepare() refused every other precision
         raise ConversionError(f"ONNX target has no {job.precision.value} path.")
-    fp32.unlink()
+    remove_onnx(fp32)
     return ConvertResult(MODEL_FILE, details, kept_fp32=kept)
+
+
+def remove_onnx(path: Path) -> None:
+    """Delete an ONNX file and its external-data file (``<name>.data``), if it has one."""
+    for file in (path, path.with_name(path.name + ".data")):
+        file.unlink(missing_ok=True)
 
 
 class _FeedsReader:

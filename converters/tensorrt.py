@@ -31,7 +31,7 @@ from edgehmr.converters.base import ConvertResult, ExportJob
 from edgehmr.converters.capabilities import Precision
 from edgehmr.converters.fp16_range import FP16_MAX, activation_peaks
 from edgehmr.converters import onnx_quant
-from edgehmr.converters.onnx import OPSET, onnx2fp16, onnx2int8_qdq, torch2onnx_entries
+from edgehmr.converters.onnx import OPSET, onnx2fp16, onnx2int8_qdq, remove_onnx, torch2onnx_entries
 from edgehmr.converters.shapes import dynamic_axes, dynamic_axes_json, entry_shapes, prepare
 from edgehmr.converters.tensorrt_engine import (ENGINE_FILE, EngineOptions, Profile, can_build_here,
                                                 trtexec_command)
@@ -83,7 +83,7 @@ def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
     prepare("tensorrt", job)
     out = out_dir / MODEL_FILE
     fp32 = out_dir / "model.fp32.tmp.onnx"
-    torch2onnx_entries(job, fp32)
+    torch2onnx_entries(job, out if job.precision == Precision.fp32 else fp32)
     kept: list[str] = []
     dynamic = dynamic_axes(job)
     # Profiles name the dynamic inputs only: static ones need (and trtexec takes) no shapes. Without dynamic axes
@@ -92,18 +92,16 @@ def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
                 for entry, shapes in entry_shapes(job).items()] if dynamic else []
     details: dict = {"opset": OPSET, "dynamic_axes": dynamic_axes_json(job), "entries": list(job.entries),
                      "profiles": profiles}
-    if job.precision == Precision.fp32:
-        fp32.rename(out)
-    elif job.precision == Precision.fp16:
+    if job.precision == Precision.fp16:
         details["fp16_range"] = fp16_range_or_fail(job)
         onnx2fp16(fp32, out)
-        fp32.unlink()
+        remove_onnx(fp32)
     elif job.precision == Precision.int8:
         quant = onnx2int8_qdq(fp32, out, job, onnx_quant.TENSORRT_LAYOUT)
         kept = quant["kept_float_nodes"]
         details |= {k: quant[k] for k in ("scheme", "recipe", "calibration_samples", "quantized_compute_ops")}
-        fp32.unlink()
-    else:  # prepare() refused every other precision
+        remove_onnx(fp32)
+    elif job.precision != Precision.fp32:  # fp32 was exported in place; prepare() refused every other precision
         raise ConversionError(f"TensorRT target has no {job.precision.value} path.")
     checked_onnx(out, job.precision, f"ONNX of {job.model_name}", details, [p["shapes"] for p in profiles])
     shape_profiles = engine_profiles(details)
