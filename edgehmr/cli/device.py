@@ -43,9 +43,9 @@ def build_engine(
 @app.command()
 def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
            probe: bool = typer.Option(True, "--probe/--no-probe",
-                                      help="Show the GEMM probe of this host (measured once, a few seconds, then "
-                                           "kept in the cache)."),
-           fresh: bool = typer.Option(False, "--fresh", help="Measure the GEMM probe again.")):
+                                      help="Show the host probe: an MLP block through each CPU target and precision "
+                                           "(measured once, ~30 s, then read from the cache)."),
+           fresh: bool = typer.Option(False, "--fresh", help="Measure the host probe again.")):
     """List installed runtimes with versions, the install command for missing ones (installs nothing), and which
     target and precision this host's CPU runs fastest.
 
