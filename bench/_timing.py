@@ -7,23 +7,17 @@ import statistics
 import time
 from collections.abc import Callable
 
-from edgehmr.host_probe import SETTLE_S
+from edgehmr.host_probe import time_in_alternation
 
 
 def time_alternating(rows: list[dict], warmup: int, runs: int) -> None:
     """``rows[i]["runner"].run(entry, rows[i]["feed"])`` timed (the runner's default entry unless the row names
-    one); sets ``p50_ms`` and ``p90_ms`` on each row. Each call waits ``SETTLE_S`` first, so the previous
-    contender's spinning worker threads have stopped (see ``edgehmr.host_probe.SETTLE_S``)."""
-    samples: list[list[float]] = [[] for _ in rows]
-    for i in range(warmup + runs):
-        for k, row in enumerate(rows):
-            time.sleep(SETTLE_S)
-            start = time.perf_counter()
-            row["runner"].run(row.get("entry") or row["runner"].default_entry, row["feed"])
-            if i >= warmup:
-                samples[k].append((time.perf_counter() - start) * 1e3)
-    for row, s in zip(rows, samples):
-        s.sort()
+    one) with :func:`edgehmr.host_probe.time_in_alternation` (a pause before each call, so the previous
+    contender's spinning worker threads have stopped); sets ``p50_ms`` and ``p90_ms`` on each row."""
+    calls = [lambda row=row: row["runner"].run(row.get("entry") or row["runner"].default_entry, row["feed"])
+             for row in rows]
+    for row, s in zip(rows, time_in_alternation(calls, warmup, runs)):
+        s = sorted(t * 1e3 for t in s)
         row["p50_ms"] = statistics.median(s)
         row["p90_ms"] = s[min(len(s) - 1, int(0.9 * len(s)))]
 

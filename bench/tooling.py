@@ -11,7 +11,8 @@ Run it alone (no builds, no tests, no helpers):
 
     python bench/tooling.py                               # hmr2-vit-s: onnx, openvino, executorch, coreml fp32
     python bench/tooling.py --model hmr2-vit-s --targets onnx --precisions fp32 int8
-    python bench/tooling.py --model sat-hmr --targets onnx --convert-args="--buckets 16x256,64x512 --allow-demotion"
+    python bench/tooling.py --model sat-hmr --targets onnx \
+        --convert-args="--canvas 672x448 --buckets 32x384,96x384 --allow-demotion"
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -134,22 +135,29 @@ def _runners(tokens: int, width: int, work: Path) -> tuple[list[Probe], list, di
     return probes, runners, {"x": x.numpy()}
 
 
+def time_in_alternation(calls: list[Callable[[], object] | None], warmup: int, runs: int) -> list[list[float]]:
+    """Seconds per call of each of ``calls`` (None: skipped, no samples), every one once per round, each after a
+    ``SETTLE_S`` pause: the one alternating timer of the probe and the benchmark scripts."""
+    samples: list[list[float]] = [[] for _ in calls]
+    for i in range(warmup + runs):
+        for call, s in zip(calls, samples):
+            if call is None:
+                continue
+            time.sleep(SETTLE_S)
+            start = time.perf_counter()
+            call()
+            if i >= warmup:
+                s.append(time.perf_counter() - start)
+    return samples
+
+
 def probe(tokens: int = TOKENS, width: int = WIDTH, runs: int = 10, warmup: int = 2) -> list[Probe]:
-    """GMAC/s of the MLP block per installed CPU target and precision (and PyTorch eager), every contender once
-    per round, each after a ``SETTLE_S`` pause."""
+    """GMAC/s of the MLP block per installed CPU target and precision (and PyTorch eager), timed in
+    alternation."""
     with tempfile.TemporaryDirectory(prefix="edgehmr-probe-") as work:
         probes, runners, feed = _runners(tokens, width, Path(work))
-        samples: list[list[float]] = [[] for _ in probes]
-        for i in range(warmup + runs):
-            for runner, s in zip(runners, samples):
-                if runner is None:
-                    continue
-                time.sleep(SETTLE_S)
-                start = time.perf_counter()
-                runner.run(runner.default_entry, feed)
-                if i >= warmup:
-                    s.append(time.perf_counter() - start)
-        for row, s in zip(probes, samples):
+        calls = [None if r is None else (lambda r=r: r.run(r.default_entry, feed)) for r in runners]
+        for row, s in zip(probes, time_in_alternation(calls, warmup, runs)):
             if s:
                 row.gmac_s = block_gmacs(tokens, width) / statistics.median(s)
     return probes
