@@ -40,6 +40,7 @@ class LayerDrift:
     rel_l2: float
     added: float
     order: int  # position in the graph (topological)
+    scope: str = ""  # module path of the op that computed it ('' when the runtime's graph does not say)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class GraphTensor:
     op: str
     node: str
     inputs: list[str]
+    scope: str = ""
 
 
 def rank(tensors: list[GraphTensor], got: dict[str, np.ndarray], want: dict[str, np.ndarray],
@@ -65,7 +67,7 @@ def rank(tensors: list[GraphTensor], got: dict[str, np.ndarray], want: dict[str,
         err = float(np.linalg.norm(a - r) / max(np.linalg.norm(r), 1e-12))
         errors[t.name] = err
         inherited = max((errors.get(n, 0.0) for n in t.inputs), default=0.0)
-        layers.append(LayerDrift(t.name, t.op, t.node, err, err - inherited, i))
+        layers.append(LayerDrift(t.name, t.op, t.node, err, err - inherited, i, t.scope))
     return sorted(layers, key=lambda layer: -layer.added)[:top]
 
 

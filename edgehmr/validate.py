@@ -24,6 +24,8 @@ from edgehmr.tasks import CROPS, FRAMES, KEYPOINTS, MESH, artifact_task
 
 # Reference outputs each task's drift reads, by the task's output (a hand-written bundle must hold them).
 TASK_DRIFT_OUTPUTS = {MESH: ("global_orient", "body_pose", "betas", "pred_cam_t"), KEYPOINTS: ("heatmaps",)}
+# The task metrics each task's drift reports (report.task keys), in report order.
+TASK_METRICS = {MESH: ("mpjpe_mm", "pa_mpjpe_mm", "pve_mm", "kp2d_px", "cam_t_mm"), KEYPOINTS: ("kp2d_px",)}
 
 
 @dataclass

@@ -219,8 +219,9 @@ def _rank_batch(frame, outputs_fp32: dict[str, list[torch.Tensor]], fp32_nodes: 
         sources = _inputs_of(aten_nodes[name], measured) if name in aten_nodes else set()
         inherited = max((rows[s] for s in sources), default=0.0)
         node = fp32_nodes[name]
-        layers.append(LayerDrift(name, _op_name(node), node_scope(node) or "", rows[name], rows[name] - inherited,
-                                 fp32_order[name]))
+        scope = node_scope(node) or ""
+        layers.append(LayerDrift(name, _op_name(node), scope, rows[name], rows[name] - inherited, fp32_order[name],
+                                 scope))
     return layers
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from edgehmr.artifact import parts
+from edgehmr.converters.onnx_quant import node_scope
 from edgehmr.drift import GraphTensor, LayerDrift, rank, reference_onnx, worst_per_layer
 
 # ops whose outputs are the same tensor requantized or retyped: looked through to the float tensor behind
@@ -59,10 +60,11 @@ def _onnx_probe(model: onnx.ModelProto, names: list[str], path: Path):
 
 def onnx_tensors(model: onnx.ModelProto, reference: onnx.ModelProto) -> list[GraphTensor]:
     producers = _producers(model)
-    ref_names = {out for node in reference.graph.node for out in node.output}
-    return [GraphTensor(out, node.op_type, node.name, _float_inputs_of(node, producers))
+    # the module scope from the FP32 export: the quantizer's rewritten graph need not keep the node metadata
+    ref_scopes = {out: node_scope(node) for node in reference.graph.node for out in node.output}
+    return [GraphTensor(out, node.op_type, node.name, _float_inputs_of(node, producers), ref_scopes[out])
             for node in model.graph.node if node.op_type not in ("QuantizeLinear", "DequantizeLinear")
-            for out in node.output if out in ref_names]
+            for out in node.output if out in ref_scopes]
 
 
 def layer_drift(artifact_dir: Path, meta: dict,

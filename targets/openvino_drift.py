@@ -45,7 +45,10 @@ def _float_source(port, ref_names: set[str]) -> str:
     return _output_key(port)
 
 
-def openvino_tensors(model, reference) -> list[GraphTensor]:
+def openvino_tensors(model, reference, scopes: dict[str, str] | None = None) -> list[GraphTensor]:
+    """Shared float op outputs; ``scopes`` (FX node name -> module path, from the reference's conversion) gives
+    each its module: the frontend names an op after the FX node it came from."""
+    scopes = scopes or {}
     ref_names = {op.get_friendly_name() for op in reference.get_ordered_ops()}
     tensors = []
     for op in model.get_ordered_ops():
@@ -54,7 +57,8 @@ def openvino_tensors(model, reference) -> list[GraphTensor]:
         inputs = [_float_source(op.input_value(i), ref_names) for i in range(op.get_input_size())]
         for port in op.outputs():
             if port.get_element_type().is_real():
-                tensors.append(GraphTensor(_output_key(port), op.get_type_name(), op.get_friendly_name(), inputs))
+                tensors.append(GraphTensor(_output_key(port), op.get_type_name(), op.get_friendly_name(), inputs,
+                                           scopes.get(op.get_friendly_name().split("/", 1)[0], "")))
     return tensors
 
 
@@ -130,8 +134,8 @@ def layer_drift(artifact_dir: Path, meta: dict,
 
     part = next(iter(parts(meta).values()))
     model = ov.Core().read_model(str(artifact_dir / part["file"]))
-    reference, _ = torch2openvino(reference_job(meta))
-    tensors = openvino_tensors(model, reference)
+    reference, scopes = torch2openvino(reference_job(meta))
+    tensors = openvino_tensors(model, reference, scopes)
     names = {t.name for t in tensors}
     run = _openvino_probe(model, probe_config(part["details"].get("runtime_config")), names)
     run_reference = _openvino_probe(reference, compile_config(None, None), names)

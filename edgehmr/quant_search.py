@@ -1,0 +1,296 @@
+"""Accuracy-aware INT8 (``convert -p int8 --max-drift``): the fewest layers kept float that meet a drift budget.
+
+The search holds out the last quarter of the calibration crops and makes FP32 references for them with the loaded
+model (the user's weights). Then, step by step:
+
+1. convert with the current recipe, calibrated on the other crops (the one pipeline: a searched artifact is
+   exactly what ``convert --recipe recipe.json`` writes);
+2. measure the task drift on the held-out crops (``validate``'s numbers, against the budget);
+3. while the budget is not met, ask the target's ``debug drift`` probe which layer adds the most error and keep the
+   Linear/Conv module that computed it float (a scope appended to the recipe).
+
+It stops when the budget holds, when no ranked layer is left to keep float, or after ``steps`` steps. Every step
+is a whole conversion, so the search costs about (steps + 1) conversions, validations and drift probes.
+
+The budget is validate's task metrics (``mpjpe=5mm,cam_t=50mm``, ``keypoints=2px``); left out, the INT8 rows of
+the tolerance table (:mod:`edgehmr.tolerances`) for every metric of the model's task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from edgehmr import tolerances
+from edgehmr.artifact import METADATA, VALIDATION_FILE, artifact_mb, file_hashes, read_metadata, staged_dir, write_json
+from edgehmr.calibration.dataset import CalibrationSet
+from edgehmr.calibration.recipes import QuantRecipe
+from edgehmr.converters.capabilities import get_target
+from edgehmr.errors import EdgeHMRError, SpecError
+from edgehmr.progress import step
+from edgehmr.tasks import CROPS
+
+RECIPE_FILE = "recipe.json"
+DEFAULT_STEPS = 8
+HELD_OUT_SHARE = 4  # one calibration crop in this many is held out to measure drift
+MIN_HELD_OUT = 2
+
+# Budget names -> (validate's task metric, its unit).
+BUDGET_METRICS = {
+    "mpjpe": ("mpjpe_mm", "mm"), "pa_mpjpe": ("pa_mpjpe_mm", "mm"), "pve": ("pve_mm", "mm"),
+    "cam_t": ("cam_t_mm", "mm"), "keypoints": ("kp2d_px", "px"), "kp2d": ("kp2d_px", "px"),
+}
+QUANTIZED_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
+
+
+class BudgetNotMet(EdgeHMRError):
+    """The search ended without meeting the budget; the message carries the best recipe and its drift."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class DriftBudget:
+    limits: dict[str, float]  # validate's task metric -> the largest drift allowed
+
+    def over(self, task: dict[str, dict]) -> dict[str, float]:
+        """The metrics of a validation report's ``task`` section that exceed the budget (value per metric)."""
+        values = {m: float(task[m]["value"]) for m in self.limits}
+        return {m: v for m, v in values.items() if not (math.isfinite(v) and v <= self.limits[m])}
+
+    def excess(self, drift: dict[str, float]) -> float:
+        """The worst value / limit ratio: how far a step is from the budget (<= 1: met)."""
+        ratios = [drift[m] / lim if lim > 0 else (0.0 if drift[m] == 0 else math.inf) for m, lim in self.limits.items()]
+        return max((r if math.isfinite(r) else math.inf for r in ratios), default=0.0)
+
+    def describe(self) -> str:
+        return ", ".join(f"{m} <= {v:g}" for m, v in self.limits.items())
+
+
+def parse_budget(text: str | None, precision: str, metrics: tuple[str, ...]) -> DriftBudget:
+    """``mpjpe=5mm,cam_t=50mm`` / ``keypoints=2px``; None or ``default``: the tolerance table's row for
+    ``precision`` over the task's ``metrics``."""
+    if text is None or text.strip() in ("", "default"):
+        return DriftBudget({m: tolerances.task_tolerance(precision, m) for m in metrics})
+    limits = {}
+    for item in text.split(","):
+        name, sep, value = item.strip().partition("=")
+        name = name.strip().lower()
+        if not sep or name not in BUDGET_METRICS:
+            raise SpecError(f"--max-drift: '{item.strip()}' is not NAME=VALUE with NAME one of "
+                            f"{', '.join(BUDGET_METRICS)} (e.g. mpjpe=5mm,cam_t=50mm or keypoints=2px).")
+        metric, unit = BUDGET_METRICS[name]
+        if metric not in metrics:
+            raise SpecError(f"--max-drift: this model's task measures {', '.join(metrics)}; '{name}' is not one of "
+                            f"them.")
+        number = value.strip().lower().removesuffix(unit)
+        try:
+            bound = float(number)
+        except ValueError:
+            raise SpecError(f"--max-drift: '{value.strip()}' for {name} is not a number of {unit} "
+                            f"(e.g. {name}=5{unit}).") from None
+        if not math.isfinite(bound) or bound < 0:
+            raise SpecError(f"--max-drift: {name} must be a finite number >= 0 (got {value.strip()}).")
+        limits[metric] = bound
+    return DriftBudget(limits)
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    budget: DriftBudget
+    steps: int = DEFAULT_STEPS
+    keep_best: bool = False
+
+
+def plan_search(spec, info, max_drift: str | None, steps: int = DEFAULT_STEPS, keep_best: bool = False) -> SearchPlan:
+    """Check that ``spec`` can be searched (INT8 on a target with a drift probe, a crop model) and parse the
+    budget; every refusal is one line before anything is loaded."""
+    from edgehmr.validate import TASK_METRICS
+
+    caps = get_target(spec.target)
+    if spec.recipe is None:
+        raise SpecError(f"--max-drift searches calibrated INT8 recipes; {spec.precision.value} on {caps.id} has none "
+                        f"(use -p int8).")
+    if info.task.input != CROPS:
+        raise SpecError(f"--max-drift is not available for {spec.model} yet (its search would run per bucket); "
+                        f"convert it with the default recipe and check it with 'edgehmr validate'.")
+    if caps.drift is None:
+        raise SpecError(f"--max-drift needs a per-layer drift probe, which {caps.id} has not; search on a target "
+                        f"that has one (onnx, openvino, executorch) and pass its recipe.json with --recipe.")
+    if steps < 0:
+        raise SpecError(f"--search-steps must be at least 0 (got {steps}).")
+    return SearchPlan(parse_budget(max_drift, spec.precision.value, TASK_METRICS[info.task.output]), steps, keep_best)
+
+
+@dataclass
+class SearchStep:
+    kept_float: list[str]  # scopes the search added to the starting recipe so far
+    drift: dict[str, float]
+    over_budget: list[str]
+    size_mb: float
+    seconds: float
+
+
+@dataclass
+class SearchResult:
+    budget: DriftBudget
+    start_recipe: QuantRecipe
+    steps: list[SearchStep] = field(default_factory=list)
+    stopped: str = ""
+    best: int = 0  # index of the step kept (the first that met the budget, else the closest)
+
+    @property
+    def met(self) -> bool:
+        return bool(self.steps) and not self.steps[self.best].over_budget
+
+    def recipe(self) -> QuantRecipe:
+        added = tuple(self.steps[self.best].kept_float)
+        name = self.start_recipe.name + ("+searched" if added else "")
+        return dataclasses.replace(self.start_recipe, name=name,
+                                   keep_float_scopes=self.start_recipe.keep_float_scopes + added)
+
+    def to_json(self) -> dict:
+        return {"budget": self.budget.limits, "met": self.met, "stopped": self.stopped, "best_step": self.best,
+                "start_recipe": self.start_recipe.to_json(), "recipe": self.recipe().to_json(),
+                "steps": [dataclasses.asdict(s) for s in self.steps]}
+
+
+def held_out_count(samples: int, batch: int) -> int:
+    held = max(MIN_HELD_OUT, samples // HELD_OUT_SHARE)
+    held -= held % batch
+    if held < max(batch, MIN_HELD_OUT) or samples - held < batch:
+        raise SpecError(f"--max-drift holds out a quarter of the calibration crops to measure drift; {samples} "
+                        f"crops at batch {batch} are too few (give --calib-count 16 or more).")
+    return held
+
+
+def next_scope(layers: list[dict], recipe: QuantRecipe, model: nn.Module, prefix: str) -> str | None:
+    """The Linear/Conv module behind the highest-ranked layer that is still quantized (layers ranked by the
+    error each added; ``prefix``: the export module's path to the model, stripped)."""
+    for layer in layers:
+        scope = layer.get("scope") or ""
+        if prefix and scope.startswith(prefix):
+            scope = scope[len(prefix):]
+        if not scope or layer["added"] <= 0 or recipe.covers(scope):
+            continue
+        try:
+            module = model.get_submodule(scope)
+        except AttributeError:
+            continue
+        if isinstance(module, QUANTIZED_MODULES):
+            return scope
+    return None
+
+
+def _held_out_bundle(loaded, images: np.ndarray, folder: Path) -> Path:
+    from edgehmr.reference import run_reference, save_bundle
+
+    outputs = run_reference(loaded, images)
+    names = [f"held-out-{i}" for i in range(len(images))]
+    return save_bundle(folder, loaded, {"image": images}, outputs, loaded.info.crop.to_json(),
+                       "held-out calibration crops (convert --max-drift)", names, "cpu")
+
+
+def search(spec, loaded, calibration: CalibrationSet, plan: SearchPlan,
+           workdir: Path) -> tuple[SearchResult, list[Path]]:
+    """Run the search in ``workdir``; returns the result and each step's artifact folder."""
+    from edgehmr.convert import MESH_MODEL_SCOPE, convert
+    from edgehmr.drift import debug_drift
+    from edgehmr.validate import validate
+
+    held = held_out_count(len(calibration.images), spec.batch)
+    tune = dataclasses.replace(calibration, images=calibration.images[:-held])
+    step(f"FP32 references for {held} held-out calibration crops")
+    bundle = _held_out_bundle(loaded, calibration.images[-held:], workdir / "held-out")
+    smpl = spec.smpl if spec.with_mesh and spec.smpl != "synthetic" else None
+    prefix = f"{MESH_MODEL_SCOPE}." if spec.with_mesh else ""
+    result = SearchResult(plan.budget, spec.recipe)
+    recipe, added, folders = spec.recipe, [], []
+    while True:
+        i = len(result.steps)
+        started = time.perf_counter()
+        step(f"search step {i}: converting with {len(added)} layer(s) kept float by the search")
+        folder = convert(dataclasses.replace(spec, recipe=recipe, out_dir=str(workdir / f"step-{i}")), loaded, tune)
+        step(f"search step {i}: measuring drift on {held} held-out crops")
+        report = validate(folder, bundle, smpl)
+        drift = {m: float(report.task[m]["value"]) for m in plan.budget.limits}
+        over = sorted(plan.budget.over(report.task))
+        folders.append(folder)
+        result.steps.append(SearchStep(list(added), drift, over, round(artifact_mb(folder), 2), 0.0))
+        if not over:
+            result.stopped = "budget met"
+        elif i >= plan.steps:
+            result.stopped = f"step limit reached ({plan.steps})"
+        else:
+            step(f"search step {i}: ranking layers by the drift they add")
+            layers = debug_drift(folder, bundle, samples=held, top=1 << 30)["layers"]
+            scope = next_scope(layers, recipe, loaded.module, prefix)
+            if scope is None:
+                result.stopped = "no quantized layer left among those that add drift"
+            else:
+                added.append(scope)
+                recipe = dataclasses.replace(recipe, keep_float_scopes=recipe.keep_float_scopes + (scope,))
+        result.steps[-1].seconds = round(time.perf_counter() - started, 1)
+        if result.stopped:
+            break
+    met = [k for k, s in enumerate(result.steps) if not s.over_budget]
+    result.best = met[0] if met else min(range(len(result.steps)),
+                                         key=lambda k: plan.budget.excess(result.steps[k].drift))
+    return result, folders
+
+
+def _publish(step_dir: Path, final: Path, result: SearchResult, spec, seconds: float) -> None:
+    """The kept step's artifact as the final one: its files, ``recipe.json`` and the search in its metadata."""
+    meta = read_metadata(step_dir)
+    with staged_dir(final) as stage:
+        for item in step_dir.iterdir():
+            if item.name not in (METADATA, VALIDATION_FILE):
+                shutil.move(str(item), stage / item.name)
+        recipe = result.recipe()
+        write_json(stage / RECIPE_FILE, recipe.to_json())
+        meta["spec"]["out_dir"] = spec.out_dir
+        meta["quantization"]["search"] = result.to_json()
+        meta["convert_seconds"] = round(seconds, 2)
+        meta["files_sha256"] = file_hashes(stage)
+        write_json(stage / METADATA, meta)
+
+
+def convert_searched(spec, loaded, calibration: CalibrationSet, plan: SearchPlan) -> tuple[Path | None, SearchResult]:
+    """Search, then write the kept step's artifact where ``convert`` would (always when the budget is met; when it
+    is not, only with ``plan.keep_best``, after which :class:`BudgetNotMet` is still raised)."""
+    from edgehmr.convert import artifact_path
+
+    started = time.perf_counter()
+    final = artifact_path(spec)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{final.name}.search-", dir=final.parent))
+    try:
+        result, folders = search(spec, loaded, calibration, plan, workdir)
+        written = None
+        if result.met or plan.keep_best:
+            _publish(folders[result.best], final, result, spec, time.perf_counter() - started)
+            written = final
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if not result.met:
+        best = result.steps[result.best]
+        drift = ", ".join(f"{m} {v:.3g}" for m, v in best.drift.items())
+        kept = ", ".join(best.kept_float) or "nothing beyond the starting recipe"
+        where = f"; the closest artifact was written to {written}" if written else " and nothing was written"
+        raise BudgetNotMet(f"--max-drift not met ({plan.budget.describe()}): {result.stopped}. Closest: {drift} with "
+                           f"{kept} kept float{where}. Recipe: {best_recipe_json(result)}")
+    return written, result
+
+
+def best_recipe_json(result: SearchResult) -> str:
+    import json
+
+    return json.dumps(result.recipe().to_json(), separators=(",", ":"))
