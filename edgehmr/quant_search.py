@@ -52,9 +52,14 @@ QUANTIZED_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
 
 
 class BudgetNotMet(EdgeHMRError):
-    """The search ended without meeting the budget; the message carries the best recipe and its drift."""
+    """The search ended without meeting the budget; the message carries the best recipe and its drift, ``result``
+    the whole search."""
 
     exit_code = 1
+
+    def __init__(self, message: str, result: "SearchResult"):
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,9 @@ def parse_budget(text: str | None, precision: str, metrics: tuple[str, ...]) -> 
                             f"{', '.join(BUDGET_METRICS)} (e.g. mpjpe=5mm,cam_t=50mm or keypoints=2px).")
         metric, unit = BUDGET_METRICS[name]
         if metric not in metrics:
-            raise SpecError(f"--max-drift: this model's task measures {', '.join(metrics)}; '{name}' is not one of "
-                            f"them.")
+            known = [n for n, (m, _) in BUDGET_METRICS.items() if m in metrics]
+            raise SpecError(f"--max-drift: this model is not measured in {name}; its budget names: "
+                            f"{', '.join(known)}.")
         number = value.strip().lower().removesuffix(unit)
         try:
             bound = float(number)
@@ -117,8 +123,7 @@ def plan_search(spec, info, max_drift: str | None, steps: int = DEFAULT_STEPS, k
 
     caps = get_target(spec.target)
     if spec.recipe is None:
-        raise SpecError(f"--max-drift searches calibrated INT8 recipes; {spec.precision.value} on {caps.id} has none "
-                        f"(use -p int8).")
+        raise SpecError(f"--max-drift searches INT8 recipes (-p int8 or int8-weights), not {spec.precision.value}.")
     if info.task.input != CROPS:
         raise SpecError(f"--max-drift is not available for {spec.model} yet (its search would run per bucket); "
                         f"convert it with the default recipe and check it with 'edgehmr validate'.")
@@ -152,15 +157,20 @@ class SearchResult:
         return bool(self.steps) and not self.steps[self.best].over_budget
 
     def recipe(self) -> QuantRecipe:
-        added = tuple(self.steps[self.best].kept_float)
-        name = self.start_recipe.name + ("+searched" if added else "")
-        return dataclasses.replace(self.start_recipe, name=name,
-                                   keep_float_scopes=self.start_recipe.keep_float_scopes + added)
+        return searched_recipe(self.start_recipe, self.steps[self.best].kept_float)
 
     def to_json(self) -> dict:
         return {"budget": self.budget.limits, "met": self.met, "stopped": self.stopped, "best_step": self.best,
                 "start_recipe": self.start_recipe.to_json(), "recipe": self.recipe().to_json(),
                 "steps": [dataclasses.asdict(s) for s in self.steps]}
+
+
+def searched_recipe(start: QuantRecipe, added: list[str]) -> QuantRecipe:
+    """``start`` with the scopes the search keeps float appended (named so when there are any)."""
+    if not added:
+        return start
+    return dataclasses.replace(start, name=f"{start.name}+searched",
+                               keep_float_scopes=start.keep_float_scopes + tuple(added))
 
 
 def held_out_count(samples: int, batch: int) -> int:
@@ -237,7 +247,7 @@ def search(spec, loaded, calibration: CalibrationSet, plan: SearchPlan,
                 result.stopped = "no quantized layer left among those that add drift"
             else:
                 added.append(scope)
-                recipe = dataclasses.replace(recipe, keep_float_scopes=recipe.keep_float_scopes + (scope,))
+                recipe = searched_recipe(spec.recipe, added)
         result.steps[-1].seconds = round(time.perf_counter() - started, 1)
         if result.stopped:
             break
@@ -286,7 +296,7 @@ def convert_searched(spec, loaded, calibration: CalibrationSet, plan: SearchPlan
         kept = ", ".join(best.kept_float) or "nothing beyond the starting recipe"
         where = f"; the closest artifact was written to {written}" if written else " and nothing was written"
         raise BudgetNotMet(f"--max-drift not met ({plan.budget.describe()}): {result.stopped}. Closest: {drift} with "
-                           f"{kept} kept float{where}. Recipe: {best_recipe_json(result)}")
+                           f"{kept} kept float{where}. Recipe: {best_recipe_json(result)}", result)
     return written, result
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from edgehmr.artifact import artifact_mb
+from edgehmr.errors import SpecError
+from edgehmr.quant_search import DEFAULT_STEPS
 from edgehmr.cli.common import CheckpointOpt, ModelOpt, QuietOpt, TrustOpt, app, err, out, progress_bar, stage
 from edgehmr.tasks import CROPS, FRAMES
 
@@ -48,6 +50,13 @@ def convert(
                                                          "grid_sample (default; GridSample / resample) or gather "
                                                          "(bilinear corners as Gather ops, for runtimes without a "
                                                          "grid-sample kernel, e.g. TensorRT < 8.5)."),
+    max_drift: str = typer.Option(None, "--max-drift", help="int8: search for the fewest layers kept float that "
+                                  "meet this drift budget on held-out --calib crops, e.g. mpjpe=5mm,cam_t=50mm or "
+                                  "keypoints=2px ('default': the tolerance table). About one conversion per step."),
+    search_steps: int = typer.Option(DEFAULT_STEPS, "--search-steps", help="--max-drift: the most layers the "
+                                                                            "search keeps float."),
+    keep_best: bool = typer.Option(False, "--keep-best", help="--max-drift: write the closest artifact even when "
+                                                              "the budget is not met (the exit code is still 1)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved spec and stop."),
     quiet: bool = QuietOpt,
 ):
@@ -59,6 +68,8 @@ def convert(
       edgehmr convert -m hmr2-vit-h -c hmr2_ckpt/epoch=35-step=1000000.ckpt --trust-checkpoint -p fp16
       edgehmr convert -m hmr2-vit-s --with-mesh --smpl SMPL_NEUTRAL.pkl
       edgehmr convert -m hmr2-vit-s -t openvino -p int8 --calib frames/ --keep-float attention_matmul
+      edgehmr convert -m hmr2-vit-b -c hmr2.ckpt -t onnx -p int8 --calib frames/ --max-drift mpjpe=3mm,cam_t=50mm
+                                                              (keeps float the layers that add the most drift)
       edgehmr convert -m hmr2-vit-s -t coreml                 (fp16 .mlpackage)
       edgehmr convert -m hmr2-vit-b -t executorch -p int8     (XNNPACK .pte, dynamic INT8 activations)
       edgehmr convert -m sat-hmr -c sat_644.pth -t openvino --canvas 1288x728 --calib frames/
@@ -68,12 +79,22 @@ def convert(
       edgehmr convert -m deformable-hmr-vit-s-x2 -t tensorrt -p fp16 --sampler gather
     """
     from edgehmr.models import load_model
+    from edgehmr.models._registry import get_model_info
+    from edgehmr.quant_search import plan_search
     from edgehmr.spec import resolve_spec
 
     spec = resolve_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, smpl, batch, out_dir, seed,
                         calib, calib_count, calib_boxes, recipe, tuple(keep_float), tuple(quantize), canvas, buckets,
                         bucket_count, sampler, allow_demotion)
-    if calib and not spec.calib:
+    plan = None
+    if max_drift is not None:
+        plan = plan_search(spec, get_model_info(model), max_drift, search_steps, keep_best)
+        if not calib:
+            raise SpecError("--max-drift measures drift on held-out calibration crops: pass --calib with an image "
+                            "folder, a video or a reference bundle.")
+    elif search_steps != DEFAULT_STEPS or keep_best:
+        raise SpecError("--search-steps and --keep-best apply with --max-drift.")
+    if calib and not spec.calib and plan is None:
         err.print(f"[yellow]note:[/] --calib ignored: {spec.precision.value} on {spec.target} needs no calibration "
                   f"('edgehmr targets' lists the precisions that use it)")
     if dry_run:
@@ -83,26 +104,66 @@ def convert(
         loaded = load_model(model, checkpoint, trust_checkpoint=trust_checkpoint, seed=seed)
     if loaded.weights == "untrained":
         err.print(f"[yellow]note:[/] {model} uses seeded untrained weights (give --checkpoint for trained ones)")
+    if plan is not None:
+        _convert_searched(spec, loaded, quiet, plan, calib)
+        return
     CONVERT_BY_INPUT[loaded.info.task.input](spec, loaded, quiet)
 
 
-def _convert_crops(spec, loaded, quiet: bool) -> None:
+def _calibration(spec, loaded, quiet: bool):
     from edgehmr.convert import calibration_for
+
+    with progress_bar("calibration crops", spec.calib_count, quiet) as advance:
+        calibration = calibration_for(spec, loaded, advance)
+    origin = "cache" if calibration.cached else spec.calib
+    err.print(f"[green]✓[/] {len(calibration.images)} calibration crops from {origin}")
+    for warning in calibration.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+    return calibration
+
+
+def _convert_crops(spec, loaded, quiet: bool) -> None:
     from edgehmr.convert import convert as run_convert
 
-    calibration = None
-    if spec.calib:
-        with progress_bar("calibration crops", spec.calib_count, quiet) as advance:
-            calibration = calibration_for(spec, loaded, advance)
-        origin = "cache" if calibration.cached else spec.calib
-        err.print(f"[green]✓[/] {len(calibration.images)} calibration crops from {origin}")
-        for warning in calibration.warnings:
-            err.print(f"[yellow]warning:[/] {warning}")
+    calibration = _calibration(spec, loaded, quiet) if spec.calib else None
     what = f"to {spec.target} {spec.precision.value}"
     with stage(f"converting {what}", f"converted {what}", quiet):
         path = run_convert(spec, loaded, calibration)
     out.print(f"{path}  ({artifact_mb(path):.1f} MB)")
     _print_next_step(path)
+
+
+def _convert_searched(spec, loaded, quiet: bool, plan, calib: str) -> None:
+    """--max-drift: the search's steps as a table, then the artifact (or the budget-not-met error)."""
+    import dataclasses
+
+    from edgehmr.quant_search import BudgetNotMet, convert_searched
+
+    # The held-out crops come from --calib even on a target whose INT8 needs no calibration (ExecuTorch's dynamic).
+    calibration = _calibration(dataclasses.replace(spec, calib=calib), loaded, quiet)
+    what = f"to {spec.target} {spec.precision.value} within {plan.budget.describe()}"
+    try:
+        with stage(f"searching {what}", f"searched {what}", quiet):
+            path, result = convert_searched(spec, loaded, calibration, plan)
+    except BudgetNotMet as e:
+        _print_search(e.result)
+        raise
+    _print_search(result)
+    out.print(f"{path}  ({artifact_mb(path):.1f} MB; recipe: {path / 'recipe.json'})")
+    _print_next_step(path)
+
+
+def _print_search(result) -> None:
+    from edgehmr.cli.common import Column, print_table
+
+    metrics = list(result.budget.limits)
+    rows = [[str(i), "[bold]" * (i == result.best) + (", ".join(s.kept_float) or "-"),
+             *(f"{s.drift[m]:.3g}" for m in metrics), "over" if s.over_budget else "met", f"{s.size_mb:.1f}",
+             f"{s.seconds:.0f}"] for i, s in enumerate(result.steps)]
+    columns = [Column("step", right=True, key=True), Column("kept float by the search", wrap=24),
+               *(Column(f"{m} <= {lim:g}", right=True) for m, lim in result.budget.limits.items()),
+               Column("budget", key=True), Column("MB", right=True), Column("s", right=True)]
+    print_table(f"--max-drift search: {result.stopped} (kept: step {result.best})", columns, rows)
 
 
 def _convert_sat(spec, loaded, quiet: bool) -> None:

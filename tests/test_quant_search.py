@@ -1,0 +1,177 @@
+"""Accuracy-aware INT8 (``convert --max-drift``): a fragile layer kept float only by the search, on every target with
+a drift probe; an impossible budget exits 1 and writes nothing; the budget parser and the scope picker."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from edgehmr.artifact import read_metadata
+from edgehmr.calibration.recipes import QuantRecipe
+from edgehmr.cli import main
+from edgehmr.convert import calibration_for
+from edgehmr.errors import SpecError
+from edgehmr.models import load_model
+from edgehmr.quant_search import RECIPE_FILE, DriftBudget, convert_searched, next_scope, parse_budget, plan_search
+from edgehmr.spec import resolve_spec
+from edgehmr.validate import TASK_METRICS
+
+MODEL = "test-hmr2"
+FRAGILE = "backbone.blocks.1.mlp.fc2"
+# Seeded test-hmr2 INT8 drifts ~0.005 mm MPJPE with the default recipe on every target; the fragile layer alone
+# takes it to ~0.45 mm. A budget between the two is met only with that layer float.
+BUDGET = "mpjpe=0.1mm"
+CALIB = 16
+
+
+@pytest.fixture(scope="module")
+def fragile_checkpoint(tmp_path_factory):
+    """test-hmr2 weights where one MLP's output layer cannot survive per-channel INT8 weights: each row holds one
+    weight 1000x the rest (so every other weight rounds to 0), on a hidden unit that is ~0 in float (GELU(-10)),
+    so the FP32 model is unchanged in effect while its INT8 copy loses that layer."""
+    from safetensors.torch import save_file
+
+    state = load_model(MODEL, seed=0).module.state_dict()
+    hidden = "backbone.blocks.1.mlp."
+    state[hidden + "fc1.weight"][0] = 0.0
+    state[hidden + "fc1.bias"][0] = -10.0
+    state[hidden + "fc2.weight"] *= 30  # the block's MLP matters to the output
+    state[hidden + "fc2.weight"][:, 0] = 1000.0
+    path = tmp_path_factory.mktemp("fragile") / "fragile.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return str(path)
+
+
+def check_searched(path, result, start: QuantRecipe, out_dir) -> None:
+    """The fragile layer was kept float by the search, and only at its last step; the artifact records it."""
+    first, last = result.steps[0], result.steps[-1]
+    assert first.over_budget == ["mpjpe_mm"] and first.drift["mpjpe_mm"] > 0.3  # the default recipe misses it
+    assert last.kept_float == [FRAGILE] and not last.over_budget and last.drift["mpjpe_mm"] < 0.05
+    assert result.met and result.best == len(result.steps) - 1 and result.stopped == "budget met"
+
+    meta = read_metadata(path)  # every file hashed, recipe.json included
+    assert RECIPE_FILE in meta["files_sha256"]
+    recipe = json.loads((path / RECIPE_FILE).read_text())
+    assert recipe["keep_float_scopes"] == [*start.keep_float_scopes, FRAGILE]
+    assert meta["quantization"]["recipe"] == recipe
+    assert meta["quantization"]["search"] == json.loads(json.dumps(result.to_json()))
+    assert meta["spec"]["out_dir"] == str(out_dir)
+    assert not [p.name for p in out_dir.iterdir() if p.name.startswith(".")]  # no search folder left behind
+
+
+# ONNX runs the same search from the command line (test_search_from_the_command_line_and_its_recipe_file).
+@pytest.mark.parametrize("target", ["openvino", pytest.param("executorch", marks=pytest.mark.slow)])
+def test_search_keeps_the_fragile_layer_float_to_meet_the_budget(tmp_path, fragile_checkpoint, target):
+    spec = resolve_spec(MODEL, target, "int8", checkpoint=fragile_checkpoint, out_dir=str(tmp_path), calib="synthetic",
+                        calib_count=CALIB)
+    loaded = load_model(MODEL, fragile_checkpoint)
+    calibration = calibration_for(dataclasses.replace(spec, calib="synthetic"), loaded)
+    plan = plan_search(spec, loaded.info, BUDGET, steps=3)
+    path, result = convert_searched(spec, loaded, calibration, plan)
+    check_searched(path, result, spec.recipe, tmp_path)
+
+
+def test_search_from_the_command_line_and_its_recipe_file(capsys, tmp_path, fragile_checkpoint):
+    """ONNX: the search's table, the artifact, and recipe.json reused with --recipe (the same scopes, no search)."""
+    from edgehmr.quant_search import SearchResult, SearchStep
+
+    common = ["convert", "-m", MODEL, "-c", fragile_checkpoint, "-t", "onnx", "-p", "int8", "--calib", "synthetic",
+              "--calib-count", str(CALIB), "-q"]
+    code = main([*common, "--max-drift", BUDGET, "-o", str(tmp_path / "searched")])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "budget met" in out.out and FRAGILE in out.out
+    searched = tmp_path / "searched" / f"{MODEL}-onnx-int8"
+    record = read_metadata(searched)["quantization"]["search"]
+    result = SearchResult(DriftBudget(record["budget"]), QuantRecipe.from_json(record["start_recipe"]),
+                          [SearchStep(**s) for s in record["steps"]], record["stopped"], record["best_step"])
+    check_searched(searched, result, result.start_recipe, tmp_path / "searched")
+
+    code = main([*common, "--recipe", str(searched / RECIPE_FILE), "-o", str(tmp_path / "again")])
+    assert code == 0, capsys.readouterr().err
+    again = read_metadata(tmp_path / "again" / f"{MODEL}-onnx-int8")["quantization"]["recipe"]
+    assert again["keep_float_scopes"] == read_metadata(searched)["quantization"]["recipe"]["keep_float_scopes"]
+
+
+@pytest.mark.parametrize("keep_best", [False, True])
+def test_impossible_budget_exits_1_with_the_best_recipe(capsys, tmp_path, keep_best):
+    argv = ["convert", "-m", MODEL, "-t", "onnx", "-p", "int8", "--calib", "synthetic", "--calib-count", str(CALIB),
+            "--max-drift", "mpjpe=0mm", "--search-steps", "0", "-o", str(tmp_path), "-q"]
+    code = main(argv + (["--keep-best"] if keep_best else []))
+    err = capsys.readouterr().err
+    assert code == 1
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: --max-drift not met (mpjpe_mm <= 0)") and "Closest: mpjpe_mm" in line
+    recipe = json.loads(line.split("Recipe: ", 1)[1])
+    assert recipe["keep_float_scopes"] and recipe["keep_float_ops"] == ["softmax", "layernorm"]
+    written = sorted(p.name for p in tmp_path.iterdir())
+    if keep_best:
+        assert written == [f"{MODEL}-onnx-int8"] and "the closest artifact was written" in line
+        assert not read_metadata(tmp_path / written[0])["quantization"]["search"]["met"]
+    else:
+        assert written == [] and "nothing was written" in line
+
+
+def test_budget_defaults_to_the_tolerance_table_and_parses_units():
+    mesh = TASK_METRICS["mesh"]
+    assert parse_budget(None, "int8", mesh).limits == {"mpjpe_mm": 5.0, "pa_mpjpe_mm": 5.0, "pve_mm": 5.0,
+                                                        "kp2d_px": 2.0, "cam_t_mm": 100.0}
+    assert parse_budget("mpjpe=3mm, cam_t=50", "int8", mesh).limits == {"mpjpe_mm": 3.0, "cam_t_mm": 50.0}
+    assert parse_budget("keypoints=2px", "int8", TASK_METRICS["keypoints"]).limits == {"kp2d_px": 2.0}
+    budget = DriftBudget({"mpjpe_mm": 5.0, "cam_t_mm": 50.0})
+    task = {"mpjpe_mm": {"value": 4.0}, "cam_t_mm": {"value": float("nan")}}
+    assert budget.over(task) == {"cam_t_mm": pytest.approx(float("nan"), nan_ok=True)}
+    assert budget.excess({"mpjpe_mm": 10.0, "cam_t_mm": 25.0}) == 2.0
+
+
+@pytest.mark.parametrize("text, message", [
+    ("mpjpe", "is not NAME=VALUE"),
+    ("accuracy=1", "is not NAME=VALUE"),
+    ("mpjpe=5px", "is not a number of mm"),
+    ("mpjpe=-1mm", ">= 0"),
+    ("mpjpe=nan", ">= 0"),
+])
+def test_budget_refusals(text, message):
+    with pytest.raises(SpecError, match=message):
+        parse_budget(text, "int8", TASK_METRICS["mesh"])
+
+
+def test_budget_names_must_be_the_tasks():
+    with pytest.raises(SpecError, match="not measured in mpjpe; its budget names: keypoints, kp2d"):
+        parse_budget("mpjpe=5mm", "int8", TASK_METRICS["keypoints"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-t", "onnx"], "--max-drift searches INT8 recipes"),
+    (["-t", "onnx", "-p", "int8"], "pass --calib"),
+    (["-t", "coreml", "-p", "int8", "--calib", "synthetic"], "which coreml has not"),
+])
+def test_search_refusals_are_one_line(capsys, argv, message):
+    code = main(["convert", "-m", MODEL, *argv, "--max-drift", "mpjpe=1mm"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_search_options_need_max_drift(capsys):
+    assert main(["convert", "-m", MODEL, "--keep-best"]) == 2
+    assert "apply with --max-drift" in capsys.readouterr().err
+
+
+def test_next_scope_takes_the_top_quantized_layer_not_yet_float():
+    model = load_model(MODEL).module
+    recipe = QuantRecipe("r", ("backbone.blocks.0.*",))
+    layers = [
+        {"scope": "backbone.blocks.0.mlp.fc1", "added": 0.9},  # already float under the recipe
+        {"scope": "backbone.blocks.1.norm2", "added": 0.8},  # a LayerNorm: not quantized
+        {"scope": "", "added": 0.7},  # an op of no module
+        {"scope": "backbone.blocks.1.attn", "added": 0.6},  # attention matmuls: not a Linear/Conv module
+        {"scope": "hmr2.backbone.blocks.1.attn.qkv", "added": 0.5},  # the mesh wrapper's path
+        {"scope": "backbone.blocks.1.mlp.fc2", "added": 0.4},
+    ]
+    assert next_scope(layers, recipe, model, "hmr2.") == "backbone.blocks.1.attn.qkv"
+    assert next_scope(layers[:4] + layers[5:], recipe, model, "") == "backbone.blocks.1.mlp.fc2"
+    assert next_scope([{"scope": "backbone.blocks.1.mlp.fc2", "added": 0.0}], recipe, model, "") is None
+    assert isinstance(model.get_submodule("backbone.blocks.1.mlp.fc2"), torch.nn.Linear)
