@@ -4,6 +4,9 @@
 - ``onnx-fp32``, ``openvino-fp32``: ``validate`` against the model's FP32 PyTorch bundle, parity = every output
   within 1e-4 relative L2 and the task drift within the fp32 tolerances;
 - ``openvino-int8``: NNCF static PTQ with the family's default recipe (32 synthetic calibration crops), ``validate``;
+- ``openvino-int8-search``: the same through ``convert --max-drift`` with the tolerance table as the budget
+  (``--search-steps``, default 4; a quarter of the crops held out), then ``validate`` on the matrix's bundle; the
+  detail says what the search kept float, and "budget not met" with the closest drift when it ended short;
 - ``executorch-fp32``: ``validate`` in the ExecuTorch runtime, and no linear/conv left outside XNNPACK;
 - ``coreml-fp16``: the saved ML program's structure (fp16 compute and no fp32 op, output shapes as the metadata's);
   Core ML predictions need macOS.
@@ -14,6 +17,7 @@ where it stopped; ``--summary`` prints the Markdown table docs/models.md quotes.
 
     python bench/hierarchical_matrix.py                        # all 42, cheapest first
     python bench/hierarchical_matrix.py --models hmr2-swin-t-s2 --cells onnx-fp32 openvino-int8
+    python bench/hierarchical_matrix.py --models hmr2-gmf-t-s3 --cells openvino-int8-search
     python bench/hierarchical_matrix.py --shard 0/2 & python bench/hierarchical_matrix.py --shard 1/2
     python bench/hierarchical_matrix.py --summary
 
@@ -42,6 +46,7 @@ CELLS = {  # cell -> (target, precision)
     "onnx-fp32": ("onnx", "fp32"),
     "openvino-fp32": ("openvino", "fp32"),
     "openvino-int8": ("openvino", "int8"),
+    "openvino-int8-search": ("openvino", "int8"),
     "executorch-fp32": ("executorch", "fp32"),
     "coreml-fp16": ("coreml", "fp16"),
 }
@@ -97,13 +102,38 @@ def check_coreml(path: Path) -> tuple[str, str]:
     return ("fail", "; ".join(problems)) if problems else ("pass", f"{ops} ops, fp16 compute {dtypes['float16']}")
 
 
-def run_cell(name: str, cell: str, loaded, bundle: Path, work: Path, calib_count: int) -> tuple[str, str]:
+def searched(spec, loaded, steps: int) -> tuple[Path, str]:
+    """``convert --max-drift`` (default budget, the closest artifact kept); (artifact, what the search did)."""
+    from edgehmr.convert import artifact_path, calibration_for
+    from edgehmr.quant_search import BudgetNotMet, convert_searched, plan_search
+
+    plan = plan_search(spec, loaded.info, None, steps, keep_best=True)
+    try:
+        path, result = convert_searched(spec, loaded, calibration_for(spec, loaded), plan)
+    except BudgetNotMet as e:
+        path, result = artifact_path(spec), e.result
+    best = result.steps[result.best]
+    drift = ", ".join(f"{m} {v:.3g}" for m, v in best.drift.items())
+    verdict = "budget met" if result.met else f"budget not met ({result.stopped})"
+    return path, (f"search: {verdict} after {len(result.steps)} step(s), kept float {best.kept_float or 'nothing'}; "
+                  f"held-out drift {drift}")
+
+
+def run_cell(name: str, cell: str, loaded, bundle: Path, work: Path, calib_count: int,
+             search_steps: int = 4) -> tuple[str, str]:
     target, precision = CELLS[cell]
     try:
         spec = resolve_spec(name, target, precision, out_dir=str(work), calib="synthetic" if precision == "int8"
                             else None, calib_count=calib_count)
     except SpecError as e:
         return "refused", str(e)
+    if cell.endswith("-search"):
+        path, note = searched(spec, loaded, search_steps)
+        try:
+            status, detail = check_validated(path, bundle, parity=False)
+            return status, f"{note}; validate: {detail}"
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
     path = convert(spec, loaded)
     try:
         if cell == "coreml-fp16":
@@ -122,7 +152,8 @@ def load_results(path: Path) -> dict[tuple[str, str], dict]:
     return {(r["model"], r["cell"]): r for r in rows}
 
 
-def run(models: list[str], cells: list[str], results: Path, calib_count: int, eval_count: int) -> None:
+def run(models: list[str], cells: list[str], results: Path, calib_count: int, eval_count: int,
+        search_steps: int) -> None:
     done = load_results(results)
     results.parent.mkdir(parents=True, exist_ok=True)
     for name in models:
@@ -136,7 +167,8 @@ def run(models: list[str], cells: list[str], results: Path, calib_count: int, ev
             for cell in todo:
                 start = time.perf_counter()
                 try:
-                    status, detail = run_cell(name, cell, loaded, bundle, Path(tmp) / "artifacts", calib_count)
+                    status, detail = run_cell(name, cell, loaded, bundle, Path(tmp) / "artifacts", calib_count,
+                                              search_steps)
                 except EdgeHMRError as e:
                     status, detail = "error", str(e)
                 except Exception as e:  # a crash in a vendor tool is a result of the matrix, not its end
@@ -172,6 +204,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--calib-count", type=int, default=32)
     parser.add_argument("--eval-count", type=int, default=8)
+    parser.add_argument("--search-steps", type=int, default=4, help="openvino-int8-search: most layers kept float")
     parser.add_argument("--shard", default="0/1", help="K/N: run every N-th model from the K-th (default: all)")
     parser.add_argument("--summary", action="store_true", help="print the table of the results so far and exit")
     args = parser.parse_args()
@@ -182,7 +215,7 @@ def main() -> None:
     if args.summary:
         summary(args.results, models)
     else:
-        run(models, args.cells, args.results, args.calib_count, args.eval_count)
+        run(models, args.cells, args.results, args.calib_count, args.eval_count, args.search_steps)
 
 
 if __name__ == "__main__":
