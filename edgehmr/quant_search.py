@@ -200,6 +200,19 @@ def next_scope(layers: list[dict], recipe: QuantRecipe, model: nn.Module, prefix
     return None
 
 
+def _next_scope_or_reason(folder: Path, bundle: Path, held: int, recipe: QuantRecipe, model: nn.Module,
+                          prefix: str) -> tuple[str | None, str]:
+    """(the scope to keep float next, "") or (None, why the search stops here)."""
+    from edgehmr.drift import debug_drift
+
+    try:
+        layers = debug_drift(folder, bundle, samples=held, top=1 << 30)["layers"]
+    except EdgeHMRError as e:  # a probe refuses what it cannot measure faithfully (OpenVINO's gap check)
+        return None, f"the layers could not be ranked: {e}"
+    scope = next_scope(layers, recipe, model, prefix)
+    return (scope, "") if scope else (None, "no quantized layer left among those that add drift")
+
+
 def _held_out_bundle(loaded, images: np.ndarray, folder: Path) -> Path:
     from edgehmr.reference import run_reference, save_bundle
 
@@ -213,7 +226,6 @@ def search(spec, loaded, calibration: CalibrationSet, plan: SearchPlan,
            workdir: Path) -> tuple[SearchResult, list[Path]]:
     """Run the search in ``workdir``; returns the result and each step's artifact folder."""
     from edgehmr.convert import MESH_MODEL_SCOPE, convert
-    from edgehmr.drift import debug_drift
     from edgehmr.validate import validate
 
     held = held_out_count(len(calibration.images), spec.batch)
@@ -241,11 +253,8 @@ def search(spec, loaded, calibration: CalibrationSet, plan: SearchPlan,
             result.stopped = f"step limit reached ({plan.steps})"
         else:
             step(f"search step {i}: ranking layers by the drift they add")
-            layers = debug_drift(folder, bundle, samples=held, top=1 << 30)["layers"]
-            scope = next_scope(layers, recipe, loaded.module, prefix)
-            if scope is None:
-                result.stopped = "no quantized layer left among those that add drift"
-            else:
+            scope, result.stopped = _next_scope_or_reason(folder, bundle, held, recipe, loaded.module, prefix)
+            if scope is not None:
                 added.append(scope)
                 recipe = searched_recipe(spec.recipe, added)
         result.steps[-1].seconds = round(time.perf_counter() - started, 1)

@@ -175,3 +175,21 @@ def test_next_scope_takes_the_top_quantized_layer_not_yet_float():
     assert next_scope(layers[:4] + layers[5:], recipe, model, "") == "backbone.blocks.1.mlp.fc2"
     assert next_scope([{"scope": "backbone.blocks.1.mlp.fc2", "added": 0.0}], recipe, model, "") is None
     assert isinstance(model.get_submodule("backbone.blocks.1.mlp.fc2"), torch.nn.Linear)
+
+
+def test_a_probe_that_cannot_rank_ends_the_search_with_its_reason(tmp_path, monkeypatch):
+    """OpenVINO's probe refuses when exposing every tensor changes what the plugin computes; the search then stops
+    with that reason and the closest step instead of failing outright."""
+    import edgehmr.drift
+    from edgehmr.quant_search import BudgetNotMet
+
+    def refuses(*args, **kwargs):
+        raise SpecError("debug drift: the probe would describe another computation")
+
+    monkeypatch.setattr(edgehmr.drift, "debug_drift", refuses)
+    spec = resolve_spec(MODEL, "onnx", "int8", out_dir=str(tmp_path), calib="synthetic", calib_count=CALIB)
+    loaded = load_model(MODEL)
+    plan = plan_search(spec, loaded.info, "mpjpe=0mm", steps=3)
+    with pytest.raises(BudgetNotMet, match="the layers could not be ranked: debug drift: the probe") as e:
+        convert_searched(spec, loaded, calibration_for(spec, loaded), plan)
+    assert len(e.value.result.steps) == 1 and not list(tmp_path.iterdir())
