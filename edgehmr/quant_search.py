@@ -140,6 +140,7 @@ class SearchStep:
     kept_float: list[str]  # scopes the search added to the starting recipe so far
     drift: dict[str, float]
     over_budget: list[str]
+    float_weights_pct: float  # share of the Linear/Conv weights the step's recipe keeps float
     size_mb: float
     seconds: float
 
@@ -171,6 +172,15 @@ def searched_recipe(start: QuantRecipe, added: list[str]) -> QuantRecipe:
         return start
     return dataclasses.replace(start, name=f"{start.name}+searched",
                                keep_float_scopes=start.keep_float_scopes + tuple(added))
+
+
+def float_weights_pct(recipe: QuantRecipe, model: nn.Module) -> float:
+    """Percent of the model's Linear/Conv weights inside the recipe's float scopes: what the recipe gives up of
+    INT8's size (and most of its speed)."""
+    sizes = [(name, m.weight.numel()) for name, m in model.named_modules() if isinstance(m, QUANTIZED_MODULES)]
+    total = sum(n for _, n in sizes)
+    kept = sum(n for name, n in sizes if recipe.covers(name))
+    return round(100.0 * kept / total, 2) if total else 0.0
 
 
 def held_out_count(samples: int, batch: int) -> int:
@@ -246,7 +256,8 @@ def search(spec, loaded, calibration: CalibrationSet, plan: SearchPlan,
         drift = {m: float(report.task[m]["value"]) for m in plan.budget.limits}
         over = sorted(plan.budget.over(report.task))
         folders.append(folder)
-        result.steps.append(SearchStep(list(added), drift, over, round(artifact_mb(folder), 2), 0.0))
+        result.steps.append(SearchStep(list(added), drift, over, float_weights_pct(recipe, loaded.module),
+                                       round(artifact_mb(folder), 2), 0.0))
         if not over:
             result.stopped = "budget met"
         elif i >= plan.steps:

@@ -5,7 +5,7 @@ becomes one row: model, target, precision, what executed it, size, latency (p50/
 drift (worst output relative L2 and task drift from ``validation.json``) and a one-line verdict against the
 tolerances. Written as ``report.json`` (machines), ``report.md`` (READMEs, pull requests) and a self-contained
 ``report.html`` with the plots inline (latency per artifact, drift against latency, SAT-HMR latency per bucket,
-drift per joint).
+drift per joint, and the ``--max-drift`` search of each artifact that had one).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class Row:
     buckets: dict[str, dict] = field(default_factory=dict)  # SAT-HMR: latency and drift per bucket
     device: str | None = None
     per_joint: dict | None = None  # validation.json's per-joint drift
+    search: dict | None = None  # metadata's quantization.search (convert --max-drift)
 
 
 def find_artifacts(run_dirs: list[Path]) -> list[Path]:
@@ -119,7 +120,8 @@ def _row(artifact: Path, meta: dict, val: dict | None, prof: dict | None) -> Row
                (prof or {}).get("size_mb") or round(artifact_mb(artifact), 2),
                ((prof or {}).get("latency") or {}).get("p50_ms"), ((prof or {}).get("latency") or {}).get("p90_ms"),
                worst, metric if task is not None else None, task, verdict, buckets,
-               _device_label((prof or {}).get("device")), (val or {}).get("per_joint"))
+               _device_label((prof or {}).get("device")), (val or {}).get("per_joint"),
+               (meta.get("quantization") or {}).get("search"))
 
 
 def _device_label(device: dict | None) -> str | None:
@@ -282,6 +284,8 @@ def plots(rows: list[Row]) -> dict[str, tuple[str, str, bool]]:
         same = [r for r in rows if r.task_metric == metric]
         if any(r.p50_ms is not None for r in same):
             half.append((f"Drift vs latency ({metric})", partial(_tradeoff_plot, same, metric)))
+    if any(r.search for r in rows):
+        half.append(("INT8 search: drift vs weights kept float", partial(_search_plot, [r for r in rows if r.search])))
     if any(_has_bucket_latency(r) for r in rows):
         half.append(("SAT-HMR latency per bucket", partial(_bucket_plot, [r for r in rows if r.buckets])))
     joints = _per_joint_plots(rows)
@@ -297,6 +301,27 @@ def plots(rows: list[Row]) -> dict[str, tuple[str, str, bool]]:
             plt.close(fig)
         out[title] = (*drawn, is_wide)
     return out
+
+
+def _search_plot(rows: list[Row], plt, width: float):
+    """Each searched artifact's steps (``convert --max-drift``): the worst budget ratio (drift / limit, 1 = the
+    budget) against the share of Linear/Conv weights kept float; the step kept is ringed."""
+    fig, ax = plt.subplots(layout="constrained", figsize=(width, 3.6))
+    for r in rows:
+        limits = r.search["budget"]
+        steps = r.search["steps"]
+        x = [s.get("float_weights_pct", math.nan) for s in steps]
+        y = [max((s["drift"][m] / lim if lim > 0 else math.inf) for m, lim in limits.items()) for s in steps]
+        line, = ax.plot(x, y, marker="o", markersize=4, label=r.artifact)
+        best = r.search["best_step"]
+        ax.plot([x[best]], [y[best]], marker="o", markersize=10, fillstyle="none", color=line.get_color())
+    ax.axhline(1.0, color="0.3", linestyle="--", linewidth=1, label="budget")
+    ax.set_xlabel("Linear/Conv weights kept float (%)")
+    ax.set_ylabel("worst drift / budget")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    return fig
 
 
 def _per_joint_plots(rows: list[Row]) -> list[tuple[str, Callable]]:

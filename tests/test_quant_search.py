@@ -90,10 +90,28 @@ def test_search_from_the_command_line_and_its_recipe_file(capsys, tmp_path, frag
                           [SearchStep(**s) for s in record["steps"]], record["stopped"], record["best_step"])
     check_searched(searched, result, result.start_recipe, tmp_path / "searched")
 
+    _check_report_plots_the_search(searched, tmp_path / "report", capsys)
+
     code = main([*common, "--recipe", str(searched / RECIPE_FILE), "-o", str(tmp_path / "again")])
     assert code == 0, capsys.readouterr().err
     again = read_metadata(tmp_path / "again" / f"{MODEL}-onnx-int8")["quantization"]["recipe"]
     assert again["keep_float_scopes"] == read_metadata(searched)["quantization"]["recipe"]["keep_float_scopes"]
+
+
+def _check_report_plots_the_search(artifact, out, capsys) -> None:
+    """``report`` draws the search: worst drift / budget against the weights kept float, the kept step ringed."""
+    import matplotlib.pyplot as plt
+
+    from edgehmr import report
+
+    assert main(["report", str(artifact.parent), "-o", str(out)]) == 0, capsys.readouterr().err
+    assert "<figcaption>INT8 search: drift vs weights kept float</figcaption>" in (out / "report.html").read_text()
+    fig = report._search_plot([report.row_for(artifact)], plt, report.PLOT_WIDTH)
+    steps, kept = fig.axes[0].lines[:2]
+    x, y = steps.get_data()
+    assert len(x) == 2 and 0 < x[0] < x[1] < 100  # the default recipe's float share, then one layer more
+    assert y[0] > 1 > y[1] and (kept.get_xdata()[0], kept.get_ydata()[0]) == (x[1], y[1])
+    plt.close(fig)
 
 
 @pytest.mark.parametrize("keep_best", [False, True])

@@ -158,11 +158,12 @@ def _print_search(result) -> None:
 
     metrics = list(result.budget.limits)
     rows = [[str(i), "[bold]" * (i == result.best) + (", ".join(s.kept_float) or "-"),
-             *(f"{s.drift[m]:.3g}" for m in metrics), "over" if s.over_budget else "met", f"{s.size_mb:.1f}",
-             f"{s.seconds:.0f}"] for i, s in enumerate(result.steps)]
+             *(f"{s.drift[m]:.3g}" for m in metrics), "over" if s.over_budget else "met",
+             f"{s.float_weights_pct:.1f}", f"{s.size_mb:.1f}", f"{s.seconds:.0f}"] for i, s in enumerate(result.steps)]
     columns = [Column("step", right=True, key=True), Column("kept float by the search", wrap=24),
                *(Column(f"{m} <= {lim:g}", right=True) for m, lim in result.budget.limits.items()),
-               Column("budget", key=True), Column("MB", right=True), Column("s", right=True)]
+               Column("budget", key=True), Column("float weights %", right=True), Column("MB", right=True),
+               Column("s", right=True)]
     print_table(f"--max-drift search: {result.stopped} (kept: step {result.best})", columns, rows)
 
 
