@@ -283,7 +283,9 @@ def executorch_layer_drift(artifact_dir: Path, meta: dict, images: np.ndarray,
     return method, sorted(merged.values(), key=lambda layer: -layer.added)[:top]
 
 
-def layer_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.ndarray]]) -> tuple[str, list[LayerDrift]]:
-    """The ``edgehmr debug drift`` probe: every batch's images, every layer ranked (the caller keeps the top)."""
+def layer_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.ndarray]],
+                strict: bool = True) -> tuple[str, list[LayerDrift]]:
+    """The ``edgehmr debug drift`` probe: every batch's images, every layer ranked (the caller keeps the top);
+    ``strict`` is unused (the method line states how far the re-lowered program is from the artifact)."""
     images = np.concatenate([next(iter(feeds.values())) for feeds in batches])
     return executorch_layer_drift(artifact_dir, meta, images, top=10**6)

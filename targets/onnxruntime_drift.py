@@ -67,9 +67,10 @@ def onnx_tensors(model: onnx.ModelProto, reference: onnx.ModelProto) -> list[Gra
             for out in node.output if out in ref_scopes]
 
 
-def layer_drift(artifact_dir: Path, meta: dict,
-                     batches: list[dict[str, np.ndarray]]) -> tuple[str, list[LayerDrift]]:
-    """Shared float tensors of the artifact's ONNX and the FP32 export, ranked by the error each layer added."""
+def layer_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.ndarray]],
+                strict: bool = True) -> tuple[str, list[LayerDrift]]:
+    """Shared float tensors of the artifact's ONNX and the FP32 export, ranked by the error each layer added
+    (``strict`` has nothing to relax: ONNX Runtime runs the artifact's own graph with its tensors exposed)."""
     model = onnx.load(str(artifact_dir / next(iter(parts(meta).values()))["file"]))
     reference = reference_onnx(meta)
     tensors = onnx_tensors(model, reference)

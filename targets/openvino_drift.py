@@ -101,10 +101,10 @@ def probe_config(runtime_config: dict | None) -> dict:
 
 
 def probe_gap(probed: dict[str, np.ndarray], reference: dict[str, np.ndarray],
-              artifact_outputs: dict[str, np.ndarray]) -> float:
+              artifact_outputs: dict[str, np.ndarray], strict: bool = True) -> float:
     """Worst relative L2 gap between the probe's copy of the model outputs and ``artifact_outputs`` (the artifact
     run as ``validate`` runs it). A gap over half the artifact's own drift from FP32 means the per-layer numbers
-    would describe another computation: refused."""
+    would describe another computation: refused, unless not ``strict`` (the gap is then only measured)."""
     worst = 0.0
     for name, value in artifact_outputs.items():
         got, fp32 = probed.get(OWN_OUTPUT + name), reference.get(OWN_OUTPUT + name)
@@ -112,7 +112,7 @@ def probe_gap(probed: dict[str, np.ndarray], reference: dict[str, np.ndarray],
             continue
         gap = _rel_l2(got, value)
         drift = _rel_l2(value, fp32)
-        if gap > max(PROBE_GAP_FLOOR, 0.5 * drift):
+        if strict and gap > max(PROBE_GAP_FLOOR, 0.5 * drift):
             raise SpecError(f"debug drift: with every intermediate output exposed, OpenVINO computes output '{name}' "
                             f"{gap:.1e} (relative L2) away from the artifact's own run (whose drift from FP32 is "
                             f"{drift:.1e}), so its per-layer numbers would not describe this artifact; use -t onnx at "
@@ -125,8 +125,8 @@ def _rel_l2(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - b) / max(np.linalg.norm(b.astype(np.float64)), 1e-12))
 
 
-def layer_drift(artifact_dir: Path, meta: dict,
-                         batches: list[dict[str, np.ndarray]]) -> tuple[str, list[LayerDrift]]:
+def layer_drift(artifact_dir: Path, meta: dict, batches: list[dict[str, np.ndarray]],
+                strict: bool = True) -> tuple[str, list[LayerDrift]]:
     import openvino as ov
 
     from edgehmr.converters.openvino import torch2openvino
@@ -143,6 +143,6 @@ def layer_drift(artifact_dir: Path, meta: dict,
     per_batch, gap = [], 0.0
     for feeds in batches:
         got, want = run(feeds), run_reference(feeds)
-        gap = max(gap, probe_gap(got, want, artifact.run(artifact.default_entry, feeds)))
+        gap = max(gap, probe_gap(got, want, artifact.run(artifact.default_entry, feeds), strict))
         per_batch.append(rank(tensors, got, want, top=len(tensors)))
     return f"; probe outputs within {gap:.1e} of the artifact's run", worst_per_layer(per_batch)
