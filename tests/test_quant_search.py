@@ -63,7 +63,8 @@ def check_searched(path, result, start: QuantRecipe, out_dir) -> None:
 
 
 # ONNX runs the same search from the command line (test_search_from_the_command_line_and_its_recipe_file).
-@pytest.mark.parametrize("target", ["openvino", pytest.param("executorch", marks=pytest.mark.slow)])
+# tensorrt: its Q/DQ ONNX, measured in ONNX Runtime (validate's simulation where no GPU is).
+@pytest.mark.parametrize("target", ["openvino", "tensorrt", pytest.param("executorch", marks=pytest.mark.slow)])
 def test_search_keeps_the_fragile_layer_float_to_meet_the_budget(tmp_path, fragile_checkpoint, target):
     spec = resolve_spec(MODEL, target, "int8", checkpoint=fragile_checkpoint, out_dir=str(tmp_path), calib="synthetic",
                         calib_count=CALIB)
