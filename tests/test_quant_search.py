@@ -15,7 +15,8 @@ from edgehmr.cli import main
 from edgehmr.convert import calibration_for
 from edgehmr.errors import SpecError
 from edgehmr.models import load_model
-from edgehmr.quant_search import RECIPE_FILE, DriftBudget, convert_searched, next_scope, parse_budget, plan_search
+from edgehmr.quant_search import (RECIPE_FILE, DriftBudget, convert_searched, layers_per_step, next_scopes,
+                                   parse_budget, plan_search)
 from edgehmr.spec import resolve_spec
 from edgehmr.validate import TASK_METRICS
 
@@ -179,7 +180,7 @@ def test_search_options_need_max_drift(capsys):
     assert "apply with --max-drift" in capsys.readouterr().err
 
 
-def test_next_scope_takes_the_top_quantized_layer_not_yet_float():
+def test_next_scopes_take_the_top_quantized_layers_not_yet_float():
     model = load_model(MODEL).module
     recipe = QuantRecipe("r", ("backbone.blocks.0.*",))
     layers = [
@@ -188,12 +189,21 @@ def test_next_scope_takes_the_top_quantized_layer_not_yet_float():
         {"scope": "", "added": 0.7},  # an op of no module
         {"scope": "backbone.blocks.1.attn", "added": 0.6},  # attention matmuls: not a Linear/Conv module
         {"scope": "hmr2.backbone.blocks.1.attn.qkv", "added": 0.5},  # the mesh wrapper's path
+        {"scope": "backbone.blocks.1.attn.qkv", "added": 0.45},  # the same module, measured twice
         {"scope": "backbone.blocks.1.mlp.fc2", "added": 0.4},
+        {"scope": "backbone.blocks.1.mlp.fc1", "added": 0.0},  # adds nothing
     ]
-    assert next_scope(layers, recipe, model, "hmr2.") == "backbone.blocks.1.attn.qkv"
-    assert next_scope(layers[:4] + layers[5:], recipe, model, "") == "backbone.blocks.1.mlp.fc2"
-    assert next_scope([{"scope": "backbone.blocks.1.mlp.fc2", "added": 0.0}], recipe, model, "") is None
+    assert next_scopes(layers, recipe, model, "hmr2.", 1) == ["backbone.blocks.1.attn.qkv"]
+    assert next_scopes(layers, recipe, model, "hmr2.", 4) == ["backbone.blocks.1.attn.qkv", "backbone.blocks.1.mlp.fc2"]
+    assert next_scopes(layers[-1:], recipe, model, "", 1) == []
     assert isinstance(model.get_submodule("backbone.blocks.1.mlp.fc2"), torch.nn.Linear)
+
+
+def test_a_step_that_barely_helps_doubles_the_next():
+    assert layers_per_step(1, 4.0, 0.5) == 1  # the fragile layer: found alone
+    assert layers_per_step(1, 2.6, 2.5) == 2  # diffuse drift: 4% better
+    assert layers_per_step(2, 2.5, 2.7) == 4  # or worse
+    assert layers_per_step(4, 2.7, 2.0) == 4
 
 
 def test_a_probe_that_cannot_rank_ends_the_search_with_its_reason(tmp_path, monkeypatch):

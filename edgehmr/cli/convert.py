@@ -53,8 +53,8 @@ def convert(
     max_drift: str = typer.Option(None, "--max-drift", help="int8: search for the fewest layers kept float that "
                                   "meet this drift budget on held-out --calib crops, e.g. mpjpe=5mm,cam_t=50mm or "
                                   "keypoints=2px ('default': the tolerance table). About one conversion per step."),
-    search_steps: int = typer.Option(DEFAULT_STEPS, "--search-steps", help="--max-drift: the most layers the "
-                                                                            "search keeps float."),
+    search_steps: int = typer.Option(DEFAULT_STEPS, "--search-steps", help="--max-drift: the most search steps "
+                                     "(one layer more float per step; twice as many after a step that barely helped)."),
     keep_best: bool = typer.Option(False, "--keep-best", help="--max-drift: write the closest artifact even when "
                                                               "the budget is not met (the exit code is still 1)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved spec and stop."),
