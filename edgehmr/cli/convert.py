@@ -157,10 +157,12 @@ def _print_search(result) -> None:
     from edgehmr.cli.common import Column, print_table
 
     metrics = list(result.budget.limits)
-    rows = [[str(i), "[bold]" * (i == result.best) + (", ".join(s.kept_float) or "-"),
+    # each step's own additions: the kept-float list is cumulative
+    added = [s.kept_float[len(result.steps[i - 1].kept_float) if i else 0:] for i, s in enumerate(result.steps)]
+    rows = [[str(i), "[bold]" * (i == result.best) + (", ".join(added[i]) or "-"),
              *(f"{s.drift[m]:.3g}" for m in metrics), "over" if s.over_budget else "met",
              f"{s.float_weights_pct:.1f}", f"{s.size_mb:.1f}", f"{s.seconds:.0f}"] for i, s in enumerate(result.steps)]
-    columns = [Column("step", right=True, key=True), Column("kept float by the search", wrap=24),
+    columns = [Column("step", right=True, key=True), Column("also kept float at this step", wrap=24),
                *(Column(f"{m} <= {lim:g}", right=True) for m, lim in result.budget.limits.items()),
                Column("budget", key=True), Column("float weights %", right=True), Column("MB", right=True),
                Column("s", right=True)]
