@@ -121,6 +121,7 @@ class SearchPlan:
 def plan_search(spec, info, max_drift: str | None, steps: int = DEFAULT_STEPS, keep_best: bool = False) -> SearchPlan:
     """Check that ``spec`` can be searched (INT8 on a target with a drift probe, a crop model) and parse the
     budget; every refusal is one line before anything is loaded."""
+    from edgehmr.drift import drift_targets
     from edgehmr.validate import TASK_METRICS
 
     caps = get_target(spec.target)
@@ -131,7 +132,7 @@ def plan_search(spec, info, max_drift: str | None, steps: int = DEFAULT_STEPS, k
                         f"convert it with the default recipe and check it with 'edgehmr validate'.")
     if caps.drift is None:
         raise SpecError(f"--max-drift needs a per-layer drift probe, which {caps.id} has not; search on a target "
-                        f"that has one (onnx, openvino, executorch) and pass its recipe.json with --recipe.")
+                        f"that has one ({', '.join(drift_targets())}) and pass its recipe.json with --recipe.")
     if steps < 0:
         raise SpecError(f"--search-steps must be at least 0 (got {steps}).")
     return SearchPlan(parse_budget(max_drift, spec.precision.value, TASK_METRICS[info.task.output]), steps, keep_best)
@@ -153,7 +154,7 @@ class SearchResult:
     start_recipe: QuantRecipe
     steps: list[SearchStep] = field(default_factory=list)
     stopped: str = ""
-    best: int = 0  # index of the step kept (the first that met the budget, else the closest)
+    best: int = 0  # index of the step kept: the first that met the budget, else the closest
 
     @property
     def met(self) -> bool:
@@ -246,9 +247,9 @@ def _held_out_bundle(loaded, images: np.ndarray, folder: Path) -> Path:
                        "held-out calibration crops (convert --max-drift)", names, "cpu")
 
 
-def search(spec, loaded, calibration: CalibrationSet, plan: SearchPlan,
-           workdir: Path) -> tuple[SearchResult, list[Path]]:
-    """Run the search in ``workdir``; returns the result and each step's artifact folder."""
+def search(spec, loaded, calibration: CalibrationSet, plan: SearchPlan, workdir: Path) -> tuple[SearchResult, Path]:
+    """Run the search in ``workdir``; returns the result and the kept step's artifact folder. Only that step's
+    folder is kept along the way (published-size artifacts are GBs each)."""
     from edgehmr.convert import MESH_MODEL_SCOPE, convert
     from edgehmr.validate import validate
 
@@ -259,7 +260,7 @@ def search(spec, loaded, calibration: CalibrationSet, plan: SearchPlan,
     smpl = spec.smpl if spec.with_mesh and spec.smpl != "synthetic" else None
     prefix = f"{MESH_MODEL_SCOPE}." if spec.with_mesh else ""
     result = SearchResult(plan.budget, spec.recipe)
-    recipe, added, folders, growth = spec.recipe, [], [], 1
+    recipe, added, growth, kept = spec.recipe, [], 1, None
     while True:
         i = len(result.steps)
         started = time.perf_counter()
@@ -269,7 +270,6 @@ def search(spec, loaded, calibration: CalibrationSet, plan: SearchPlan,
         report = validate(folder, bundle, smpl)
         drift = {m: float(report.task[m]["value"]) for m in plan.budget.limits}
         over = sorted(plan.budget.over(report.task))
-        folders.append(folder)
         result.steps.append(SearchStep(list(added), drift, over, float_weights_pct(recipe, loaded.module),
                                        round(artifact_mb(folder), 2), 0.0))
         if not over:
@@ -286,12 +286,15 @@ def search(spec, loaded, calibration: CalibrationSet, plan: SearchPlan,
             added += scopes
             recipe = searched_recipe(spec.recipe, added)
         result.steps[-1].seconds = round(time.perf_counter() - started, 1)
+        if kept is None or plan.budget.excess(drift) < plan.budget.excess(result.steps[result.best].drift):
+            if kept is not None:
+                shutil.rmtree(kept.parent, ignore_errors=True)
+            kept, result.best = folder, i
+        else:
+            shutil.rmtree(folder.parent, ignore_errors=True)
         if result.stopped:
             break
-    met = [k for k, s in enumerate(result.steps) if not s.over_budget]
-    result.best = met[0] if met else min(range(len(result.steps)),
-                                         key=lambda k: plan.budget.excess(result.steps[k].drift))
-    return result, folders
+    return result, kept
 
 
 def _publish(step_dir: Path, final: Path, result: SearchResult, spec, seconds: float) -> None:
@@ -320,10 +323,10 @@ def convert_searched(spec, loaded, calibration: CalibrationSet, plan: SearchPlan
     final.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{final.name}.search-", dir=final.parent))
     try:
-        result, folders = search(spec, loaded, calibration, plan, workdir)
+        result, kept = search(spec, loaded, calibration, plan, workdir)
         written = None
         if result.met or plan.keep_best:
-            _publish(folders[result.best], final, result, spec, time.perf_counter() - started)
+            _publish(kept, final, result, spec, time.perf_counter() - started)
             written = final
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -64,8 +64,10 @@ def check_searched(path, result, start: QuantRecipe, out_dir) -> None:
 
 
 # ONNX runs the same search from the command line (test_search_from_the_command_line_and_its_recipe_file).
-# tensorrt: its Q/DQ ONNX, measured in ONNX Runtime (validate's simulation where no GPU is).
-@pytest.mark.parametrize("target", ["openvino", "tensorrt", pytest.param("executorch", marks=pytest.mark.slow)])
+# tensorrt: its Q/DQ ONNX, measured in ONNX Runtime (validate's simulation where no GPU is); slow, as its probe and
+# runner are ONNX Runtime's, which the ONNX case below runs in the default tier.
+@pytest.mark.parametrize("target", ["openvino", pytest.param("tensorrt", marks=pytest.mark.slow),
+                                    pytest.param("executorch", marks=pytest.mark.slow)])
 def test_search_keeps_the_fragile_layer_float_to_meet_the_budget(tmp_path, fragile_checkpoint, target):
     spec = resolve_spec(MODEL, target, "int8", checkpoint=fragile_checkpoint, out_dir=str(tmp_path), calib="synthetic",
                         calib_count=CALIB)
@@ -178,6 +180,20 @@ def test_search_refusals_are_one_line(capsys, argv, message):
 def test_search_options_need_max_drift(capsys):
     assert main(["convert", "-m", MODEL, "--keep-best"]) == 2
     assert "apply with --max-drift" in capsys.readouterr().err
+    assert main(["convert", "-m", MODEL, "--search-steps", "3"]) == 2
+    assert "apply with --max-drift" in capsys.readouterr().err
+
+
+def test_help_states_the_default_step_count():
+    """--search-steps defaults in the command (the CLI module must not import the search at start-up); its help
+    says the number."""
+    from typer.testing import CliRunner
+
+    from edgehmr.cli.common import app
+    from edgehmr.quant_search import DEFAULT_STEPS
+
+    shown = " ".join(CliRunner().invoke(app, ["convert", "--help"], terminal_width=200).output.split())
+    assert f"the most search steps, default {DEFAULT_STEPS}" in shown
 
 
 def test_next_scopes_take_the_top_quantized_layers_not_yet_float():

@@ -8,7 +8,6 @@ import typer
 
 from edgehmr.artifact import artifact_mb
 from edgehmr.errors import SpecError
-from edgehmr.quant_search import DEFAULT_STEPS
 from edgehmr.cli.common import CheckpointOpt, ModelOpt, QuietOpt, TrustOpt, app, err, out, progress_bar, stage
 from edgehmr.tasks import CROPS, FRAMES
 
@@ -53,7 +52,9 @@ def convert(
     max_drift: str = typer.Option(None, "--max-drift", help="int8: search for the fewest layers kept float that "
                                   "meet this drift budget on held-out --calib crops, e.g. mpjpe=5mm,cam_t=50mm or "
                                   "keypoints=2px ('default': the tolerance table). About one conversion per step."),
-    search_steps: int = typer.Option(DEFAULT_STEPS, "--search-steps", help="--max-drift: the most search steps "
+    # default None, resolved in the command: importing edgehmr.quant_search here would import torch for every
+    # command, and those that only read tables answer at once
+    search_steps: int = typer.Option(None, "--search-steps", help="--max-drift: the most search steps, default 8 "
                                      "(one layer more float per step; twice as many after a step that barely helped)."),
     keep_best: bool = typer.Option(False, "--keep-best", help="--max-drift: write the closest artifact even when "
                                                               "the budget is not met (the exit code is still 1)."),
@@ -80,7 +81,7 @@ def convert(
     """
     from edgehmr.models import load_model
     from edgehmr.models._registry import get_model_info
-    from edgehmr.quant_search import plan_search
+    from edgehmr.quant_search import DEFAULT_STEPS, plan_search
     from edgehmr.spec import resolve_spec
 
     spec = resolve_spec(model, target, precision, checkpoint, trust_checkpoint, with_mesh, smpl, batch, out_dir, seed,
@@ -88,11 +89,12 @@ def convert(
                         bucket_count, sampler, allow_demotion)
     plan = None
     if max_drift is not None:
-        plan = plan_search(spec, get_model_info(model), max_drift, search_steps, keep_best)
+        plan = plan_search(spec, get_model_info(model), max_drift,
+                           DEFAULT_STEPS if search_steps is None else search_steps, keep_best)
         if not calib:
             raise SpecError("--max-drift measures drift on held-out calibration crops: pass --calib with an image "
                             "folder, a video or a reference bundle.")
-    elif search_steps != DEFAULT_STEPS or keep_best:
+    elif search_steps is not None or keep_best:
         raise SpecError("--search-steps and --keep-best apply with --max-drift.")
     if calib and not spec.calib and plan is None:
         err.print(f"[yellow]note:[/] --calib ignored: {spec.precision.value} on {spec.target} needs no calibration "
