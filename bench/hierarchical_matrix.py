@@ -204,7 +204,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--calib-count", type=int, default=32)
     parser.add_argument("--eval-count", type=int, default=8)
-    parser.add_argument("--search-steps", type=int, default=4, help="openvino-int8-search: most layers kept float")
+    parser.add_argument("--search-steps", type=int, default=4, help="openvino-int8-search: most search steps")
     parser.add_argument("--shard", default="0/1", help="K/N: run every N-th model from the K-th (default: all)")
     parser.add_argument("--summary", action="store_true", help="print the table of the results so far and exit")
     args = parser.parse_args()
