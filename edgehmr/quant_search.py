@@ -20,6 +20,7 @@ the tolerance table (:mod:`edgehmr.tolerances`) for every metric of the model's 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 import tempfile
@@ -341,6 +342,4 @@ def convert_searched(spec, loaded, calibration: CalibrationSet, plan: SearchPlan
 
 
 def best_recipe_json(result: SearchResult) -> str:
-    import json
-
     return json.dumps(result.recipe().to_json(), separators=(",", ":"))

@@ -47,7 +47,8 @@ class Row:
     buckets: dict[str, dict] = field(default_factory=dict)  # SAT-HMR: latency and drift per bucket
     device: str | None = None
     per_joint: dict | None = None  # validation.json's per-joint drift
-    search: dict | None = None  # metadata's quantization.search (convert --max-drift)
+    # convert --max-drift's steps: {"float_pct": [...], "ratio": [worst drift / budget, ...], "best": step kept}
+    search: dict | None = None
 
 
 def find_artifacts(run_dirs: list[Path]) -> list[Path]:
@@ -91,10 +92,11 @@ def row_for(artifact: Path) -> Row:
     try:
         return _row(artifact, meta, val, prof)
     except (KeyError, TypeError, AttributeError, ValueError) as e:
-        # reason: validation.json and profile.json are edgehmr's own results; one that lacks what they hold was
-        # edited or cut short.
-        raise InputError(f"{artifact}: {VALIDATION_FILE} or {PROFILE_FILE} is damaged ({type(e).__name__}: {e}); "
-                         f"re-run 'edgehmr validate' / 'edgehmr profile'.") from None
+        # reason: validation.json, profile.json and the search record are edgehmr's own results; one that lacks
+        # what they hold was edited or cut short.
+        raise InputError(f"{artifact}: {VALIDATION_FILE}, {PROFILE_FILE} or the quantization.search record of "
+                         f"{METADATA} is damaged ({type(e).__name__}: {e}); re-run 'edgehmr validate' / "
+                         f"'edgehmr profile' (or convert again).") from None
 
 
 def _row(artifact: Path, meta: dict, val: dict | None, prof: dict | None) -> Row:
@@ -121,7 +123,20 @@ def _row(artifact: Path, meta: dict, val: dict | None, prof: dict | None) -> Row
                ((prof or {}).get("latency") or {}).get("p50_ms"), ((prof or {}).get("latency") or {}).get("p90_ms"),
                worst, metric if task is not None else None, task, verdict, buckets,
                _device_label((prof or {}).get("device")), (val or {}).get("per_joint"),
-               (meta.get("quantization") or {}).get("search"))
+               _search_points((meta.get("quantization") or {}).get("search")))
+
+
+def _search_points(search: dict | None) -> dict | None:
+    """The plot's points of a search record (read here, where a damaged record becomes one line)."""
+    if not search:
+        return None
+    limits = search["budget"]
+    ratios = [max((s["drift"][m] / lim if lim > 0 else math.inf) for m, lim in limits.items())
+              for s in search["steps"]]
+    best = int(search["best_step"])
+    if not 0 <= best < len(ratios):
+        raise ValueError(f"best_step {best} of {len(ratios)} steps")
+    return {"float_pct": [float(s["float_weights_pct"]) for s in search["steps"]], "ratio": ratios, "best": best}
 
 
 def _device_label(device: dict | None) -> str | None:
@@ -308,12 +323,8 @@ def _search_plot(rows: list[Row], plt, width: float):
     budget) against the share of Linear/Conv weights kept float; the step kept is ringed."""
     fig, ax = plt.subplots(layout="constrained", figsize=(width, 3.6))
     for r in rows:
-        limits = r.search["budget"]
-        steps = r.search["steps"]
-        x = [s.get("float_weights_pct", math.nan) for s in steps]
-        y = [max((s["drift"][m] / lim if lim > 0 else math.inf) for m, lim in limits.items()) for s in steps]
+        x, y, best = r.search["float_pct"], r.search["ratio"], r.search["best"]
         line, = ax.plot(x, y, marker="o", markersize=4, label=r.artifact)
-        best = r.search["best_step"]
         ax.plot([x[best]], [y[best]], marker="o", markersize=10, fillstyle="none", color=line.get_color())
     ax.axhline(1.0, color="0.3", linestyle="--", linewidth=1, label="budget")
     ax.set_xlabel("Linear/Conv weights kept float (%)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -116,6 +117,15 @@ def _check_report_plots_the_search(artifact, out, capsys) -> None:
     assert len(x) == 2 and 0 < x[0] < x[1] < 100  # the default recipe's float share, then one layer more
     assert y[0] > 1 > y[1] and (kept.get_xdata()[0], kept.get_ydata()[0]) == (x[1], y[1])
     plt.close(fig)
+
+    damaged = out.parent / "damaged" / artifact.name  # a search record cut short: one line, not a traceback
+    shutil.copytree(artifact, damaged)
+    meta = json.loads((damaged / "metadata.json").read_text())
+    del meta["quantization"]["search"]["steps"][0]["drift"]
+    (damaged / "metadata.json").write_text(json.dumps(meta))
+    assert main(["report", str(damaged.parent), "-o", str(out / "again")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "quantization.search record of metadata.json is damaged" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("keep_best", [False, True])

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from edgehmr.artifact import artifact_mb
-from edgehmr.errors import SpecError
 from edgehmr.cli.common import CheckpointOpt, ModelOpt, QuietOpt, TrustOpt, app, err, out, progress_bar, stage
+from edgehmr.errors import SpecError
 from edgehmr.tasks import CROPS, FRAMES
 
 
