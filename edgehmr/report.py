@@ -122,7 +122,7 @@ def _row(artifact: Path, meta: dict, val: dict | None, prof: dict | None) -> Row
                (prof or {}).get("size_mb") or round(artifact_mb(artifact), 2),
                ((prof or {}).get("latency") or {}).get("p50_ms"), ((prof or {}).get("latency") or {}).get("p90_ms"),
                worst, metric if task is not None else None, task, verdict, buckets,
-               _device_label((prof or {}).get("device")), (val or {}).get("per_joint"),
+               _device_label((prof or {}).get("device") or (val or {}).get("device")), (val or {}).get("per_joint"),
                _search_points((meta.get("quantization") or {}).get("search")))
 
 
@@ -142,9 +142,12 @@ def _search_points(search: dict | None) -> dict | None:
 def _device_label(device: dict | None) -> str | None:
     if not device:
         return None
-    if "cpu" not in device:  # imported from a native tool: what the files (or --device) said
-        return ", ".join(str(v) for v in device.values()) or None
-    return f"{device['cpu']}, {device['cores']} cores, {device['os']}"
+    # edgehmr bench: the device:<name> resource the cell ran under, and the machine
+    where = f"{device['device']} ({device['node']}): " if "device" in device and "node" in device else ""
+    if "cpu" not in device:  # imported from a native tool (or validation only): what the files (or --device) said
+        rest = {k: v for k, v in device.items() if k not in ("device", "node", "ray_node")}
+        return (where + ", ".join(str(v) for v in rest.values())).rstrip(": ") or None
+    return f"{where}{device['cpu']}, {device['cores']} cores, {device['os']}"
 
 
 def _fmt(v, spec: str) -> str:

@@ -185,4 +185,6 @@ def test_bench_matrix_converts_validates_profiles_and_reports(tmp_path, capsys):
     assert rows["test-hmr2-onnx-int8-weights"]["verdict"] == "pass"
     assert rows["test-hmr2-tensorrt-fp32"]["p50_ms"] is None  # simulated here: validated, not timed
     notes = "\n".join(report["notes"])
-    assert "tensorrt int8-weights: skipped" in notes and "tensorrt fp32: done (validated, not timed" in notes
+    assert "test-hmr2 tensorrt-int8-weights on local: skipped" in notes
+    assert "test-hmr2 tensorrt-fp32 on local: pass (" in notes and "validated, not timed" in notes
+    assert rows["test-hmr2-onnx-fp32"]["device"].startswith("local (")  # the device resource, then the machine

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgehmr.cli.common import Column, QuietOpt, SmplOpt, app, err, out, print_table, progress_bar, stage
+from edgehmr.errors import InputError
 
 
 @app.command()
@@ -143,35 +144,89 @@ def report(
 
 @app.command("bench")
 def bench_matrix(
-    models: str = typer.Option("hmr2-vit-s", "--models", help="Comma-separated model ids."),
+    models: str = typer.Option(None, "--models", help="Comma-separated model ids (with --config: patterns that "
+                               "select among its models). Default: hmr2-vit-s."),
     targets: str = typer.Option("onnx,openvino,executorch", "--targets", help="Comma-separated target ids."),
     precisions: str = typer.Option("fp32,fp16,int8", "--precisions", help="Comma-separated precisions."),
-    runs: int = typer.Option(20, "--runs", help="Timed inferences per artifact."),
-    warmup: int = typer.Option(3, "--warmup", help="Untimed inferences first."),
-    inputs: str = typer.Option("synthetic", "--inputs", "-i", help="Crops for the bundle and INT8 calibration: "
-                                                                   "image folder, video, or 'synthetic'."),
-    count: int = typer.Option(8, "--count", help="Reference samples per model."),
+    config: Path = typer.Option(None, "--config", help="A TOML matrix (named cells, checks, settings, results "
+                                "file), e.g. bench/hierarchical_matrix.toml; replaces --targets/--precisions."),
+    cells: str = typer.Option(None, "--cells", help="With --config: only these of its cells (comma-separated)."),
+    devices: str = typer.Option(None, "--devices", help="Where cells are validated and profiled: NAME or "
+                                "TARGET=NAME, comma-separated; each needs a node with the device:NAME resource. "
+                                "Default: local (this machine, or the node --cluster auto starts)."),
+    cluster: str = typer.Option(None, "--cluster", help="Run the cells as Ray tasks: a head's address "
+                                "(host:6379), or 'auto' for a Ray cluster on this machine (docs/cluster.md)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Without --cluster: worker processes on this machine."),
+    share: str = typer.Option(None, "--share", help="A folder every node mounts at the same path: artifacts and "
+                              "bundles go there instead of through Ray's object store."),
+    runs: int = typer.Option(None, "--runs", help="Timed inferences per artifact (default 20)."),
+    warmup: int = typer.Option(None, "--warmup", help="Untimed inferences first (default 3)."),
+    inputs: str = typer.Option(None, "--inputs", "-i", help="Crops for the bundle and INT8 calibration: "
+                                                             "image folder, video, or 'synthetic' (default)."),
+    count: int = typer.Option(None, "--count", help="Reference samples per model (default 8)."),
     threads: int = typer.Option(None, "--threads", min=1, help="Runtime threads (default: runtime's choice)."),
-    out_dir: Path = typer.Option(Path("runs/bench"), "--out", "-o", help="Artifacts, bundles and the report."),
+    summary: bool = typer.Option(False, "--summary", help="Print the model x cell table of the results so far; "
+                                 "run nothing."),
+    out_dir: Path = typer.Option(Path("runs/bench"), "--out", "-o", help="Artifacts, bundles, cells.jsonl and the "
+                                 "report."),
 ):
-    """Convert, validate and profile every model x target x precision into one report (docs/benchmarks.md's table).
+    """Convert, validate and profile every model x target x precision (or a --config matrix) into one report.
 
-    Run it alone on the machine: other load skews the timings.
+    Cells already in the results file are not run again, so an interrupted matrix resumes. Timings are only as
+    good as the device is quiet: in-process and --jobs 1 profile alone, --cluster profiles with every core of the
+    node held.
 
     \b
-    Example:
+    Examples:
       edgehmr bench --models hmr2-vit-s,vitpose-s --targets onnx,openvino --precisions fp32,fp16,int8
+      edgehmr bench --models test-hmr2 --cluster auto
+      edgehmr bench --config bench/hierarchical_matrix.toml --models 'vitpose-swin-*' --cells openvino-int8-search
+      edgehmr bench --config bench/hierarchical_matrix.toml --summary
+      edgehmr bench --models hmr2-vit-s --targets tensorrt,openvino --devices tensorrt=orin,openvino=nuc \\
+          --cluster head.lan:6379 --share /mnt/edgehmr
     """
-    from edgehmr.matrix import run_matrix
+    from edgehmr.executors import open_executor
+    from edgehmr.matrix import (
+        Settings,
+        load_config,
+        load_records,
+        plan_from_flags,
+        report_matrix,
+        run_matrix,
+        summary_table,
+    )
 
-    def split(text: str) -> list[str]:
-        return [t.strip() for t in text.split(",") if t.strip()]
+    def split(text: str | None) -> list[str]:
+        return [t.strip() for t in (text or "").split(",") if t.strip()]
 
-    cells, paths = run_matrix(split(models), split(targets), split(precisions), out_dir, runs, warmup, inputs, count,
-                              threads, log=lambda line: err.print(f"[dim]{escape(line)}[/]"))
-    out.print(paths["md"].read_text())
-    out.print(f"[dim]{paths['html']}[/]")
-    if any(c.status == "failed" for c in cells):
+    given = {k: v for k, v in {"runs": runs, "warmup": warmup, "inputs": inputs, "count": count,
+                               "threads": threads}.items() if v is not None}
+    if config is not None:
+        plan = load_config(config, devices, {"models": split(models), "cells": split(cells)})
+        plan.settings = Settings(**(asdict(plan.settings) | given))
+    else:
+        if cells:
+            raise InputError("--cells selects among a --config matrix's cells; without --config use --targets and "
+                             "--precisions.")
+        plan = plan_from_flags(split(models) or ["hmr2-vit-s"], split(targets), split(precisions), devices,
+                               Settings(**given))
+    if not plan.cells:
+        raise InputError("the matrix has no cells: check --models, --cells and --devices.")
+    if summary:
+        out.print(summary_table(plan, load_records(plan.results or out_dir / "cells.jsonl")), highlight=False)
+        return
+    executor = open_executor(cluster, jobs)
+    try:
+        outcome = run_matrix(plan, out_dir, executor, share, log=lambda line: err.print(f"[dim]{escape(line)}[/]"))
+    finally:
+        executor.close()
+    if any(r.artifact for r in outcome.records):
+        paths = report_matrix(outcome, out_dir)
+        out.print(paths["md"].read_text())
+        out.print(f"[dim]{paths['html']}[/]")
+    else:
+        out.print(summary_table(plan, {r.key: r for r in outcome.records}), highlight=False)
+    if any(r.status == "error" for r in outcome.records):
         raise typer.Exit(1)
 
 
