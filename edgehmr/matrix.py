@@ -134,7 +134,7 @@ def load_config(path: Path, devices: str | None, overrides: dict) -> Plan:
     if unknown:
         raise InputError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: "
                          f"{', '.join(sorted(CONFIG_KEYS))}.")
-    known = list_models()
+    known = list_models(include_test=True)
     models: list[str] = []
     for pattern in config.get("models") or []:
         found = [m for m in known if fnmatch.fnmatchcase(m, str(pattern))]
@@ -328,7 +328,7 @@ def _device_record(cell: Cell, key: str, value, converted, out_dir: Path, local_
     final = out_dir / "artifacts" / cell.device / f"{cell.model}-{cell.label}"
     with staged_dir(final) as stage:
         stage.rmdir()
-        copy_folder(materialize(packed, local_store), stage)
+        copy_folder(materialize(packed, local_store), stage, link=True)
         for name, data in ((VALIDATION_FILE, value.validation), (PROFILE_FILE, value.profile)):
             if data is not None:
                 write_json(stage / name, data)

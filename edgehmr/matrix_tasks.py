@@ -144,14 +144,15 @@ def materialize(packed: Packed, root: Path) -> Path:
     return final
 
 
-def copy_folder(src: Path, dst: Path) -> None:
-    """Hard links where the file system allows (artifacts are large and never edited in place), else copies."""
+def copy_folder(src: Path, dst: Path, link: bool = False) -> None:
+    """A copy of ``src``; with ``link``, hard links where the file system allows, for a copy whose files are only
+    ever replaced whole (write_json), never written in place."""
     def link_or_copy(a, b):
         try:
             os.link(a, b)
         except OSError:
             shutil.copy2(a, b)
-    shutil.copytree(src, dst, copy_function=link_or_copy)
+    shutil.copytree(src, dst, copy_function=link_or_copy if link else shutil.copy2)
 
 
 # ---- the tasks -----------------------------------------------------------------------------------------------
@@ -191,8 +192,11 @@ def _reference(model: str, settings: Settings, key: str, store: str | None) -> P
     final = (where or Path(tempfile.mkdtemp(prefix="edgehmr-ref-"))) / f"reference-{model}"
     try:
         if not (final / BUNDLE_JSON).is_file():
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"  # the reference node: the user's CUDA host
             make_bundle(_loaded(model), open_source(settings.inputs, settings.count, seed=settings.seed), final,
-                        source=settings.inputs)
+                        device, source=settings.inputs)
         return pack(final, "references", key, store)
     finally:
         if where is None:
@@ -264,7 +268,7 @@ def _on_device(cell: Cell, settings: Settings, artifact: Packed, bundle: Packed 
         bundle_dir = materialize(bundle, work / "in") if bundle is not None else None
         validation = profile = None
         problems: list[str] = []
-        notes: list[str] = []
+        notes: list[str] = [ON_DEVICE_FIRST[cell.target](local)] if cell.target in ON_DEVICE_FIRST else []
         if cell.validate:
             from edgehmr.validate import validate
 
@@ -291,6 +295,25 @@ def _on_device(cell: Cell, settings: Settings, artifact: Packed, bundle: Packed 
                             round(time.perf_counter() - start, 1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _tensorrt_engine(artifact: Path) -> str:
+    """An engine is built for the GPU it runs on: a device with TensorRT rebuilds the build host's (if any)."""
+    from edgehmr.converters.tensorrt_engine import ENGINE_FILE, can_build_here
+
+    if not can_build_here():
+        return ""
+    from edgehmr.converters.tensorrt import build_artifact_engine
+
+    for engine in artifact.rglob(ENGINE_FILE):
+        engine.unlink()
+    build_artifact_engine(artifact)
+    return "TensorRT engine built on the device"
+
+
+ON_DEVICE_FIRST = {  # target -> what a device does to its copy before validating and timing it
+    "tensorrt": _tensorrt_engine,
+}
 
 
 # ---- checks beyond validate's tolerances (a config's cells name them) ----------------------------------------

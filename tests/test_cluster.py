@@ -107,3 +107,12 @@ def test_a_device_node_lost_mid_task_is_replaced_and_every_cell_is_reported(clus
     notes = json.loads(paths["json"].read_text())["notes"]
     assert sum("onnx-int8-bad-budget" in n for n in notes) == 1
     assert sum("wingspan" in line for line in lines) == 1  # logged once: no retry
+
+
+def test_a_device_no_node_offers_is_refused_instead_of_waiting_forever(cluster, tmp_path, capsys):
+    c, _ = cluster
+    code = main(["bench", "--models", "test-hmr2", "--targets", "onnx", "--precisions", "fp32", "--devices", "orin",
+                 "--cluster", c.address, *SMALL, "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "offers 'device:orin'" in err and "ray start --address" in err
+    assert not (tmp_path / "out" / "cells.jsonl").exists()
