@@ -72,7 +72,15 @@ class ProcessPool(InProcess):
         self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
 
     def submit(self, fn: Callable, args: tuple, needs: Needs) -> Future:
-        return self.pool.submit(fn, *args)
+        self.running = [f for f in getattr(self, "running", []) if not f.done()]
+        if not needs.exclusive:
+            self.running.append(self.pool.submit(fn, *args))
+            return self.running[-1]
+        # profiling: what runs ends first, and nothing starts beside it (the driver waits here meanwhile)
+        wait_futures(self.running)
+        future = self.pool.submit(fn, *args)
+        wait_futures([future])
+        return future
 
     def wait(self, handles: list) -> list:
         done, _ = wait_futures(handles, return_when=FIRST_COMPLETED)
@@ -101,6 +109,7 @@ class RayCluster:
             ray.init(num_cpus=cores, resources={"reference": 1, "build": cores, "device:local": 1},
                      include_dashboard=False, log_to_driver=False, configure_logging=False)
             self.name = f"a local Ray cluster ({cores} cores)"
+            self.store_is_local = True  # one machine: tasks write into the output folder, nothing travels as bytes
         else:
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)

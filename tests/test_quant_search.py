@@ -64,10 +64,12 @@ def check_searched(path, result, start: QuantRecipe, out_dir) -> None:
     assert not [p.name for p in out_dir.iterdir() if p.name.startswith(".")]  # no search folder left behind
 
 
-# ONNX runs the same search from the command line (test_search_from_the_command_line_and_its_recipe_file).
-# tensorrt: its Q/DQ ONNX, measured in ONNX Runtime (validate's simulation where no GPU is); slow, as its probe and
-# runner are ONNX Runtime's, which the ONNX case below runs in the default tier.
-@pytest.mark.parametrize("target", ["openvino", pytest.param("tensorrt", marks=pytest.mark.slow),
+# ONNX runs the same search from the command line in the default tier
+# (test_search_from_the_command_line_and_its_recipe_file); the other targets' searches are the slow tier's (the
+# loop is shared, only the probe and runner differ). tensorrt: its Q/DQ ONNX, measured in ONNX Runtime (validate's
+# simulation where no GPU is).
+@pytest.mark.parametrize("target", [pytest.param("openvino", marks=pytest.mark.slow),
+                                    pytest.param("tensorrt", marks=pytest.mark.slow),
                                     pytest.param("executorch", marks=pytest.mark.slow)])
 def test_search_keeps_the_fragile_layer_float_to_meet_the_budget(tmp_path, fragile_checkpoint, target):
     spec = resolve_spec(MODEL, target, "int8", checkpoint=fragile_checkpoint, out_dir=str(tmp_path), calib="synthetic",
