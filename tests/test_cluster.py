@@ -1,5 +1,6 @@
 """``edgehmr bench --cluster``: a local Ray cluster of a head (build + reference) and worker nodes that each
-advertise one ``device:`` resource, as a Jetson or an x86 box would when it joins.
+advertise one ``device:`` resource, as a Jetson or an x86 box would when it joins. The first test passes folders
+through a --share folder, the second through Ray's object store.
 
 Each test checks where the tasks actually ran (the Ray node id every device task reports) and that every cell of
 the matrix ends in one report, including when a device node dies in the middle of its task."""
@@ -46,7 +47,8 @@ def cluster():
 def test_device_tasks_run_only_on_the_node_with_their_device_and_land_in_one_report(cluster, tmp_path, capsys):
     c, nodes = cluster
     code = main(["bench", "--models", "test-hmr2", "--targets", "onnx,openvino", "--precisions", "fp32",
-                 "--devices", "onnx=alpha,openvino=beta", "--cluster", c.address, *SMALL, "-o", str(tmp_path)])
+                 "--devices", "onnx=alpha,openvino=beta", "--cluster", c.address, "--share", str(tmp_path / "share"),
+                 *SMALL, "-o", str(tmp_path)])
     assert code == 0, capsys.readouterr().err
     records = [json.loads(line) for line in (tmp_path / "cells.jsonl").read_text().splitlines()]
     assert {(r["target"], r["device"]) for r in records} == {("onnx", "alpha"), ("openvino", "beta")}
@@ -60,6 +62,10 @@ def test_device_tasks_run_only_on_the_node_with_their_device_and_land_in_one_rep
     assert all(r["p50_ms"] > 0 and r["verdict"] == "pass" for r in rows.values())
     profile = json.loads((tmp_path / "artifacts" / "beta" / "test-hmr2-openvino-fp32" / "profile.json").read_text())
     assert profile["device"]["ray_node"] == nodes["beta"].node_id
+    # --share: the tasks passed paths; the bundle and both artifacts are there, without the devices' results
+    shared = sorted(p.name for p in (tmp_path / "share").glob("*/*/*"))
+    assert shared == ["reference-test-hmr2", "test-hmr2-onnx-fp32", "test-hmr2-openvino-fp32"]
+    assert not list((tmp_path / "share").rglob("profile.json"))
 
 
 def test_a_device_node_lost_mid_task_is_replaced_and_every_cell_is_reported(cluster, tmp_path):
