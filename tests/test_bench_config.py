@@ -78,6 +78,7 @@ def test_a_wrong_config_is_one_line_and_exit_2(tmp_path, capsys, text, message):
     (["--devices", "tensorrt=orin"], "which this matrix does not convert"),
     (["--devices", "a b"], "is not NAME or TARGET=NAME"),
     (["--cells", "onnx-fp32"], "--cells selects among a --config matrix's cells"),
+    (["--share", "s3://bucket/edgehmr"], "give a folder every node mounts at the same path"),
 ])
 def test_wrong_devices_or_cells_are_refused_before_anything_runs(tmp_path, capsys, args, message):
     assert main(["bench", "--models", "test-hmr2", "--targets", "onnx", "--precisions", "fp32", *args,

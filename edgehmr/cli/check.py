@@ -212,6 +212,7 @@ def bench_matrix(
                                Settings(**given))
     if not plan.cells:
         raise InputError("the matrix has no cells: check --models, --cells and --devices.")
+    share = shared_folder(share)
     if summary:
         out.print(summary_table(plan, load_records(plan.results or out_dir / "cells.jsonl")), highlight=False)
         return
@@ -228,6 +229,19 @@ def bench_matrix(
         out.print(summary_table(plan, {r.key: r for r in outcome.records}), highlight=False)
     if any(r.status == "error" for r in outcome.records):
         raise typer.Exit(1)
+
+
+def shared_folder(share: str | None) -> str | None:
+    """--share: a folder path or a file:// URI; object stores are reached through a mount, the same on every node."""
+    if share is None:
+        return None
+    scheme, sep, rest = share.partition("://")
+    if not sep:
+        return share
+    if scheme != "file":
+        raise InputError(f"--share {share}: give a folder every node mounts at the same path (mount an object store "
+                         f"with s3fs, gcsfuse or blobfuse and pass the mount point), or a file:// URI.")
+    return rest
 
 
 debug_app = typer.Typer(help="Debugging tools: where an artifact departs from FP32.", no_args_is_help=True)
