@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -236,17 +235,14 @@ def run_matrix(plan: Plan, out_dir: Path, executor, share: str | None = None,
         todo.append((cell, key))
     if todo:
         executor.check(Plan([c for c, _ in todo], plan.settings).needs_of())
-    if todo:
         log(f"{len(todo)} cell(s) to run on {executor.name}; {len(records)} already done or skipped")
 
     refs: dict[str, object] = {}  # model -> handle, then Packed
     convs: dict[str, object] = {}  # conversion key -> handle, then (Packed, seconds, note)
     waiting: dict[object, tuple[str, str]] = {}  # handle -> (kind, key)
     cells_of: dict[str, list[tuple[Cell, str]]] = {}
-    started = {}
 
     def submit(kind: str, key: str, fn, args, needs) -> None:
-        started[(kind, key)] = time.perf_counter()
         waiting[executor.submit(fn, args, needs)] = (kind, key)
 
     for cell, key in todo:

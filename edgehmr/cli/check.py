@@ -172,9 +172,9 @@ def bench_matrix(
 ):
     """Convert, validate and profile every model x target x precision (or a --config matrix) into one report.
 
-    Cells already in the results file are not run again, so an interrupted matrix resumes. Timings are only as
-    good as the device is quiet: in-process and --jobs 1 profile alone, --cluster profiles with every core of the
-    node held.
+    Cells already in the results file are not run again, so an interrupted matrix resumes. A profile runs with
+    nothing else beside it: with --jobs the other processes finish first, on a cluster it holds every core of its
+    device node. Anything else running on the machine still skews the timings.
 
     \b
     Examples:
