@@ -59,8 +59,8 @@ def setup(tmp_path_factory):
 
 
 # ExecuTorch: one ladder bucket (the default ladder's largest, which the crowded frames overflow) plus the coverage
-# buckets, the artifact tests/test_cpp_runtime.py runs too (one lowering, minutes, for both).
-@pytest.mark.parametrize("target", ["onnx", "openvino", "executorch"])
+# buckets, the artifact tests/test_cpp_runtime.py runs too (one lowering, minutes, for both: the slow tier's).
+@pytest.mark.parametrize("target", ["onnx", "openvino", pytest.param("executorch", marks=pytest.mark.slow)])
 def test_defaults_never_demote_and_validate_at_fp32(setup, run_wide, target):
     root, loaded, bundle = setup
     if target == "executorch":
