@@ -31,6 +31,7 @@ RUNTIMES = (
     RuntimeCheck("TensorRT", "tensorrt", "tensorrt", "TensorRT engines (NVIDIA GPU)", "tensorrt",
                  "on Jetson: use JetPack's TensorRT"),
     RuntimeCheck("Polygraphy", "polygraphy", "polygraphy", "TensorRT checks", "tensorrt"),
+    RuntimeCheck("Ray", "ray", "ray", "edgehmr bench --cluster", "cluster"),
 )
 
 
