@@ -85,3 +85,14 @@ def test_wrong_devices_or_cells_are_refused_before_anything_runs(tmp_path, capsy
                  "-o", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # two spawned workers import PyTorch and convert (~45 s); the cluster tests run the same tasks
+def test_a_process_pool_runs_the_same_tasks(tmp_path, capsys):
+    code = main(["bench", "--models", "test-hmr2", "--targets", "onnx", "--precisions", "fp32,int8", "--jobs", "2",
+                 "--count", "2", "--runs", "2", "--warmup", "0", "-o", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in (tmp_path / "cells.jsonl").read_text().splitlines()]
+    assert sorted((r["precision"], r["status"]) for r in rows) == [("fp32", "pass"), ("int8", "pass")]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert all(r["p50_ms"] > 0 for r in report["rows"])
