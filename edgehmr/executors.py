@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from edgehmr.errors import InputError, TargetUnavailableError
@@ -69,16 +70,25 @@ class ProcessPool(InProcess):
 
         self.name = f"{jobs} local processes"
         # spawn: a forked copy of a process that has loaded PyTorch's thread pools can hang
-        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+        self._start = lambda: ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+        self.pool = self._start()
+        self.running: list[Future] = []
+
+    def _submit(self, fn: Callable, args: tuple) -> Future:
+        try:
+            return self.pool.submit(fn, *args)
+        except BrokenProcessPool:  # a worker died (a vendor tool aborting): its tasks failed, the next ones go on
+            self.pool = self._start()
+            return self.pool.submit(fn, *args)
 
     def submit(self, fn: Callable, args: tuple, needs: Needs) -> Future:
-        self.running = [f for f in getattr(self, "running", []) if not f.done()]
+        self.running = [f for f in self.running if not f.done()]
         if not needs.exclusive:
-            self.running.append(self.pool.submit(fn, *args))
+            self.running.append(self._submit(fn, args))
             return self.running[-1]
         # profiling: what runs ends first, and nothing starts beside it (the driver waits here meanwhile)
         wait_futures(self.running)
-        future = self.pool.submit(fn, *args)
+        future = self._submit(fn, args)
         wait_futures([future])
         return future
 
