@@ -33,7 +33,7 @@ class Needs:
 
 
 class InProcess:
-    name = "in-process"
+    name = "this process"
     store_is_local = True  # tasks can write straight into the driver's folders
 
     def check(self, needs: set[Needs]) -> None:
