@@ -35,6 +35,7 @@ class Needs:
 class InProcess:
     name = "this process"
     store_is_local = True  # tasks can write straight into the driver's folders
+    shares_cores = True  # device tasks run on the machine that converts
 
     def check(self, needs: set[Needs]) -> None:
         """Every task runs on this machine, which is the device 'local' and no other."""
@@ -105,6 +106,7 @@ class RayCluster:
     validate/profile), anything else is the address of a running head (``ray start --head``)."""
 
     store_is_local = False
+    shares_cores = False  # devices are their own nodes (a node that both builds and profiles still gets its cores)
 
     def __init__(self, address: str):
         try:
@@ -120,6 +122,7 @@ class RayCluster:
                      include_dashboard=False, log_to_driver=False, configure_logging=False)
             self.name = f"a local Ray cluster ({cores} cores)"
             self.store_is_local = True  # one machine: tasks write into the output folder, nothing travels as bytes
+            self.shares_cores = True
         else:
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)

@@ -257,6 +257,7 @@ def run_matrix(plan: Plan, out_dir: Path, executor, share: str | None = None,
             submit("reference", cell.model, reference_task, (cell.model, plan.settings, rkey, task_store),
                    Needs("reference"))
     pending_cells: dict[str, tuple[Cell, str]] = {}  # cell key -> (cell, conversion key), device task running
+    deferred: list[tuple[str, tuple, Needs]] = []  # device tasks not submitted yet (see flush)
 
     def ready(ckey: str) -> None:
         """Submit the device tasks of a conversion whose artifact and references are in."""
@@ -274,8 +275,20 @@ def run_matrix(plan: Plan, out_dir: Path, executor, share: str | None = None,
                 continue
             pending_cells[key] = (cell, ckey)
             bundle = refs[cell.model] if cell.validate else None
-            submit("device", key, device_task, (cell, plan.settings, done[0], bundle),
-                   Needs(f"device:{cell.device}", exclusive=cell.profile))
+            deferred.append((key, (cell, plan.settings, done[0], bundle), Needs(f"device:{cell.device}",
+                                                                              exclusive=cell.profile)))
+        flush()
+
+    def flush() -> None:
+        """Submit the device tasks; where they share the cores of the conversions (one machine), a profiling task
+        waits until every conversion is done, so the conversions run side by side and the timings alone."""
+        converting = any(v is None for v in convs.values())
+        for item in list(deferred):
+            key, args, needs = item
+            if needs.exclusive and executor.shares_cores and converting:
+                continue
+            deferred.remove(item)
+            submit("device", key, device_task, args, needs)
 
     while waiting:
         for handle in executor.wait(list(waiting)):
@@ -293,6 +306,7 @@ def run_matrix(plan: Plan, out_dir: Path, executor, share: str | None = None,
                         ready(ckey)
             elif kind == "convert":
                 convs[key] = value
+                flush()
                 if not isinstance(value, Failed):
                     log(f"converted {value[0].name} ({value[1]} s)" + (f"; {value[2]}" if value[2] else ""))
                 ready(key)
