@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from edgehmr.errors import InputError, SpecError
-from edgehmr.matrix_tasks import Cell, Settings
+from edgehmr.matrix_tasks import Cell, Settings, cell_json
 
 RESULTS_FILE = "cells.jsonl"
 STATUSES = ("pass", "fail", "error", "skipped")  # skipped: the target refuses the model or precision
@@ -63,8 +63,7 @@ class Record:
 
 def cell_key(cell: Cell, settings: Settings) -> str:
     """The hash of everything a cell's result depends on."""
-    text = json.dumps({"cell": asdict(cell) | {"checks": list(cell.checks)}, "settings": asdict(settings)},
-                      sort_keys=True)
+    text = json.dumps({"cell": cell_json(cell), "settings": asdict(settings)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -157,7 +157,7 @@ def copy_folder(src: Path, dst: Path, link: bool = False) -> None:
 
 # ---- the tasks -----------------------------------------------------------------------------------------------
 
-_LOADED: dict[tuple, object] = {}
+_LOADED: dict[str, object] = {}
 
 
 def _loaded(model: str):
@@ -368,4 +368,5 @@ CHECKS = {
 
 
 def cell_json(cell: Cell) -> dict:
+    """The cell as JSON types (what its key hashes)."""
     return asdict(cell) | {"checks": list(cell.checks)}
