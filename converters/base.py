@@ -45,6 +45,9 @@ class ExportJob:
     model_name: str
     calibration: dict[str, list[Sample]] | None = None  # entry -> calibration samples (calibrated precisions)
     recipe: QuantRecipe | None = None  # what stays float under INT8; None = DEFAULT_INT8_RECIPE
+    # Where a converter may keep calibration statistics for the next conversion of the same graph and samples (the
+    # --max-drift search's steps differ only in what stays float); None: calibrate every time.
+    statistics_dir: Path | None = None
 
     @classmethod
     def single(cls, module: nn.Module, example_inputs: tuple[torch.Tensor, ...], input_names: list[str],

@@ -12,11 +12,13 @@ entry's samples (one set of scales for the shared weights).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 
@@ -160,10 +162,13 @@ def onnx2int8_qdq(src: Path, out_path: Path, job: ExportJob,
 
     kept = onnx_quant.nodes_kept_float(onnx.load(str(src)), job.int8_recipe, layout.float_activation_matmuls)
     activations = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[layout.activations]
+    feeds = calibration_feeds(job)
+    cache = _statistics_file(src, feeds, layout, job.statistics_dir)
+    reused = cache is not None and cache.is_file()
     try:
         with onnx_quant._root_logger_quiet():
             quantize_static(
-                str(src), str(out_path), _FeedsReader(calibration_feeds(job)),
+                str(src), str(out_path), _FeedsReader(feeds), calibration_cache_path=cache,
                 quant_format=QuantFormat.QDQ, per_channel=True, activation_type=activations,
                 weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                 op_types_to_quantize=onnx_quant.QUANTIZED_OP_TYPES, nodes_to_exclude=kept,
@@ -173,7 +178,31 @@ def onnx2int8_qdq(src: Path, out_path: Path, job: ExportJob,
     except Exception as e:
         raise ConversionError(f"INT8 quantization of {job.model_name} failed: {str(e).splitlines()[0]}") from e
     return {"scheme": layout.scheme, "recipe": job.recipe_json(), "kept_float_nodes": kept,
-            "calibration_samples": calibration_counts(job)} | onnx_quant.count_quantized(onnx.load(str(out_path)))
+            "calibration_samples": calibration_counts(job),
+            "calibration_statistics": "reused" if reused else "computed"} | onnx_quant.count_quantized(
+        onnx.load(str(out_path)))
+
+
+def _statistics_file(src: Path, feeds: list[dict], layout: onnx_quant.QdqLayout, folder: Path | None) -> Path | None:
+    """ONNX Runtime's calibration cache for this FP32 graph, these samples and this layout, in ``folder``.
+
+    reason: ONNX Runtime calibrates every tensor of the quantized op types whatever ``nodes_to_exclude`` holds, so
+    the ranges of one conversion serve any other recipe over the same graph and samples; the file is named by their
+    hash, so a graph or samples that differ (a new export, other crops) calibrate afresh."""
+    if folder is None:
+        return None
+    digest = hashlib.sha256(repr((layout, onnx_quant.QUANTIZED_OP_TYPES, "MinMax")).encode())
+    for path in (src, src.with_name(src.name + ".data")):
+        if path.is_file():
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 24), b""):
+                    digest.update(block)
+    for feed in feeds:
+        for name in sorted(feed):
+            value = np.ascontiguousarray(feed[name])
+            digest.update(f"{name}:{value.dtype}:{value.shape}".encode())
+            digest.update(value.data)
+    return folder / f"onnxruntime-minmax-{digest.hexdigest()[:20]}.json"
 
 
 @contextlib.contextmanager

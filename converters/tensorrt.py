@@ -99,7 +99,8 @@ def convert(job: ExportJob, out_dir: Path) -> ConvertResult:
     elif job.precision == Precision.int8:
         quant = onnx2int8_qdq(fp32, out, job, onnx_quant.TENSORRT_LAYOUT)
         kept = quant["kept_float_nodes"]
-        details |= {k: quant[k] for k in ("scheme", "recipe", "calibration_samples", "quantized_compute_ops")}
+        details |= {k: quant[k] for k in ("scheme", "recipe", "calibration_samples", "calibration_statistics",
+                                          "quantized_compute_ops")}
         remove_onnx(fp32)
     elif job.precision != Precision.fp32:  # fp32 was exported in place; prepare() refused every other precision
         raise ConversionError(f"TensorRT target has no {job.precision.value} path.")

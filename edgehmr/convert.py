@@ -89,8 +89,11 @@ def artifact_path(spec: ConvertSpec) -> Path:
     return Path(spec.out_dir) / artifact_name(spec.model, spec.target, spec.precision.value, spec.with_mesh)
 
 
-def convert(spec: ConvertSpec, loaded: LoadedModel | None = None, calibration: CalibrationSet | None = None) -> Path:
-    """Run the conversion described by ``spec``; returns the artifact folder."""
+def convert(spec: ConvertSpec, loaded: LoadedModel | None = None, calibration: CalibrationSet | None = None,
+            statistics_dir: Path | None = None) -> Path:
+    """Run the conversion described by ``spec``; returns the artifact folder. ``statistics_dir``: where the
+    converter may keep calibration statistics for a later conversion of the same model and samples
+    (:attr:`ExportJob.statistics_dir`)."""
     caps = get_target(spec.target)
     loaded = loaded or load_model(spec.model, spec.checkpoint, trust_checkpoint=spec.trust_checkpoint, seed=spec.seed)
     calibration = calibration or calibration_for(spec, loaded)
@@ -105,6 +108,7 @@ def convert(spec: ConvertSpec, loaded: LoadedModel | None = None, calibration: C
     job = ExportJob.single(module, example, [t.name for t in info.inputs], output_names, spec.precision, spec.model,
                            batched_samples(calibration.images, spec.batch) if calibration is not None else None,
                            recipe)
+    job = dataclasses.replace(job, statistics_dir=statistics_dir)
     final = artifact_path(spec)
     start = time.perf_counter()
     with staged_dir(final) as stage, sampler_applied(loaded.module, spec.sampler):

@@ -261,12 +261,15 @@ def search(spec, loaded, calibration: CalibrationSet, plan: SearchPlan, workdir:
     smpl = spec.smpl if spec.with_mesh and spec.smpl != "synthetic" else None
     prefix = f"{MESH_MODEL_SCOPE}." if spec.with_mesh else ""
     result = SearchResult(plan.budget, spec.recipe)
+    statistics = workdir / "statistics"  # calibration statistics the steps share, where the converter keeps them
+    statistics.mkdir()
     recipe, added, growth, kept = spec.recipe, [], 1, None
     while True:
         i = len(result.steps)
         started = time.perf_counter()
         step(f"search step {i}: converting with {len(added)} layer(s) kept float by the search")
-        folder = convert(dataclasses.replace(spec, recipe=recipe, out_dir=str(workdir / f"step-{i}")), loaded, tune)
+        folder = convert(dataclasses.replace(spec, recipe=recipe, out_dir=str(workdir / f"step-{i}")), loaded, tune,
+                         statistics)
         step(f"search step {i}: measuring drift on {held} held-out crops")
         report = validate(folder, bundle, smpl)
         drift = {m: float(report.task[m]["value"]) for m in plan.budget.limits}

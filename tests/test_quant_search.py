@@ -7,22 +7,24 @@ import dataclasses
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
-from edgehmr.artifact import read_metadata
+from edgehmr.artifact import CROP_PART, read_metadata
 from edgehmr.calibration.recipes import QuantRecipe
 from edgehmr.cli import main
 from edgehmr.convert import calibration_for
 from edgehmr.errors import SpecError
 from edgehmr.models import load_model
+from edgehmr.models.tiny import FRAGILE_LAYER as FRAGILE
+from edgehmr.models.tiny import fragile_test_hmr2_state
 from edgehmr.quant_search import (RECIPE_FILE, DriftBudget, convert_searched, layers_per_step, next_scopes,
-                                   parse_budget, plan_search)
+                                   parse_budget, plan_search, searched_recipe)
 from edgehmr.spec import resolve_spec
 from edgehmr.validate import TASK_METRICS
 
 MODEL = "test-hmr2"
-FRAGILE = "backbone.blocks.1.mlp.fc2"
 # Seeded test-hmr2 INT8 drifts ~0.005 mm MPJPE with the default recipe on every target; the fragile layer alone
 # takes it to ~0.45 mm. A budget between the two is met only with that layer float.
 BUDGET = "mpjpe=0.1mm"
@@ -31,17 +33,10 @@ CALIB = 16
 
 @pytest.fixture(scope="module")
 def fragile_checkpoint(tmp_path_factory):
-    """test-hmr2 weights where one MLP's output layer cannot survive per-channel INT8 weights: each row holds one
-    weight 1000x the rest (so every other weight rounds to 0), on a hidden unit that is ~0 in float (GELU(-10)),
-    so the FP32 model is unchanged in effect while its INT8 copy loses that layer."""
+    """test-hmr2 weights with one layer INT8 cannot keep (:func:`fragile_test_hmr2_state`)."""
     from safetensors.torch import save_file
 
-    state = load_model(MODEL, seed=0).module.state_dict()
-    hidden = "backbone.blocks.1.mlp."
-    state[hidden + "fc1.weight"][0] = 0.0
-    state[hidden + "fc1.bias"][0] = -10.0
-    state[hidden + "fc2.weight"] *= 30  # the block's MLP matters to the output
-    state[hidden + "fc2.weight"][:, 0] = 1000.0
+    state = fragile_test_hmr2_state(load_model(MODEL, seed=0).module.state_dict())
     path = tmp_path_factory.mktemp("fragile") / "fragile.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return str(path)
@@ -62,6 +57,11 @@ def check_searched(path, result, start: QuantRecipe, out_dir) -> None:
     assert meta["quantization"]["search"] == json.loads(json.dumps(result.to_json()))
     assert meta["spec"]["out_dir"] == str(out_dir)
     assert not [p.name for p in out_dir.iterdir() if p.name.startswith(".")]  # no search folder left behind
+    if meta["target"] in REUSES_STATISTICS:  # step 1 calibrated with step 0's ranges
+        assert meta["parts"][CROP_PART]["details"]["calibration_statistics"] == "reused"
+
+
+REUSES_STATISTICS = ("onnx", "tensorrt")  # ONNX Runtime's calibration cache; NNCF and PT2E recalibrate
 
 
 # ONNX runs the same search from the command line in the default tier
@@ -206,6 +206,39 @@ def test_help_states_the_default_step_count():
 
     shown = " ".join(CliRunner().invoke(app, ["convert", "--help"], terminal_width=200).output.split())
     assert f"the most search steps, default {DEFAULT_STEPS}" in shown
+
+
+@pytest.mark.parametrize("target", ["onnx", pytest.param("tensorrt", marks=pytest.mark.slow)])
+def test_reused_calibration_statistics_quantize_as_a_fresh_calibration(tmp_path, target):
+    """A conversion that loads the ranges an earlier one (another recipe, same graph and crops) saved writes the
+    same Q/DQ graph as one that calibrates afresh; other crops calibrate afresh."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgehmr.convert import convert
+
+    loaded = load_model(MODEL)
+    spec = resolve_spec(MODEL, target, "int8", out_dir=str(tmp_path / "a"), calib="synthetic", calib_count=8)
+    calibration = calibration_for(spec, loaded)
+    more_float = searched_recipe(spec.recipe, [FRAGILE])
+    statistics = tmp_path / "statistics"
+    statistics.mkdir()
+
+    def quantized(out: str, recipe: QuantRecipe, folder, images=calibration.images) -> tuple[str, dict]:
+        path = convert(dataclasses.replace(spec, recipe=recipe, out_dir=str(tmp_path / out)), loaded,
+                       dataclasses.replace(calibration, images=images), folder)
+        meta = read_metadata(path)
+        graph = onnx.load(str(path / meta["parts"][CROP_PART]["file"])).graph
+        return (meta["parts"][CROP_PART]["details"]["calibration_statistics"],
+                {i.name: numpy_helper.to_array(i) for i in graph.initializer if "scale" in i.name})
+
+    assert quantized("first", spec.recipe, statistics)[0] == "computed"
+    state, scales = quantized("reused", more_float, statistics)
+    fresh_state, fresh = quantized("fresh", more_float, None)
+    assert (state, fresh_state) == ("reused", "computed") and scales and scales.keys() == fresh.keys()
+    for name, value in fresh.items():
+        assert np.array_equal(scales[name], value), name
+    assert quantized("other-crops", more_float, statistics, calibration.images[::-1].copy())[0] == "computed"
 
 
 def test_next_scopes_take_the_top_quantized_layers_not_yet_float():

@@ -51,6 +51,23 @@ def init_test_sat(model: nn.Module) -> None:
         last.weight.normal_(0, 3.0 / last.weight.shape[1] ** 0.5, generator=generator)
 
 
+
+FRAGILE_LAYER = "backbone.blocks.1.mlp.fc2"
+
+
+def fragile_test_hmr2_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """test-hmr2 weights (a copy of ``state``) whose :data:`FRAGILE_LAYER` cannot survive per-channel INT8 weights:
+    each of its rows holds one weight 1000x the rest (so every other weight rounds to 0), on a hidden unit that is
+    ~0 in float (GELU(-10)). The FP32 model is unchanged in effect; its INT8 copy loses that layer. The stand-in for
+    a checkpoint the default INT8 recipe fails, for the ``--max-drift`` search's tests and benchmarks."""
+    state = {k: v.clone() for k, v in state.items()}
+    hidden = FRAGILE_LAYER.rsplit(".", 1)[0] + "."
+    state[hidden + "fc1.weight"][0] = 0.0
+    state[hidden + "fc1.bias"][0] = -10.0
+    state[FRAGILE_LAYER + ".weight"] *= 30  # the block's MLP matters to the output
+    state[FRAGILE_LAYER + ".weight"][:, 0] = 1000.0
+    return state
+
 register(hmr2_info("test-hmr2", "tiny HMR2.0 (ViT 64x2, head 64x2) for tests", TEST_VIT, TEST_HEAD,
                    test_only=True))
 register(vitpose_info("test-vitpose", "tiny ViTPose (ViT 64x2, deconv 32) for tests", TEST_VIT,
