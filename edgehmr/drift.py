@@ -54,21 +54,33 @@ class GraphTensor:
     scope: str = ""
 
 
-def rank(tensors: list[GraphTensor], got: dict[str, np.ndarray], want: dict[str, np.ndarray],
-         top: int) -> list[LayerDrift]:
-    """Relative L2 error per shared tensor (graph order) and the part of it each layer added."""
+def tensor_errors(tensors: list[GraphTensor], got: dict[str, np.ndarray],
+                  want: dict[str, np.ndarray]) -> dict[str, float]:
+    """Relative L2 error against FP32 of each shared float tensor both runs hold."""
     errors: dict[str, float] = {}
-    layers = []
-    for i, t in enumerate(tensors):
+    for t in tensors:
         a, r = got.get(t.name), want.get(t.name)
         if a is None or r is None or a.shape != r.shape or not np.issubdtype(r.dtype, np.floating):
             continue
         a, r = a.astype(np.float64), r.astype(np.float64)
-        err = float(np.linalg.norm(a - r) / max(np.linalg.norm(r), 1e-12))
-        errors[t.name] = err
-        inherited = max((errors.get(n, 0.0) for n in t.inputs), default=0.0)
-        layers.append(LayerDrift(t.name, t.op, t.node, err, err - inherited, i, t.scope))
+        errors[t.name] = float(np.linalg.norm(a - r) / max(np.linalg.norm(r), 1e-12))
+    return errors
+
+
+def rank_errors(tensors: list[GraphTensor], errors: dict[str, float], top: int) -> list[LayerDrift]:
+    """The part of each tensor's error its layer added (its error minus its inputs' worst), ranked."""
+    layers = []
+    for i, t in enumerate(tensors):
+        if t.name in errors:
+            inherited = max((errors.get(n, 0.0) for n in t.inputs), default=0.0)
+            layers.append(LayerDrift(t.name, t.op, t.node, errors[t.name], errors[t.name] - inherited, i, t.scope))
     return sorted(layers, key=lambda layer: -layer.added)[:top]
+
+
+def rank(tensors: list[GraphTensor], got: dict[str, np.ndarray], want: dict[str, np.ndarray],
+         top: int) -> list[LayerDrift]:
+    """Relative L2 error per shared tensor (graph order) and the part of it each layer added."""
+    return rank_errors(tensors, tensor_errors(tensors, got, want), top)
 
 
 def reference_job(meta: dict):

@@ -239,7 +239,7 @@ def _next_scopes_or_reason(folder: Path, bundle: Path, held: int, recipe: QuantR
     return (scopes, "") if scopes else ([], "no quantized layer left among those that add drift")
 
 
-def _held_out_bundle(loaded, images: np.ndarray, folder: Path) -> Path:
+def held_out_bundle(loaded, images: np.ndarray, folder: Path) -> Path:
     from edgehmr.reference import run_reference, save_bundle
 
     outputs = run_reference(loaded, images)
@@ -257,7 +257,7 @@ def search(spec, loaded, calibration: CalibrationSet, plan: SearchPlan, workdir:
     held = held_out_count(len(calibration.images), spec.batch)
     tune = dataclasses.replace(calibration, images=calibration.images[:-held])
     step(f"FP32 references for {held} held-out calibration crops")
-    bundle = _held_out_bundle(loaded, calibration.images[-held:], workdir / "held-out")
+    bundle = held_out_bundle(loaded, calibration.images[-held:], workdir / "held-out")
     smpl = spec.smpl if spec.with_mesh and spec.smpl != "synthetic" else None
     prefix = f"{MESH_MODEL_SCOPE}." if spec.with_mesh else ""
     result = SearchResult(plan.budget, spec.recipe)

@@ -101,6 +101,34 @@ def test_openvino_int8_drift_is_inherited_through_nncf_ops(artifact, bundle):
     assert sum(layer["added"] < 0.9 * layer["rel_l2"] for layer in matmuls) > len(matmuls) // 2
 
 
+def test_openvino_probe_in_several_passes_ranks_as_one(artifact, bundle, monkeypatch):
+    """A graph whose op outputs exceed the probe's memory budget is probed in passes of that many bytes; the
+    errors, and so the ranking, are those of a single pass."""
+    import edgehmr.targets.openvino_drift as probe
+
+    path, ref = artifact("test-hmr2", "int8", target="openvino"), bundle("test-hmr2")
+    whole = debug_drift(path, ref, samples=2, top=1000, strict=False)
+    monkeypatch.setattr(probe, "PROBE_GROUP_BYTES", 200_000)  # test-hmr2's outputs: a few MB per crop
+    parted = debug_drift(path, ref, samples=2, top=1000, strict=False)
+    passes = int(parted["method"].rsplit(" in ", 1)[1].split()[0])
+    assert "passes" not in whole["method"] and passes > 3
+    want = {layer["tensor"]: layer["rel_l2"] for layer in whole["layers"]}
+    got = {layer["tensor"]: layer["rel_l2"] for layer in parted["layers"]}
+    assert got.keys() == want.keys()
+    assert max(abs(got[k] - want[k]) for k in want) < 1e-6  # 2e-10 seen: exposing fewer outputs changes nothing
+    assert [layer["tensor"] for layer in parted["layers"][:5]] == [layer["tensor"] for layer in whole["layers"][:5]]
+
+
+def test_probe_groups_cut_in_graph_order_within_the_budget():
+    from edgehmr.drift import GraphTensor
+    from edgehmr.targets.openvino_drift import probe_groups
+
+    tensors = [GraphTensor(name, "Add", name, []) for name in "abcde"]
+    sizes = {"a": 4, "b": 4, "c": 10, "d": 1}  # e: dynamic shape, size unknown
+    assert [[t.name for t in g] for g in probe_groups(tensors, sizes, budget=8)] == [["a", "b"], ["c"], ["d", "e"]]
+    assert [[t.name for t in g] for g in probe_groups(tensors, sizes, budget=100)] == [list("abcde")]
+
+
 @pytest.mark.parametrize("name", ["test-hmr2-gmf", *slow("vitpose-gmf-t-s2")])
 def test_openvino_int8_probe_reads_what_the_artifact_computes(name, artifact, bundle):
     """With the artifact's SNIPPETS_MODE=DISABLE and every op output exposed, OpenVINO's CPU plugin computed an INT8
