@@ -220,7 +220,8 @@ def _convert(cell: Cell, settings: Settings, key: str, store: str | None) -> tup
                             calib_count=settings.calib_count)  # calib is dropped where nothing is calibrated
         path, note, start = artifact_path(spec), "", time.perf_counter()
         if (path / "metadata.json").is_file():
-            read_metadata(path)  # a cached artifact is used only whole and with every hash right
+            meta = read_metadata(path)  # a cached artifact is used only whole and with every hash right
+            note = _cached_search(meta) if cell.max_drift else ""
         elif cell.max_drift:
             note = _search(spec, cell)
         else:
@@ -243,11 +244,16 @@ def _search(spec, cell: Cell) -> str:
         _, result = convert_searched(spec, loaded, calibration_for(spec, loaded), plan)
     except BudgetNotMet as e:
         result = e.result
-    best = result.steps[result.best]
-    drift = ", ".join(f"{m} {v:.3g}" for m, v in best.drift.items())
-    verdict = "budget met" if result.met else f"budget not met ({result.stopped})"
-    return (f"search: {verdict} after {len(result.steps)} step(s), kept float {best.kept_float or 'nothing'}; "
-            f"held-out drift {drift}")
+    return result.summary()
+
+
+def _cached_search(meta: dict) -> str:
+    """What the search behind a stored artifact did (its metadata's record), so a rerun reports it as the first
+    run did."""
+    from edgehmr.quant_search import SearchResult
+
+    record = (meta.get("quantization") or {}).get("search")
+    return SearchResult.from_json(record).summary() if record else ""
 
 
 def device_task(cell: Cell, settings: Settings, artifact: Packed, bundle: Packed | None,

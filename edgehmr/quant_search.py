@@ -169,6 +169,20 @@ class SearchResult:
                 "start_recipe": self.start_recipe.to_json(), "recipe": self.recipe().to_json(),
                 "steps": [dataclasses.asdict(s) for s in self.steps]}
 
+    @classmethod
+    def from_json(cls, record: dict) -> "SearchResult":
+        """The search as an artifact's ``quantization.search`` records it."""
+        return cls(DriftBudget(record["budget"]), QuantRecipe.from_json(record["start_recipe"]),
+                   [SearchStep(**s) for s in record["steps"]], record["stopped"], record["best_step"])
+
+    def summary(self) -> str:
+        """One line: the verdict, the steps, what the kept step keeps float and its held-out drift."""
+        best = self.steps[self.best]
+        drift = ", ".join(f"{m} {v:.3g}" for m, v in best.drift.items())
+        verdict = "budget met" if self.met else f"budget not met ({self.stopped})"
+        return (f"search: {verdict} after {len(self.steps)} step(s), kept float {best.kept_float or 'nothing'}; "
+                f"held-out drift {drift}")
+
 
 def searched_recipe(start: QuantRecipe, added: list[str]) -> QuantRecipe:
     """``start`` with the scopes the search keeps float appended (named so when there are any)."""

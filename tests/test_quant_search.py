@@ -83,7 +83,8 @@ def test_search_keeps_the_fragile_layer_float_to_meet_the_budget(tmp_path, fragi
 
 def test_search_from_the_command_line_and_its_recipe_file(capsys, tmp_path, fragile_checkpoint):
     """ONNX: the search's table, the artifact, and recipe.json reused with --recipe (the same scopes, no search)."""
-    from edgehmr.quant_search import SearchResult, SearchStep
+    from edgehmr.matrix_tasks import _cached_search
+    from edgehmr.quant_search import SearchResult
 
     common = ["convert", "-m", MODEL, "-c", fragile_checkpoint, "-t", "onnx", "-p", "int8", "--calib", "synthetic",
               "--calib-count", str(CALIB), "-q"]
@@ -93,8 +94,11 @@ def test_search_from_the_command_line_and_its_recipe_file(capsys, tmp_path, frag
     assert "budget met" in out.out and FRAGILE in out.out
     searched = tmp_path / "searched" / f"{MODEL}-onnx-int8"
     record = read_metadata(searched)["quantization"]["search"]
-    result = SearchResult(DriftBudget(record["budget"]), QuantRecipe.from_json(record["start_recipe"]),
-                          [SearchStep(**s) for s in record["steps"]], record["stopped"], record["best_step"])
+    result = SearchResult.from_json(record)
+    # edgehmr bench reports a stored searched artifact from this record, as the run that searched did
+    assert _cached_search(read_metadata(searched)) == result.summary() == (
+        f"search: budget met after 2 step(s), kept float ['{FRAGILE}']; "
+        f"held-out drift mpjpe_mm {result.steps[-1].drift['mpjpe_mm']:.3g}")
     check_searched(searched, result, result.start_recipe, tmp_path / "searched")
 
     _check_report_plots_the_search(searched, tmp_path / "report", capsys)
