@@ -28,7 +28,7 @@ from edgehmr.converters.base import ExportJob, batched_samples
 from edgehmr.models import load_model
 from edgehmr.models.smpl import SMPLLayer, load_smpl
 from edgehmr.models.tiny import FRAGILE_LAYER, fragile_test_hmr2_state
-from edgehmr.quant_search import convert_searched, held_out_count, plan_search
+from edgehmr.quant_search import BudgetNotMet, convert_searched, held_out_count, plan_search
 from edgehmr.reference import run_reference
 from edgehmr.spec import resolve_spec
 from edgehmr.validate import hmr2_task_drift
@@ -50,7 +50,7 @@ def edgehmr_search(spec, loaded, calibration, budget_mm: float) -> dict:
     started = time.perf_counter()
     try:
         _, result = convert_searched(spec, loaded, calibration, plan)
-    except Exception as e:  # BudgetNotMet carries the result too
+    except BudgetNotMet as e:  # the closest step is still a result to show
         result = e.result
     best = result.steps[result.best]
     return {"met": result.met, "mpjpe": best.drift["mpjpe_mm"], "float": ", ".join(best.kept_float) or "-",
